@@ -1,0 +1,39 @@
+"""The HTTP API (FastAPI): one module per resource, errors from the one table."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from . import errors, health, messages, streams, tokens
+from .context import Context
+from .schemas import PUBLISH_ITEM_SCHEMA
+
+
+def build_api(ctx: Context) -> FastAPI:
+    app = FastAPI(
+        title="bloomr",
+        summary="Stream what scripts print, live and with exact replay.",
+        version="0.1.0",
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    for module in (streams, tokens, messages, health):
+        app.include_router(module.router)
+    _add_publish_item_schema(app)
+    return app
+
+
+def _add_publish_item_schema(app: FastAPI) -> None:
+    """The publish body is parsed by hand (it is the hot path); document it anyway."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["PublishItem"] = (
+                PUBLISH_ITEM_SCHEMA
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,137 @@
+"""Publish (admin or a `publish` token) and HTTP polling (a `subscribe` token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from ..auth import Principal, check_access, require_stream
+from ..errors import BloomrError, invalid_argument
+from ..model import DEFAULT_CHANNEL, Draft, Message, Scope, Stream, is_valid_channel, now_ms
+from ..replay import (
+    AfterId,
+    Since,
+    parse_channel,
+    parse_message_id,
+    parse_positive_int,
+    parse_replay,
+)
+from .context import Context
+from .deps import Caller, Ctx
+from .schemas import PUBLISH_SCHEMA
+
+router = APIRouter(prefix="/api/streams", tags=["messages"])
+
+POLL_DEFAULT_LIMIT = 1000
+POLL_MAX_LIMIT = 10_000
+
+
+async def _authorized_stream(
+    ctx: Context, principal: Principal, stream_id: str, scope: Scope
+) -> Stream:
+    check_access(principal, stream_id, scope)
+    return require_stream(await ctx.hub.stream(stream_id), stream_id)
+
+
+def parse_publish_body(raw: bytes) -> list[Draft]:
+    """One `{channel?, data}` or a JSON array of them -> drafts (data encoded once)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BloomrError("invalid_json", "the request body is not valid JSON") from None
+    items = body if isinstance(body, list) else [body]
+    return [_draft(item, i if isinstance(body, list) else None) for i, item in enumerate(items)]
+
+
+def _draft(item: Any, index: int | None) -> Draft:
+    where = "" if index is None else f"[{index}]"
+    if not isinstance(item, dict):
+        raise BloomrError(
+            "validation_failed", f"message{where} must be an object", field=f"{where}".strip()
+        )
+    unknown = set(item) - {"channel", "data"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise BloomrError(
+            "validation_failed", f"unknown field {name!r}", field=f"{where}.{name}".lstrip(".")
+        )
+    if "data" not in item:
+        raise BloomrError(
+            "validation_failed", "data is required", field=f"{where}.data".lstrip(".")
+        )
+    channel = item.get("channel", DEFAULT_CHANNEL)
+    if not isinstance(channel, str) or not is_valid_channel(channel):
+        raise BloomrError(
+            "validation_failed",
+            "channel must be '', 'errors' or a name matching [A-Za-z0-9_.:-]{1,64}",
+            field=f"{where}.channel".lstrip("."),
+        )
+    return Draft(channel, orjson.dumps(item["data"]))
+
+
+@router.post("/{stream_id}/messages", status_code=201, openapi_extra=PUBLISH_SCHEMA)
+async def publish(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> Response:
+    """Publish one message or a batch; returns once they are stored, in order."""
+    stream = await _authorized_stream(ctx, caller, stream_id, "publish")
+    drafts = parse_publish_body(await request.body())
+    messages = await ctx.hub.publish(stream, drafts) if drafts else []
+    return Response(
+        orjson.dumps({"ids": [m.id for m in messages]}),
+        status_code=201,
+        media_type="application/json",
+    )
+
+
+@router.get("/{stream_id}/messages")
+async def poll(
+    stream_id: str,
+    ctx: Ctx,
+    caller: Caller,
+    channel: str = DEFAULT_CHANNEL,
+    replay: str | None = None,
+    after: str | None = None,
+    limit: str | None = None,
+) -> Response:
+    """Page forward through the history, oldest first; `next` is the next page's `after`."""
+    stream = await _authorized_stream(ctx, caller, stream_id, "subscribe")
+    channel = parse_channel(channel)
+    page_limit = parse_positive_int(limit, "limit") or POLL_DEFAULT_LIMIT
+    if page_limit > POLL_MAX_LIMIT:
+        raise invalid_argument("limit", f"limit must be at most {POLL_MAX_LIMIT}")
+    after_id = _after(after)
+    since_ms: int | None = None
+    start = parse_replay(replay, now_ms()) if replay is not None else None
+    if isinstance(start, AfterId):
+        after_id = _later(after_id, start.id)
+    elif isinstance(start, Since):
+        since_ms = start.ts_ms
+    messages = await ctx.hub.history.page(stream.id, channel, after_id, since_ms, page_limit)
+    return _page_response(messages, after_id)
+
+
+def _after(value: str | None) -> str | None:
+    if value is None or value.strip() == "":
+        return None
+    message_id = parse_message_id(value)
+    if message_id is None:
+        raise invalid_argument("after", "after must be a message id")
+    return message_id
+
+
+def _later(a: str | None, b: str) -> str:
+    """Both `after` and a replay id apply: the later (UUIDv7 ids sort by time) wins."""
+    return b if a is None or b > a else a
+
+
+def _page_response(messages: list[Message], after_id: str | None) -> Response:
+    next_id = messages[-1].id if messages else after_id
+    body = (
+        b'{"messages":['
+        + b",".join(m.envelope_json(None) for m in messages)
+        + b'],"next":'
+        + orjson.dumps(next_id)
+        + b"}"
+    )
+    return Response(body, media_type="application/json")

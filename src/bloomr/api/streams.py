@@ -1,0 +1,83 @@
+"""Streams: create, list, show, update, delete (admin only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from ..auth import require_stream
+from ..model import Retention, Stream, iso_now, new_stream_id
+from .context import Context
+from .deps import Admin, Ctx
+from .responses import JSON
+from .schemas import StreamCreate, StreamPatch
+
+router = APIRouter(prefix="/api/streams", tags=["streams"])
+
+
+def stream_json(ctx: Context, stream: Stream) -> dict[str, Any]:
+    doc = stream.to_json()
+    doc["script"] = ctx.scripts.status_json(stream.id) if ctx.scripts is not None else None
+    return doc
+
+
+def _apply(stream: Stream, body: StreamPatch) -> None:
+    fields = body.model_fields_set
+    if "name" in fields and body.name is not None:
+        stream.name = body.name
+    if "store_history" in fields and body.store_history is not None:
+        stream.store_history = body.store_history
+    if body.retention is not None:
+        if body.retention.max_age is not None:
+            stream.retention.max_age = body.retention.max_age
+        if body.retention.max_messages is not None:
+            stream.retention.max_messages = body.retention.max_messages
+    for name in ("command", "cwd", "env"):
+        if name in fields:
+            setattr(stream, name, getattr(body, name))
+    if "restart" in fields and body.restart is not None:
+        stream.restart = body.restart
+
+
+@router.post("", status_code=201)
+async def create_stream(body: StreamCreate, ctx: Ctx, _: Admin) -> JSON:
+    stream = Stream(id=new_stream_id(), name="", retention=Retention())
+    _apply(stream, body)
+    await ctx.meta.create_stream(stream)
+    ctx.hub.stream_updated(stream)
+    return JSON(stream_json(ctx, stream), status_code=201)
+
+
+@router.get("")
+async def list_streams(ctx: Ctx, _: Admin) -> JSON:
+    streams = await ctx.meta.list_streams()
+    return JSON({"streams": [stream_json(ctx, s) for s in streams]})
+
+
+@router.get("/{stream_id}")
+async def show_stream(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
+    stream = require_stream(await ctx.meta.get_stream(stream_id), stream_id)
+    return JSON(stream_json(ctx, stream))
+
+
+@router.patch("/{stream_id}")
+async def update_stream(stream_id: str, body: StreamPatch, ctx: Ctx, _: Admin) -> JSON:
+    stream = require_stream(await ctx.meta.get_stream(stream_id), stream_id)
+    _apply(stream, body)
+    stream.updated_at = iso_now()
+    await ctx.meta.update_stream(stream)
+    ctx.hub.stream_updated(stream)
+    if ctx.scripts is not None:
+        ctx.scripts.stream_updated(stream)
+    return JSON(stream_json(ctx, stream))
+
+
+@router.delete("/{stream_id}", status_code=204)
+async def delete_stream(stream_id: str, ctx: Ctx, _: Admin) -> Response:
+    require_stream(await ctx.meta.get_stream(stream_id), stream_id)
+    if ctx.scripts is not None:
+        await ctx.scripts.stream_deleted(stream_id)
+    await ctx.meta.delete_stream(stream_id)
+    await ctx.hub.delete_stream(stream_id)
+    return Response(status_code=204)

@@ -1,0 +1,100 @@
+"""Builds the ASGI app and wires the parts together in its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from .api import build_api
+from .api.context import Context
+from .api.limits import BodyLimit
+from .auth import Authenticator
+from .bus.local import LocalBus
+from .config import Settings
+from .gateway.socketio import SocketIOGateway
+from .hub import Hub, Limits
+from .store.sqlite import SQLiteStore
+
+log = logging.getLogger("bloomr")
+
+
+@dataclass
+class Bloomr:
+    """The running parts of one bloomr node."""
+
+    settings: Settings
+    admin_key: str
+    store: SQLiteStore = field(init=False)
+    hub: Hub = field(init=False)
+    auth: Authenticator = field(init=False)
+    gateway: SocketIOGateway = field(init=False)
+    ctx: Context = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.store = SQLiteStore(s.database_path)
+        limits = Limits(
+            backlog_messages=s.backlog_messages,
+            backlog_bytes=s.backlog_bytes,
+            trim_interval=s.trim_interval,
+        )
+        self.hub = Hub(self.store, self.store, LocalBus(), limits)
+        self.auth = Authenticator(self.store, self.admin_key)
+        self.gateway = SocketIOGateway(self.hub, self.auth, s.cors_origins)
+        self.ctx = Context(settings=s, meta=self.store, hub=self.hub, auth=self.auth)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        """Stop taking work, end sessions, flush, close the store."""
+        await self.gateway.close()
+        await self.hub.stop()
+        await self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Bloomr]:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+
+def build_asgi(node: Bloomr) -> Any:
+    """`/socket.io/` goes to the gateway, everything else to the HTTP API."""
+    api = BodyLimit(build_api(node.ctx), node.settings.max_body_bytes)
+    sio = node.gateway.asgi_app()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(node, receive, send)
+        elif scope["path"].startswith("/socket.io"):
+            await sio(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return app
+
+
+async def _lifespan(node: Bloomr, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await node.start()
+            except Exception as exc:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await node.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

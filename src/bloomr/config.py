@@ -1,0 +1,66 @@
+"""One Settings object: command-line flags with environment-variable fallbacks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("./bloomr-data")
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = DEFAULT_DATA_DIR
+    admin_key: str | None = None  # None: BLOOMR_ADMIN_KEY, else <data-dir>/admin.key
+    max_body_bytes: int = field(
+        default_factory=lambda: _env_int("BLOOMR_MAX_BODY", DEFAULT_MAX_BODY)
+    )
+    backlog_messages: int = field(
+        default_factory=lambda: _env_int("BLOOMR_BACKLOG_MESSAGES", 10_000)
+    )
+    backlog_bytes: int = field(
+        default_factory=lambda: _env_int("BLOOMR_BACKLOG_BYTES", 16 * 1024 * 1024)
+    )
+    trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
+    cors_origins: str = "*"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "bloomr.db"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    value: str
+    generated: bool  # True only on the run that created it: the one time it is printed
+
+
+def load_admin_key(settings: Settings) -> AdminKey:
+    """The flag, else BLOOMR_ADMIN_KEY, else <data-dir>/admin.key (created 0600 once)."""
+    explicit = settings.admin_key or os.environ.get("BLOOMR_ADMIN_KEY")
+    if explicit:
+        return AdminKey(explicit, generated=False)
+    path = settings.data_dir / "admin.key"
+    if path.exists():
+        return AdminKey(path.read_text().strip(), generated=False)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = "bk_" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return AdminKey(key, generated=True)

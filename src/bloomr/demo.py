@@ -1,0 +1,89 @@
+"""`bloomr serve --demo`: a stream that ticks every second, and a snippet to paste."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import orjson
+
+from .app import Bloomr
+from .model import (
+    Draft,
+    Retention,
+    Stream,
+    Token,
+    hash_secret,
+    new_stream_id,
+    new_token_id,
+    new_token_secret,
+)
+
+DEMO_NAME = "demo"
+
+SNIPPET = """\
+// paste into a file demo.mjs, then: npm install socket.io-client && node demo.mjs
+import {{ io }} from 'socket.io-client';
+
+const host = '{url}/';
+const socket = io(host, {{
+  query: {{
+    stream: '{stream}', // the id of your script
+    token: '{token}', // the token you generated in your settings
+  }},
+}});
+
+// event on connect
+socket.on('connect', () => {{
+  console.log('Connected to', host);
+}});
+
+// event on error
+socket.on('error', arg => {{
+  console.error('ERROR =>', arg);
+}});
+
+// event on message
+socket.on('message', arg => {{
+  console.error('MESSAGE =>', arg);
+}});
+"""
+
+
+async def _demo_stream(node: Bloomr) -> Stream:
+    for stream in await node.store.list_streams():
+        if stream.name == DEMO_NAME:
+            return stream
+    stream = Stream(id=new_stream_id(), name=DEMO_NAME, retention=Retention())
+    await node.store.create_stream(stream)
+    return stream
+
+
+async def _demo_token(node: Bloomr, stream: Stream) -> str:
+    secret = new_token_secret()
+    token = Token(
+        id=new_token_id(),
+        name="demo",
+        secret_hash=hash_secret(secret),
+        streams=[stream.id],
+        scopes=["subscribe"],
+    )
+    await node.store.create_token(token)
+    return secret
+
+
+async def _tick(node: Bloomr, stream: Stream) -> None:
+    n = 0
+    while True:
+        n += 1
+        line = f"tick {n} at {datetime.now(UTC).isoformat(timespec='seconds')}"
+        await node.hub.publish(stream, [Draft("", orjson.dumps(line))])
+        await asyncio.sleep(1)
+
+
+async def run_demo(node: Bloomr, url: str) -> None:
+    stream = await _demo_stream(node)
+    secret = await _demo_token(node, stream)
+    print(f"\ndemo stream {stream.id} publishes a line every second. Connect with:\n")
+    print(SNIPPET.format(url=url, stream=stream.id, token=secret), flush=True)
+    asyncio.get_running_loop().create_task(_tick(node, stream), name="bloomr-demo")

@@ -1,0 +1,303 @@
+"""The heart of bloomr: publish (order + store + fan out) and subscribe (replay -> live).
+
+Publishing goes through one pipeline task: it takes every publish request waiting,
+appends them to the history store in one transaction (group commit), then hands the
+ordered messages to the bus in that same order. One task means the order messages are
+stored in is the order every subscriber sees, without a lock per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .bus.base import Bus, ControlEvent
+from .errors import BloomrError, warning
+from .model import Draft, Message, Stream, now_ms
+from .replay import MAX_REPLAY, AfterId, ReplayRequest, parse_age_ms
+from .store.base import AppendBatch, HistoryStore, MetadataStore
+from .subscription import Subscription
+
+log = logging.getLogger("bloomr.hub")
+
+_GROUP_MAX_MESSAGES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    backlog_messages: int = 10_000
+    backlog_bytes: int = 16 * 1024 * 1024
+    trim_interval: float = 30.0
+
+
+@dataclass(slots=True)
+class ReplayPlan:
+    """What a new subscriber gets before going live."""
+
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    head_seq: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: AppendBatch
+    future: asyncio.Future[list[Message]]
+
+
+class Hub:
+    def __init__(
+        self, meta: MetadataStore, history: HistoryStore, bus: Bus, limits: Limits | None = None
+    ) -> None:
+        self.meta = meta
+        self.history = history
+        self.bus = bus
+        self.limits = limits or Limits()
+        self._streams: dict[str, Stream] = {}
+        self._deleted: set[str] = set()
+        self._subs: dict[str, dict[str, set[Subscription]]] = {}
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start(self)
+        self._tasks = [
+            asyncio.create_task(self._pipeline(), name="bloomr-publish"),
+            asyncio.create_task(self._trimmer(), name="bloomr-trim"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(BloomrError("unavailable", "server is stopping"))
+        self._queue.clear()
+        for sub in list(self._all_subscriptions()):
+            sub.close(BloomrError("unavailable", "server is stopping"))
+        await self.bus.stop()
+
+    # -- streams ----------------------------------------------------------------------
+
+    async def stream(self, stream_id: str) -> Stream | None:
+        """A stream by id, from the cache (the metadata store on a miss)."""
+        if stream_id in self._deleted:
+            return None
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = await self.meta.get_stream(stream_id)
+            if stream is not None and stream_id not in self._deleted:
+                self._streams[stream_id] = stream
+        return stream
+
+    def stream_updated(self, stream: Stream) -> None:
+        self._deleted.discard(stream.id)
+        self._streams[stream.id] = stream
+
+    async def delete_stream(self, stream_id: str) -> None:
+        """Forget the stream, end its live sessions, drop its history."""
+        self._deleted.add(stream_id)
+        self._streams.pop(stream_id, None)
+        await self.bus.control(ControlEvent("stream_deleted", stream_id))
+        await self.history.drop(stream_id)
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self.bus.control(ControlEvent("token_revoked", token_id))
+
+    # -- publish ----------------------------------------------------------------------
+
+    async def publish(self, stream: Stream, drafts: list[Draft]) -> list[Message]:
+        """Store the drafts as one contiguous batch, then fan them out. Returns once they
+        are durable."""
+        future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(AppendBatch(stream.id, drafts, stream.store_history), future))
+        self._wakeup.set()
+        return await future
+
+    async def _pipeline(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                group = self._take_group()
+                try:
+                    await self._commit(group)
+                except Exception as exc:  # keep publishing for everyone else
+                    log.exception("publish pipeline failed")
+                    for pending in group:
+                        if not pending.future.done():
+                            pending.future.set_exception(BloomrError("internal", str(exc)))
+
+    def _take_group(self) -> list[_Pending]:
+        group: list[_Pending] = []
+        size = 0
+        while self._queue and (
+            not group or size + len(self._queue[0].batch.drafts) <= _GROUP_MAX_MESSAGES
+        ):
+            pending = self._queue.pop(0)
+            if pending.batch.stream_id in self._deleted:
+                pending.future.set_exception(BloomrError("not_found", "stream was deleted"))
+                continue
+            group.append(pending)
+            size += len(pending.batch.drafts)
+        return group
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        if not group:
+            return
+        results = await self.history.append([p.batch for p in group])
+        for pending, result in zip(group, results, strict=True):
+            if isinstance(result, BloomrError):
+                if not pending.future.done():
+                    pending.future.set_exception(result)
+                continue
+            await self.bus.publish(pending.batch.stream_id, result)
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    # -- bus handler ------------------------------------------------------------------
+
+    def on_messages(self, stream_id: str, messages: list[Message]) -> None:
+        channels = self._subs.get(stream_id)
+        if not channels:
+            return
+        for message in messages:
+            subs = channels.get(message.channel)
+            if subs:
+                for sub in subs:
+                    sub.offer(message)
+
+    def on_control(self, event: ControlEvent) -> None:
+        if event.kind == "token_revoked":
+            error = BloomrError("token_revoked", "the token was revoked")
+            for sub in self._all_subscriptions():
+                if sub.token_id == event.target:
+                    sub.close(error)
+        elif event.kind == "stream_deleted":
+            self._deleted.add(event.target)
+            self._streams.pop(event.target, None)
+            error = BloomrError("stream_deleted", "the stream was deleted")
+            for subs in self._subs.get(event.target, {}).values():
+                for sub in subs:
+                    sub.close(error)
+        elif event.kind == "stream_updated":
+            self._streams.pop(event.target, None)
+
+    # -- subscribe --------------------------------------------------------------------
+
+    def subscribe(
+        self, stream_id: str, channel: str, token_id: str | None, expires_at: str | None = None
+    ) -> Subscription:
+        """Register a subscriber; it holds live messages until `go_live`."""
+        sub = Subscription(
+            stream_id,
+            channel,
+            token_id,
+            max_messages=self.limits.backlog_messages,
+            max_bytes=self.limits.backlog_bytes,
+        )
+        self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
+        if expires_at is not None:
+            self._expire_later(sub, expires_at)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        channels = self._subs.get(sub.stream_id)
+        if channels is None:
+            return
+        subs = channels.get(sub.channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del channels[sub.channel]
+        if not channels:
+            del self._subs[sub.stream_id]
+
+    def _expire_later(self, sub: Subscription, expires_at: str) -> None:
+        delay = datetime.fromisoformat(expires_at).timestamp() * 1000 - now_ms()
+        error = BloomrError("unauthorized", "the token expired")
+        asyncio.get_running_loop().call_later(max(delay, 0) / 1000, sub.close, error)
+
+    async def plan_replay(
+        self, sub: Subscription, stream: Stream, request: ReplayRequest | None
+    ) -> ReplayPlan:
+        """Read what `sub` must get before going live (call after `subscribe`)."""
+        plan = ReplayPlan()
+        if request is None:
+            return plan
+        if request.capped:
+            plan.warnings.append(
+                warning(
+                    "replay_limit_capped",
+                    f"replayLimit is capped at {MAX_REPLAY}",
+                    limit=MAX_REPLAY,
+                    requested=request.requested,
+                )
+            )
+        if not stream.store_history:
+            plan.warnings.append(
+                warning("history_disabled", "this stream does not store history: nothing to replay")
+            )
+            return plan
+        window = request.requested if request.start is None else None
+        found = await self.history.replay(
+            stream.id, sub.channel, request.start, request.limit, window
+        )
+        plan.messages, plan.head_seq = found.messages, found.head_seq
+        if found.unknown_id:
+            assert isinstance(request.start, AfterId)
+            plan.warnings.append(
+                warning(
+                    "unknown_message_id",
+                    "that message id is not in this stream's history: replaying the newest "
+                    "messages instead",
+                    id=request.start.id,
+                )
+            )
+        if found.matched > request.limit:
+            plan.warnings.append(_truncated(request.limit, found.matched, found))
+        return plan
+
+    def _all_subscriptions(self) -> Iterator[Subscription]:
+        for channels in self._subs.values():
+            for subs in channels.values():
+                yield from subs
+
+    # -- retention --------------------------------------------------------------------
+
+    async def _trimmer(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.trim_interval)
+            try:
+                await self.trim_all()
+            except Exception:
+                log.exception("trimming history failed")
+
+    async def trim_all(self) -> None:
+        for stream in await self.meta.list_streams():
+            age = parse_age_ms(stream.retention.max_age)
+            min_ts = now_ms() - age if age is not None else 0
+            await self.history.trim(stream.id, min_ts, stream.retention.max_messages)
+
+
+def _truncated(limit: int, matched: int, found: Any) -> dict[str, Any]:
+    return warning(
+        "replay_truncated",
+        f"{matched} messages match, only the newest {limit} are replayed",
+        limit=limit,
+        matched=matched,
+        omitted=matched - limit,
+        firstReplayedId=found.messages[0].id if found.messages else None,
+        backfillAfterId=found.backfill_after_id,
+    )

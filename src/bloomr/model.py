@@ -1,0 +1,258 @@
+"""The nouns of bloomr: streams, tokens, messages and their ids. Plain data, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+Scope = Literal["subscribe", "publish"]
+RestartPolicy = Literal["never", "on-failure", "always"]
+SCOPES: tuple[Scope, ...] = ("subscribe", "publish")
+RESTART_POLICIES: tuple[RestartPolicy, ...] = ("never", "on-failure", "always")
+
+DEFAULT_CHANNEL = ""
+ERRORS_CHANNEL = "errors"
+_CHANNEL_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ALPHABET = string.ascii_letters + string.digits
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9]{10}")
+
+DEFAULT_MAX_AGE = "7d"
+DEFAULT_MAX_MESSAGES = 1_000_000
+
+
+def is_valid_channel(name: str) -> bool:
+    """`""` is standard output, `errors` is reserved, anything else must match the pattern."""
+    return name == DEFAULT_CHANNEL or _CHANNEL_RE.fullmatch(name) is not None
+
+
+def new_stream_id() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+def new_token_id() -> str:
+    return "tok_" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+
+def new_token_secret() -> str:
+    return "bt_" + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """Token secrets are 256 random bits, so a fast hash is enough to make a stolen
+    database useless; a slow password hash would only slow every connection."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_from_ms(ms: int) -> str:
+    """ISO 8601 UTC with milliseconds and `Z`, as every message timestamp is written."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def iso_now() -> str:
+    return iso_from_ms(now_ms())
+
+
+class _UUIDv7:
+    """UUIDv7 ids that increase strictly within this process, even within one millisecond.
+
+    The 12-bit `rand_a` field and the top of `rand_b` act as a counter seeded randomly
+    each millisecond (RFC 9562 method 2), so ids sort in creation order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = 0
+
+    def next(self) -> tuple[str, int]:
+        with self._lock:
+            ms = now_ms()
+            if ms > self._last_ms:
+                self._last_ms = ms
+                self._counter = int.from_bytes(os.urandom(4)) >> 2  # 30 bits, room to grow
+            else:
+                self._counter += 1
+                if self._counter >= 1 << 42:
+                    self._last_ms += 1
+                    self._counter = 0
+            ms, counter = self._last_ms, self._counter
+        rand_a = counter >> 30 & 0xFFF
+        rand_b = (counter & 0x3FFFFFFF) << 32 | int.from_bytes(os.urandom(4))
+        value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", ms
+
+
+new_message_id = _UUIDv7().next
+
+
+@dataclass(slots=True)
+class Retention:
+    max_age: str = DEFAULT_MAX_AGE
+    max_messages: int = DEFAULT_MAX_MESSAGES
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_age": self.max_age, "max_messages": self.max_messages}
+
+
+@dataclass(slots=True)
+class Stream:
+    id: str
+    name: str
+    store_history: bool = True
+    retention: Retention = field(default_factory=Retention)
+    command: list[str] | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    restart: RestartPolicy = "never"
+    created_at: str = field(default_factory=iso_now)
+    updated_at: str = field(default_factory=iso_now)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "store_history": self.store_history,
+            "retention": self.retention.to_json(),
+            "command": self.command,
+            "cwd": self.cwd,
+            "env": self.env,
+            "restart": self.restart,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(slots=True)
+class Token:
+    id: str
+    name: str
+    secret_hash: str
+    streams: list[str]
+    scopes: list[Scope]
+    expires_at: str | None = None
+    created_at: str = field(default_factory=iso_now)
+
+    def allows_stream(self, stream_id: str) -> bool:
+        return "*" in self.streams or stream_id in self.streams
+
+    def expired(self, at: datetime | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        moment = at or datetime.now(UTC)
+        return datetime.fromisoformat(self.expires_at) <= moment
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "streams": self.streams,
+            "scopes": self.scopes,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(slots=True)
+class Draft:
+    """A message on its way in: what a publisher gave, before the store orders it."""
+
+    channel: str
+    data_json: bytes  # the JSON of `data`, encoded once at the edge
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """A stored (or at least ordered) message. `seq` is its place in the stream's total
+    order; it never leaves the server, clients see the time-ordered `id`."""
+
+    id: str
+    stream: str
+    channel: str
+    ts_ms: int
+    seq: int
+    data_json: bytes
+    _envelopes: dict[bool | None, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def timestamp(self) -> str:
+        return iso_from_ms(self.ts_ms)
+
+    @property
+    def data(self) -> Any:
+        return orjson.loads(self.data_json)
+
+    @property
+    def size(self) -> int:
+        return len(self.data_json) + 128
+
+    def envelope_json(self, replayed: bool | None) -> bytes:
+        """The one envelope builder, cached per message: `replayed` is None on HTTP."""
+        cached = self._envelopes.get(replayed)
+        if cached is None:
+            cached = build_envelope(self, replayed)
+            self._envelopes[replayed] = cached
+        return cached
+
+
+def build_envelope(message: Message, replayed: bool | None) -> bytes:
+    head = orjson.dumps(
+        {
+            "id": message.id,
+            "stream": message.stream,
+            "channel": message.channel,
+            "timestamp": message.timestamp,
+        }
+    )
+    tail = b"" if replayed is None else (b',"replayed":true' if replayed else b',"replayed":false')
+    return head[:-1] + b',"data":' + message.data_json + tail + b"}"
+
+
+def stream_from_json(doc: dict[str, Any]) -> Stream:
+    retention = doc.get("retention") or {}
+    return Stream(
+        id=doc["id"],
+        name=doc.get("name", ""),
+        store_history=bool(doc.get("store_history", True)),
+        retention=Retention(
+            max_age=retention.get("max_age", DEFAULT_MAX_AGE),
+            max_messages=int(retention.get("max_messages", DEFAULT_MAX_MESSAGES)),
+        ),
+        command=doc.get("command"),
+        cwd=doc.get("cwd"),
+        env=doc.get("env"),
+        restart=doc.get("restart", "never"),
+        created_at=doc.get("created_at") or iso_now(),
+        updated_at=doc.get("updated_at") or iso_now(),
+    )
+
+
+def token_to_doc(token: Token) -> dict[str, Any]:
+    """A token as stored: its public fields plus the secret's hash."""
+    return {**token.to_json(), "secret_hash": token.secret_hash}
+
+
+def token_from_doc(doc: dict[str, Any]) -> Token:
+    return Token(
+        id=doc["id"],
+        name=doc.get("name", ""),
+        secret_hash=doc["secret_hash"],
+        streams=list(doc["streams"]),
+        scopes=list(doc["scopes"]),
+        expires_at=doc.get("expires_at"),
+        created_at=doc.get("created_at") or iso_now(),
+    )

@@ -1,0 +1,380 @@
+"""The embedded backend: one SQLite file in WAL mode holds metadata and history.
+
+One writer connection (SQLite has one writer anyway) behind an asyncio lock, and a
+small pool of reader connections: in WAL mode readers see a consistent snapshot from
+their first read inside a transaction and never block the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from ..errors import BloomrError
+from ..model import (
+    Message,
+    Stream,
+    Token,
+    new_message_id,
+    stream_from_json,
+    token_from_doc,
+    token_to_doc,
+)
+from ..replay import AfterId, ReplayStart, Since
+from .base import AppendBatch, ReplaySlice
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (stream_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    stream_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, channel TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (stream_id, channel, seq);
+CREATE INDEX IF NOT EXISTS messages_by_id ON messages (id);
+CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (stream_id, ts_ms);
+"""
+_COLUMNS = "id, stream_id, channel, ts_ms, seq, data"
+_READERS = 2
+
+Row = tuple[Any, ...]
+
+
+def _message(row: Row) -> Message:
+    return Message(
+        id=row[0], stream=row[1], channel=row[2], ts_ms=row[3], seq=row[4], data_json=row[5]
+    )
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+        await conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+class SQLiteStore:
+    """Implements both MetadataStore and HistoryStore."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+        self._heads: dict[str, int] = {}
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await _connect(self._path)
+        await self._writer.executescript(_SCHEMA)
+        for _ in range(_READERS):
+            self._readers.put_nowait(await _connect(self._path))
+
+    async def close(self) -> None:
+        while not self._readers.empty():
+            await self._readers.get_nowait().close()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection inside one read transaction (one consistent snapshot)."""
+        conn = await self._readers.get()
+        try:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                await conn.execute("COMMIT")
+        finally:
+            self._readers.put_nowait(conn)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            conn = self.writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return int(cursor.rowcount)
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        async with self._snapshot() as conn:
+            return [tuple(r) for r in await conn.execute_fetchall(sql, tuple(params))]
+
+    # -- metadata ---------------------------------------------------------------------
+
+    async def create_stream(self, stream: Stream) -> None:
+        doc = orjson.dumps(stream.to_json())
+        await self._write("INSERT INTO streams (id, doc) VALUES (?, ?)", (stream.id, doc))
+
+    async def get_stream(self, stream_id: str) -> Stream | None:
+        rows = await self._read("SELECT doc FROM streams WHERE id = ?", (stream_id,))
+        return stream_from_json(orjson.loads(rows[0][0])) if rows else None
+
+    async def list_streams(self) -> list[Stream]:
+        rows = await self._read("SELECT doc FROM streams ORDER BY id")
+        streams = [stream_from_json(orjson.loads(r[0])) for r in rows]
+        return sorted(streams, key=lambda s: s.created_at)
+
+    async def update_stream(self, stream: Stream) -> None:
+        doc = orjson.dumps(stream.to_json())
+        await self._write("UPDATE streams SET doc = ? WHERE id = ?", (doc, stream.id))
+
+    async def delete_stream(self, stream_id: str) -> bool:
+        return await self._write("DELETE FROM streams WHERE id = ?", (stream_id,)) > 0
+
+    async def create_token(self, token: Token) -> None:
+        doc = orjson.dumps(token_to_doc(token))
+        sql = "INSERT INTO tokens (id, secret_hash, doc) VALUES (?, ?, ?)"
+        await self._write(sql, (token.id, token.secret_hash, doc))
+
+    async def get_token_by_hash(self, secret_hash: str) -> Token | None:
+        rows = await self._read("SELECT doc FROM tokens WHERE secret_hash = ?", (secret_hash,))
+        return token_from_doc(orjson.loads(rows[0][0])) if rows else None
+
+    async def list_tokens(self) -> list[Token]:
+        rows = await self._read("SELECT doc FROM tokens")
+        tokens = [token_from_doc(orjson.loads(r[0])) for r in rows]
+        return sorted(tokens, key=lambda t: t.created_at)
+
+    async def delete_token(self, token_id: str) -> Token | None:
+        async with self._transaction() as conn:
+            rows = await conn.execute_fetchall("SELECT doc FROM tokens WHERE id = ?", (token_id,))
+            if not rows:
+                return None
+            await conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+            return token_from_doc(orjson.loads(next(iter(rows))[0]))
+
+    # -- history ----------------------------------------------------------------------
+
+    async def _head(self, conn: aiosqlite.Connection, stream_id: str) -> int:
+        head = self._heads.get(stream_id)
+        if head is None:
+            sql = "SELECT last_seq FROM heads WHERE stream_id = ?"
+            rows = list(await conn.execute_fetchall(sql, (stream_id,)))
+            head = rows[0][0] if rows else 0
+        return int(head)
+
+    def _order(self, batch: AppendBatch, head: int) -> list[Message]:
+        messages = []
+        for seq, draft in enumerate(batch.drafts, start=head + 1):
+            message_id, ts_ms = new_message_id()
+            messages.append(
+                Message(message_id, batch.stream_id, draft.channel, ts_ms, seq, draft.data_json)
+            )
+        return messages
+
+    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+        async with self._write_lock:
+            conn = self.writer
+            heads: dict[str, int] = {}
+            ordered: list[list[Message]] = []
+            rows: list[Row] = []
+            for batch in batches:
+                head = heads.get(batch.stream_id)
+                if head is None:
+                    head = await self._head(conn, batch.stream_id)
+                messages = self._order(batch, head)
+                heads[batch.stream_id] = head + len(messages)
+                ordered.append(messages)
+                if batch.keep:
+                    rows.extend(
+                        (m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json) for m in messages
+                    )
+            try:
+                await self._commit_append(conn, rows, heads)
+            except Exception as exc:  # the whole group fails: no seq is consumed
+                error = BloomrError("internal", f"storing messages failed: {exc}")
+                return [error for _ in batches]
+            self._heads.update(heads)
+            return list(ordered)
+
+    async def _commit_append(
+        self, conn: aiosqlite.Connection, rows: list[Row], heads: dict[str, int]
+    ) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            await conn.executemany(
+                "INSERT INTO heads (stream_id, last_seq) VALUES (?, ?) "
+                "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
+                list(heads.items()),
+            )
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        async with self._snapshot() as conn:
+            q = _Query(conn, stream_id, channel)
+            head = await q.head()
+            unknown = False
+            if isinstance(start, AfterId):
+                seq = await q.seq_of(start.id)
+                if seq is None:
+                    unknown, start, window = True, None, limit
+            first, boundary = await q.first_seq(start, window)
+            matched = await q.count_from(first)
+            messages = await q.newest_from(first, limit)
+            if matched > limit and boundary is _LAZY:
+                boundary = await q.id_before(first)
+            return ReplaySlice(
+                messages=messages,
+                matched=matched,
+                backfill_after_id=None if boundary is _LAZY else boundary,
+                head_seq=head,
+                unknown_id=unknown,
+            )
+
+    async def page(
+        self,
+        stream_id: str,
+        channel: str,
+        after_id: str | None,
+        since_ms: int | None,
+        limit: int,
+    ) -> list[Message]:
+        async with self._snapshot() as conn:
+            q = _Query(conn, stream_id, channel)
+            first = 0
+            if after_id is not None:
+                seq = await q.seq_of(after_id)
+                if seq is None:
+                    raise BloomrError(
+                        "unknown_message_id", f"message {after_id} is not in this stream's history"
+                    )
+                first = seq + 1
+            if since_ms is not None:
+                first = max(first, await q.first_seq_since(since_ms))
+            return await q.oldest_from(first, limit)
+
+    async def drop(self, stream_id: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM messages WHERE stream_id = ?", (stream_id,))
+            await conn.execute("DELETE FROM heads WHERE stream_id = ?", (stream_id,))
+            self._heads.pop(stream_id, None)
+
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        async with self._transaction() as conn:
+            by_age = await conn.execute(
+                "DELETE FROM messages WHERE stream_id = ? AND ts_ms < ?", (stream_id, min_ts_ms)
+            )
+            by_count = await conn.execute(
+                "DELETE FROM messages WHERE stream_id = ? AND seq <= (SELECT seq FROM messages "
+                "WHERE stream_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (stream_id, stream_id, max_messages),
+            )
+            return int(by_age.rowcount) + int(by_count.rowcount)
+
+
+_LAZY: Any = object()  # "the boundary id, if needed, is the channel message before `first`"
+
+
+class _Query:
+    """The read queries of one snapshot, for one stream and channel."""
+
+    def __init__(self, conn: aiosqlite.Connection, stream_id: str, channel: str) -> None:
+        self.conn, self.stream_id, self.channel = conn, stream_id, channel
+
+    async def _rows(self, sql: str, *params: Any) -> list[Row]:
+        return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
+
+    async def head(self) -> int:
+        rows = await self._rows("SELECT last_seq FROM heads WHERE stream_id = ?", self.stream_id)
+        return int(rows[0][0]) if rows else 0
+
+    async def seq_of(self, message_id: str) -> int | None:
+        sql = "SELECT seq FROM messages WHERE id = ? AND stream_id = ?"
+        rows = await self._rows(sql, message_id, self.stream_id)
+        return int(rows[0][0]) if rows else None
+
+    async def first_seq_since(self, ts_ms: int) -> int:
+        """Timestamps never decrease along seq, so the first message at or after `ts_ms`
+        (any channel) starts the matching range."""
+        sql = (
+            "SELECT seq FROM messages WHERE stream_id = ? AND ts_ms >= ? "
+            "ORDER BY ts_ms, seq LIMIT 1"
+        )
+        rows = await self._rows(sql, self.stream_id, ts_ms)
+        return int(rows[0][0]) if rows else (await self.head()) + 1
+
+    async def first_seq(self, start: ReplayStart | None, window: int | None) -> tuple[int, Any]:
+        """Where the matching set starts, and the backfill boundary id (or _LAZY)."""
+        if isinstance(start, AfterId):
+            seq = await self.seq_of(start.id)
+            assert seq is not None
+            return seq + 1, start.id
+        if isinstance(start, Since):
+            return await self.first_seq_since(start.ts_ms), _LAZY
+        if window is None:
+            return 0, None
+        sql = (
+            "SELECT seq, id FROM messages WHERE stream_id = ? AND channel = ? "
+            "ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, window)
+        return (int(rows[0][0]) + 1, rows[0][1]) if rows else (0, None)
+
+    async def count_from(self, first: int) -> int:
+        sql = "SELECT count(*) FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ?"
+        rows = await self._rows(sql, self.stream_id, self.channel, first)
+        return int(rows[0][0])
+
+    async def newest_from(self, first: int, limit: int) -> list[Message]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ? "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
+        return [_message(r) for r in reversed(rows)]
+
+    async def oldest_from(self, first: int, limit: int) -> list[Message]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ? "
+            "ORDER BY seq LIMIT ?"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
+        return [_message(r) for r in rows]
+
+    async def id_before(self, first: int) -> str | None:
+        sql = (
+            "SELECT id FROM messages WHERE stream_id = ? AND channel = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, first)
+        return str(rows[0][0]) if rows else None

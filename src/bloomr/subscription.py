@@ -1,0 +1,109 @@
+"""One subscriber's live queue and the replay -> live hand-over bookkeeping.
+
+The hub registers a Subscription *before* it reads the replay from the store, so every
+message committed after that read is certain to be offered here. Messages offered
+while the replay is still being read and sent are held; `go_live(head_seq)` then drops
+the ones the replay snapshot already covered (seq <= head_seq). From then on the
+subscription only ever yields seqs above the last one it yielded: no gap, no
+duplicate, in order. The queue is bounded: past its limits the subscriber is a slow
+consumer and is cut off, so it can never hold back the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .errors import BloomrError
+from .model import Message
+
+
+class SlowConsumer(Exception):
+    """The subscriber fell further behind than its backlog allows."""
+
+
+class SubscriptionClosed(Exception):
+    def __init__(self, error: BloomrError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Subscription:
+    def __init__(
+        self,
+        stream_id: str,
+        channel: str,
+        token_id: str | None,
+        *,
+        max_messages: int,
+        max_bytes: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self.channel = channel
+        self.token_id = token_id
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._pending: deque[Message] = deque()
+        self._bytes = 0
+        self._floor: int | None = None  # None: replay under way, hold everything
+        self._error: BloomrError | None = None
+        self._overflow = False
+        self._wakeup = asyncio.Event()
+
+    @property
+    def live(self) -> bool:
+        return self._floor is not None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def offer(self, message: Message) -> None:
+        """Called by the hub's fan-out for every message of this stream and channel.
+        Never blocks; never raises."""
+        if self._overflow or self._error is not None:
+            return
+        if self._floor is not None and message.seq <= self._floor:
+            return  # already replayed or already delivered
+        self._pending.append(message)
+        self._bytes += message.size
+        if len(self._pending) > self._max_messages or self._bytes > self._max_bytes:
+            self._overflow = True
+            self._pending.clear()
+            self._bytes = 0
+        self._wakeup.set()
+
+    def go_live(self, head_seq: int) -> None:
+        """The replay covered every message up to `head_seq`: drop those from the queue."""
+        self._floor = head_seq
+        while self._pending and self._pending[0].seq <= head_seq:
+            self._bytes -= self._pending.popleft().size
+        if self._pending:
+            self._wakeup.set()
+
+    def close(self, error: BloomrError) -> None:
+        if self._error is None:
+            self._error = error
+        self._wakeup.set()
+
+    def take(self) -> list[Message]:
+        """Everything queued, in order; raises when the subscription has ended."""
+        if self._error is not None:
+            raise SubscriptionClosed(self._error)
+        if self._overflow:
+            raise SlowConsumer()
+        if not self.live or not self._pending:
+            return []
+        batch = list(self._pending)
+        self._pending.clear()
+        self._bytes = 0
+        self._floor = batch[-1].seq
+        return batch
+
+    async def next_batch(self) -> list[Message]:
+        """Wait for live messages (call go_live first)."""
+        while True:
+            batch = self.take()
+            if batch:
+                return batch
+            self._wakeup.clear()
+            await self._wakeup.wait()
