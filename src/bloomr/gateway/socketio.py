@@ -105,7 +105,7 @@ class SocketIOGateway:
                 "this client fell too far behind and is disconnected; reconnect with "
                 "replay=<last id> to catch up",
             )
-            await self._end(sid, "warning", payload)
+            await self._end(sid, "warning", payload, hard=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -144,12 +144,17 @@ class SocketIOGateway:
             for message in await sub.next_batch():
                 await sender.message(message, replayed=False)
 
-    async def _end(self, sid: str, event: str, payload: dict[str, Any]) -> None:
-        """Emit why, then disconnect (the client learns the reason before it goes)."""
+    async def _end(self, sid: str, event: str, payload: dict[str, Any], hard: bool = False) -> None:
+        """Emit why, then disconnect (the client learns the reason before it goes).
+        `hard` also closes the Engine.IO connection: a client that stopped reading would
+        otherwise hold its queue until the ping timeout."""
         self._sessions.pop(sid, None)  # our own disconnect must not cancel this task
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         try:
             await self.sio.emit(event, payload, to=sid)
             await asyncio.wait_for(self.sio.disconnect(sid), _DISCONNECT_GRACE)
+            if hard and eio_sid is not None:
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), _DISCONNECT_GRACE)
         except Exception:  # the client may already be gone
             log.debug("disconnecting %s failed", sid, exc_info=True)
 

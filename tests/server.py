@@ -1,0 +1,125 @@
+"""A real `bloomr serve` process for integration tests, and small HTTP helpers.
+
+`running_server()` starts the real command line on a free port (port 0, the server
+prints the one it bound) in a fresh data dir, and always stops it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN_KEY = "test-admin-key"
+_URL_RE = re.compile(r"bloomr listening on (http://\S+)")
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+    admin_key: str = ADMIN_KEY
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+    async def create_stream(self, **fields: Any) -> dict[str, Any]:
+        async with self.client() as c:
+            r = await c.post("/api/streams", json=fields, headers=self.admin)
+            assert r.status_code == 201, r.text
+            return dict(r.json())
+
+    async def create_token(
+        self, streams: list[str], scopes: list[str] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"streams": streams, **fields}
+        if scopes is not None:
+            body["scopes"] = scopes
+        async with self.client() as c:
+            r = await c.post("/api/tokens", json=body, headers=self.admin)
+            assert r.status_code == 201, r.text
+            return dict(r.json())
+
+    async def stream_and_token(self, **fields: Any) -> tuple[str, str]:
+        """A new stream and a subscribe+publish token for it."""
+        stream = await self.create_stream(**fields)
+        token = await self.create_token([stream["id"]], ["subscribe", "publish"])
+        return stream["id"], token["token"]
+
+    async def publish(self, stream_id: str, items: Any, secret: str | None = None) -> list[str]:
+        headers = {"Authorization": f"Bearer {secret}"} if secret else self.admin
+        async with self.client() as c:
+            r = await c.post(f"/api/streams/{stream_id}/messages", json=items, headers=headers)
+            assert r.status_code == 201, r.text
+            return list(r.json()["ids"])
+
+    def socket_url(self, **query: Any) -> str:
+        from urllib.parse import urlencode
+
+        return f"{self.url}/?{urlencode(query)}" if query else f"{self.url}/"
+
+
+def _read_url(process: subprocess.Popen[str], output: list[str]) -> str:
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line)
+        match = _URL_RE.search(line)
+        if match:
+            return match.group(1)
+    raise RuntimeError("bloomr serve exited before listening:\n" + "".join(output))
+
+
+def _drain(process: subprocess.Popen[str], output: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line)
+
+
+@contextlib.contextmanager
+def running_server(
+    *args: str, env: dict[str, str] | None = None, data_dir: Path | None = None
+) -> Iterator[Server]:
+    """Start `bloomr serve --port 0` and stop it (SIGTERM, then SIGKILL) afterwards.
+    Synchronous on purpose: usable from session fixtures and from async tests alike."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bloomr-")))
+        full_env = {**os.environ, "BLOOMR_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+        command = [sys.executable, "-m", "bloomr", "serve", "--port", "0"]
+        command += ["--data-dir", str(data_dir), *args]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env
+        )
+        output: list[str] = []
+        try:
+            url = _read_url(process, output)
+            threading.Thread(target=_drain, args=(process, output), daemon=True).start()
+            yield Server(url=url, data_dir=data_dir, process=process, output=output)
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
