@@ -18,6 +18,7 @@ from .bus.local import LocalBus
 from .config import Settings
 from .gateway.socketio import SocketIOGateway
 from .hub import Hub, Limits
+from .scripts import ScriptManager
 from .store.sqlite import SQLiteStore
 
 log = logging.getLogger("bloomr")
@@ -33,6 +34,7 @@ class Bloomr:
     hub: Hub = field(init=False)
     auth: Authenticator = field(init=False)
     gateway: SocketIOGateway = field(init=False)
+    scripts: ScriptManager = field(init=False)
     ctx: Context = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,14 +48,19 @@ class Bloomr:
         self.hub = Hub(self.store, self.store, LocalBus(), limits)
         self.auth = Authenticator(self.store, self.admin_key)
         self.gateway = SocketIOGateway(self.hub, self.auth, s.cors_origins)
-        self.ctx = Context(settings=s, meta=self.store, hub=self.hub, auth=self.auth)
+        self.scripts = ScriptManager(self.hub, self.store, s.script_grace)
+        self.ctx = Context(
+            settings=s, meta=self.store, hub=self.hub, auth=self.auth, scripts=self.scripts
+        )
 
     async def start(self) -> None:
         await self.store.open()
         await self.hub.start()
+        await self.scripts.start()
 
     async def stop(self) -> None:
         """Stop taking work, end sessions, flush, close the store."""
+        await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
         await self.hub.stop()
         await self.store.close()

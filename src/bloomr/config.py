@@ -37,6 +37,7 @@ class Settings:
         default_factory=lambda: _env_int("BLOOMR_BACKLOG_BYTES", 16 * 1024 * 1024)
     )
     trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
+    script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
     cors_origins: str = "*"
 
     @property

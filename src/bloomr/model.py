@@ -119,6 +119,7 @@ class Stream:
     cwd: str | None = None
     env: dict[str, str] | None = None
     restart: RestartPolicy = "never"
+    enabled: bool = False  # its script should run (and is started again with bloomr)
     created_at: str = field(default_factory=iso_now)
     updated_at: str = field(default_factory=iso_now)
 
@@ -132,6 +133,7 @@ class Stream:
             "cwd": self.cwd,
             "env": self.env,
             "restart": self.restart,
+            "enabled": self.enabled,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -236,6 +238,7 @@ def stream_from_json(doc: dict[str, Any]) -> Stream:
         cwd=doc.get("cwd"),
         env=doc.get("env"),
         restart=doc.get("restart", "never"),
+        enabled=bool(doc.get("enabled", False)),
         created_at=doc.get("created_at") or iso_now(),
         updated_at=doc.get("updated_at") or iso_now(),
     )

@@ -4,6 +4,7 @@ permessage-deflate) running the whole node."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -31,13 +32,39 @@ def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
     )
 
 
-def _bound_url(server: uvicorn.Server, host: str) -> str:
-    port = server.servers[0].sockets[0].getsockname()[1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn starts, so a taken port is one clear error line."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
     return f"http://{shown}:{port}"
 
 
 def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     key = load_admin_key(settings)
     node = Bloomr(settings, key.value)
     if key.generated:
@@ -45,11 +72,11 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
     server = uvicorn.Server(_config(settings, node))
 
     async def main() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            url = _bound_url(server, settings.host)
+            url = _url(sock, settings.host)
             print(f"bloomr listening on {url}", flush=True)
             if on_ready is not None:
                 await on_ready(node, url)
@@ -59,4 +86,5 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
 
     uvloop.run(main())
     if not server.started:
+        print("error: bloomr could not start (see the log above)", file=sys.stderr)
         sys.exit(1)

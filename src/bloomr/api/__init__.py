@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import errors, health, messages, streams, tokens
+from . import errors, events, health, messages, streams, tokens
 from .context import Context
 from .schemas import PUBLISH_ITEM_SCHEMA
 
@@ -17,7 +17,7 @@ def build_api(ctx: Context) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    for module in (streams, tokens, messages, health):
+    for module in (streams, tokens, messages, events, health):
         app.include_router(module.router)
     _add_publish_item_schema(app)
     return app

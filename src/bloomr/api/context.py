@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -12,6 +12,9 @@ from ..config import Settings
 from ..hub import Hub
 from ..store.base import MetadataStore
 
+if TYPE_CHECKING:
+    from ..scripts import ScriptManager
+
 
 @dataclass(slots=True)
 class Context:
@@ -19,7 +22,7 @@ class Context:
     meta: MetadataStore
     hub: Hub
     auth: Authenticator
-    scripts: Any = None  # the script supervisor registry, when scripts are enabled
+    scripts: ScriptManager | None = None
 
 
 def get_context(request: Request) -> Context:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -9,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
+from ..hub import Hub
 from ..model import DEFAULT_CHANNEL, Draft, Message, Scope, Stream, is_valid_channel, now_ms
 from ..replay import (
     AfterId,
@@ -18,6 +22,7 @@ from ..replay import (
     parse_positive_int,
     parse_replay,
 )
+from ..subscription import SlowConsumer, SubscriptionClosed
 from .context import Context
 from .deps import Caller, Ctx
 from .schemas import PUBLISH_SCHEMA
@@ -26,6 +31,7 @@ router = APIRouter(prefix="/api/streams", tags=["messages"])
 
 POLL_DEFAULT_LIMIT = 1000
 POLL_MAX_LIMIT = 10_000
+POLL_MAX_WAIT = 60
 
 
 async def _authorized_stream(
@@ -93,6 +99,7 @@ async def poll(
     replay: str | None = None,
     after: str | None = None,
     limit: str | None = None,
+    wait: str | None = None,
 ) -> Response:
     """Page forward through the history, oldest first; `next` is the next page's `after`."""
     stream = await _authorized_stream(ctx, caller, stream_id, "subscribe")
@@ -107,8 +114,50 @@ async def poll(
         after_id = _later(after_id, start.id)
     elif isinstance(start, Since):
         since_ms = start.ts_ms
-    messages = await ctx.hub.history.page(stream.id, channel, after_id, since_ms, page_limit)
+    wait_seconds = _wait_seconds(wait)
+
+    async def fetch() -> list[Message]:
+        return await ctx.hub.history.page(stream.id, channel, after_id, since_ms, page_limit)
+
+    messages = await fetch()
+    if not messages and wait_seconds > 0:
+        messages = await _long_poll(ctx.hub, stream.id, channel, wait_seconds, fetch)
     return _page_response(messages, after_id)
+
+
+def _wait_seconds(value: str | None) -> float:
+    if value is None or value.strip() == "":
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise invalid_argument("wait", "wait must be a number of seconds") from None
+    if not 0 <= seconds <= POLL_MAX_WAIT:
+        raise invalid_argument("wait", f"wait must be between 0 and {POLL_MAX_WAIT} seconds")
+    return seconds
+
+
+async def _long_poll(
+    hub: Hub,
+    stream_id: str,
+    channel: str,
+    seconds: float,
+    fetch: Callable[[], Awaitable[list[Message]]],
+) -> list[Message]:
+    """Subscribe first, then look again: a message committed in between is either in
+    the second look or offered to the subscription, never lost."""
+    sub = hub.subscribe(stream_id, channel, None)
+    try:
+        sub.go_live(0)
+        messages = await fetch()
+        if messages:
+            return messages
+        with contextlib.suppress(TimeoutError, SubscriptionClosed, SlowConsumer):
+            await asyncio.wait_for(sub.next_batch(), seconds)
+            return await fetch()
+        return []
+    finally:
+        hub.unsubscribe(sub)
 
 
 def _after(value: str | None) -> str | None:

@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from ..auth import require_stream
+from ..errors import BloomrError
 from ..model import Retention, Stream, iso_now, new_stream_id
+from ..scripts import Action, script_spec
 from .context import Context
 from .deps import Admin, Ctx
 from .responses import JSON
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/api/streams", tags=["streams"])
 
 def stream_json(ctx: Context, stream: Stream) -> dict[str, Any]:
     doc = stream.to_json()
-    doc["script"] = ctx.scripts.status_json(stream.id) if ctx.scripts is not None else None
+    doc["script"] = ctx.scripts.status_json(stream) if ctx.scripts is not None else None
     return doc
 
 
@@ -44,6 +46,8 @@ def _apply(stream: Stream, body: StreamPatch) -> None:
 async def create_stream(body: StreamCreate, ctx: Ctx, _: Admin) -> JSON:
     stream = Stream(id=new_stream_id(), name="", retention=Retention())
     _apply(stream, body)
+    if stream.command:
+        script_spec(stream)  # refuse a script that could never run, now
     await ctx.meta.create_stream(stream)
     ctx.hub.stream_updated(stream)
     return JSON(stream_json(ctx, stream), status_code=201)
@@ -65,6 +69,8 @@ async def show_stream(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
 async def update_stream(stream_id: str, body: StreamPatch, ctx: Ctx, _: Admin) -> JSON:
     stream = require_stream(await ctx.meta.get_stream(stream_id), stream_id)
     _apply(stream, body)
+    if stream.command:
+        script_spec(stream)
     stream.updated_at = iso_now()
     await ctx.meta.update_stream(stream)
     ctx.hub.stream_updated(stream)
@@ -81,3 +87,28 @@ async def delete_stream(stream_id: str, ctx: Ctx, _: Admin) -> Response:
     await ctx.meta.delete_stream(stream_id)
     await ctx.hub.delete_stream(stream_id)
     return Response(status_code=204)
+
+
+async def _control(stream_id: str, ctx: Context, action: Action) -> JSON:
+    stream = require_stream(await ctx.meta.get_stream(stream_id), stream_id)
+    if ctx.scripts is None:
+        raise BloomrError("conflict", "scripts are disabled on this server")
+    await ctx.scripts.control(stream, action)
+    return JSON(stream_json(ctx, stream))
+
+
+@router.post("/{stream_id}/start")
+async def start_script(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
+    """Start the stream's script (409 if it has none or it already runs)."""
+    return await _control(stream_id, ctx, "start")
+
+
+@router.post("/{stream_id}/stop")
+async def stop_script(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
+    """Stop the script: SIGTERM to its process group, SIGKILL after the grace period."""
+    return await _control(stream_id, ctx, "stop")
+
+
+@router.post("/{stream_id}/restart")
+async def restart_script(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
+    return await _control(stream_id, ctx, "restart")

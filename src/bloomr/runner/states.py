@@ -1,0 +1,54 @@
+"""The states of a supervised script and the only transitions allowed between them.
+
+Modelled on supervisor's `states.py`. The supervisor checks every change against
+`TRANSITIONS`, so a bug in its sequencing fails loudly instead of reporting a state
+that cannot be true. Pure: no I/O."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+PublicState = Literal["starting", "running", "backoff", "stopping", "stopped", "exited", "crashed"]
+
+
+class ProcessState(enum.Enum):
+    STOPPED = "stopped"  # never started, or stopped on request
+    STARTING = "starting"  # spawning the child
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited, waiting to be restarted by the policy
+    STOPPING = "stopping"  # SIGTERM sent on request, waiting for the group to die
+    EXITED = "exited"  # exited by itself with code 0
+    CRASHED = "crashed"  # non-zero exit, or killed by a signal that stop() did not send
+    FATAL = "fatal"  # could not be started at all (missing file, permission, bad cwd)
+
+
+_S = ProcessState
+
+TRANSITIONS: dict[ProcessState, frozenset[ProcessState]] = {
+    _S.STOPPED: frozenset({_S.STARTING}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.FATAL}),
+    _S.RUNNING: frozenset({_S.STOPPING, _S.EXITED, _S.CRASHED}),
+    _S.STOPPING: frozenset({_S.STOPPED}),
+    _S.EXITED: frozenset({_S.STARTING, _S.BACKOFF}),
+    _S.CRASHED: frozenset({_S.STARTING, _S.BACKOFF}),
+    _S.BACKOFF: frozenset({_S.STARTING, _S.STOPPED}),
+    _S.FATAL: frozenset({_S.STARTING}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A bug in the supervisor, never a user error."""
+
+
+def check_transition(old: ProcessState, new: ProcessState) -> None:
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(f"script state cannot go from {old.name} to {new.name}")
+
+
+def public_name(state: ProcessState) -> PublicState:
+    """The `state` clients see: a spawn failure is reported as a crash."""
+    if state is _S.FATAL:
+        return "crashed"
+    name: PublicState = state.value  # type: ignore[assignment]  # every other value is public
+    return name
