@@ -19,8 +19,8 @@ from .bus.base import Bus, ControlEvent
 from .errors import BloomrError, warning
 from .model import Draft, Message, Stream, now_ms
 from .replay import MAX_REPLAY, AfterId, ReplayRequest, parse_age_ms
-from .store.base import AppendBatch, HistoryStore, MetadataStore
-from .subscription import Subscription
+from .store.base import AppendBatch, HistoryStore, MetadataStore, ReplaySlice
+from .subscription import Delivery, Subscription
 
 log = logging.getLogger("bloomr.hub")
 
@@ -172,11 +172,12 @@ class Hub:
         channels = self._subs.get(stream_id)
         if not channels:
             return
-        for message in messages:
-            subs = channels.get(message.channel)
+        for channel, run in _runs_by_channel(messages):
+            subs = channels.get(channel)
             if subs:
+                delivery = Delivery(run)
                 for sub in subs:
-                    sub.offer(message)
+                    sub.deliver(delivery)
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
@@ -291,7 +292,21 @@ class Hub:
             await self.history.trim(stream.id, min_ts, stream.retention.max_messages)
 
 
-def _truncated(limit: int, matched: int, found: Any) -> dict[str, Any]:
+def _runs_by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
+    """Consecutive messages of one channel, in order (one run in the common case)."""
+    channel = messages[0].channel
+    if all(m.channel == channel for m in messages):
+        return [(channel, messages)]
+    runs: list[tuple[str, list[Message]]] = []
+    for message in messages:
+        if runs and runs[-1][0] == message.channel:
+            runs[-1][1].append(message)
+        else:
+            runs.append((message.channel, [message]))
+    return runs
+
+
+def _truncated(limit: int, matched: int, found: ReplaySlice) -> dict[str, Any]:
     return warning(
         "replay_truncated",
         f"{matched} messages match, only the newest {limit} are replayed",

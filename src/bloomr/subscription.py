@@ -12,9 +12,39 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
 from .errors import BloomrError
 from .model import Message
+
+
+class Delivery:
+    """Messages of one stream and channel handed to every subscriber of that channel at
+    once, so an encoding (say, a websocket frame of the whole batch) is built once and
+    shared by all of them."""
+
+    __slots__ = ("messages", "_encoded")
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self._encoded: dict[object, bytes] = {}
+
+    def encoded(self, key: object, encode: Callable[[list[Message]], bytes]) -> bytes:
+        blob = self._encoded.get(key)
+        if blob is None:
+            blob = self._encoded[key] = encode(self.messages)
+        return blob
+
+
+class Sink(Protocol):
+    """Where a live subscription may write directly, skipping its queue and its task,
+    while the client keeps up."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    def write(self, delivery: Delivery) -> None: ...
 
 
 class SlowConsumer(Exception):
@@ -48,6 +78,8 @@ class Subscription:
         self._error: BloomrError | None = None
         self._overflow = False
         self._wakeup = asyncio.Event()
+        self._sink: Sink | None = None
+        self._holding = False  # the consumer task holds a taken batch not yet written
 
     @property
     def live(self) -> bool:
@@ -72,6 +104,35 @@ class Subscription:
             self._bytes = 0
         self._wakeup.set()
 
+    def deliver(self, delivery: Delivery) -> None:
+        """The hub's fan-out. Written straight to the sink when nothing is waiting to be
+        written before it (order) and the client keeps up; queued otherwise."""
+        messages = delivery.messages
+        floor = self._floor
+        if (
+            self._sink is not None
+            and floor is not None
+            and not self._pending
+            and not self._holding
+            and self._error is None
+            and not self._overflow
+            and self._sink.writable
+        ):
+            if messages[0].seq > floor:
+                self._sink.write(delivery)
+                self._floor = messages[-1].seq
+                return
+            fresh = [m for m in messages if m.seq > floor]
+            if fresh:
+                self.deliver(Delivery(fresh))
+            return
+        for message in messages:
+            self.offer(message)
+
+    def attach(self, sink: Sink) -> None:
+        """Let live deliveries go straight to `sink` (call after go_live)."""
+        self._sink = sink
+
     def go_live(self, head_seq: int) -> None:
         """The replay covered every message up to `head_seq`: drop those from the queue."""
         self._floor = head_seq
@@ -86,7 +147,9 @@ class Subscription:
         self._wakeup.set()
 
     def take(self) -> list[Message]:
-        """Everything queued, in order; raises when the subscription has ended."""
+        """Everything queued, in order; raises when the subscription has ended. The
+        caller holds the batch until its next call: deliveries queue behind it."""
+        self._holding = False
         if self._error is not None:
             raise SubscriptionClosed(self._error)
         if self._overflow:
@@ -97,6 +160,7 @@ class Subscription:
         self._pending.clear()
         self._bytes = 0
         self._floor = batch[-1].seq
+        self._holding = True
         return batch
 
     async def next_batch(self) -> list[Message]:

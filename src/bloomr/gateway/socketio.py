@@ -1,8 +1,8 @@
-"""The Socket.IO gateway: the original service's contract on python-socketio (ASGI).
+"""The Socket.IO gateway on python-socketio (ASGI): the reference implementation of
+the contract, kept beside the native one (`gateway/native.py`) to compare against.
 
-Each connection runs one session task: authorize, register with the hub, send the
-warnings and the replay, `replay_end`, then live messages until the client leaves or
-the hub ends the subscription. The gateway never touches the store."""
+Each connection runs one session task (`session.run_session`). The gateway never
+touches the store."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from urllib.parse import parse_qsl
 import orjson
 import socketio
 
-from ..auth import Authenticator, check_access
-from ..errors import BloomrError, warning
+from ..auth import Authenticator
 from ..hub import Hub
-from ..model import Message, Stream, now_ms
-from ..replay import merge_handshake, parse_credentials, parse_subscribe_options
-from ..subscription import SlowConsumer, Subscription, SubscriptionClosed
+from ..model import Message
+from ..replay import merge_handshake
+from .session import run_session
 
 log = logging.getLogger("bloomr.gateway")
 
@@ -88,63 +87,9 @@ class SocketIOGateway:
     # -- the session --------------------------------------------------------------------
 
     async def _session(self, sid: str, args: dict[str, Any]) -> None:
-        sub: Subscription | None = None
-        try:
-            stream, token_id, expires_at = await self._authorize(args)
-            channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
-            sub = self.hub.subscribe(stream.id, channel, token_id, expires_at)
-            sender = _Sender(self.sio, sid, include_metadata)
-            await self._replay_then_live(sub, stream, replay, sender)
-        except BloomrError as exc:
-            await self._end(sid, "error", exc.payload())
-        except SubscriptionClosed as exc:
-            await self._end(sid, "error", exc.error.payload())
-        except SlowConsumer:
-            payload = warning(
-                "slow_consumer",
-                "this client fell too far behind and is disconnected; reconnect with "
-                "replay=<last id> to catch up",
-            )
-            await self._end(sid, "warning", payload, hard=True)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("socket.io session failed")
-            await self._end(sid, "error", {"code": "internal", "message": "internal error"})
-        finally:
-            if sub is not None:
-                self.hub.unsubscribe(sub)
+        await run_session(self.hub, self.auth, args, _Client(self, sid))
 
-    async def _authorize(self, args: dict[str, Any]) -> tuple[Stream, str | None, str | None]:
-        """One answer, `unauthorized`, for every reason a client may not subscribe."""
-        stream_id, secret = parse_credentials(args)
-        try:
-            principal = await self.auth.identify(secret)
-            check_access(principal, stream_id, "subscribe")
-        except BloomrError as exc:
-            raise BloomrError("unauthorized", exc.message) from None
-        stream = await self.hub.stream(stream_id)
-        if stream is None:
-            raise BloomrError("unauthorized", "unknown stream or token not valid for it")
-        token = principal.token
-        return stream, principal.token_id, token.expires_at if token else None
-
-    async def _replay_then_live(
-        self, sub: Subscription, stream: Stream, replay: Any, sender: _Sender
-    ) -> None:
-        plan = await self.hub.plan_replay(sub, stream, replay)
-        for payload in plan.warnings:
-            await sender.emit("warning", payload)
-        for message in plan.messages:
-            await sender.message(message, replayed=True)
-        last_id = plan.messages[-1].id if plan.messages else None
-        await sender.emit("replay_end", {"count": len(plan.messages), "lastId": last_id})
-        sub.go_live(plan.head_seq)
-        while True:
-            for message in await sub.next_batch():
-                await sender.message(message, replayed=False)
-
-    async def _end(self, sid: str, event: str, payload: dict[str, Any], hard: bool = False) -> None:
+    async def _end(self, sid: str, event: str, payload: dict[str, Any], hard: bool) -> None:
         """Emit why, then disconnect (the client learns the reason before it goes).
         `hard` also closes the Engine.IO connection: a client that stopped reading would
         otherwise hold its queue until the ping timeout."""
@@ -159,21 +104,31 @@ class SocketIOGateway:
             log.debug("disconnecting %s failed", sid, exc_info=True)
 
 
-class _Sender:
-    """Emits to one client, waiting while Engine.IO's queue for it is long."""
+class _Client:
+    """A python-socketio connection as a session `Client`: emits one by one, waiting
+    while Engine.IO's queue for it is long."""
 
-    def __init__(self, sio: socketio.AsyncServer, sid: str, include_metadata: bool) -> None:
-        self.sio = sio
+    def __init__(self, gateway: SocketIOGateway, sid: str) -> None:
+        self.gateway = gateway
+        self.sio = gateway.sio
         self.sid = sid
-        self.include_metadata = include_metadata
 
     async def emit(self, event: str, payload: Any) -> None:
         await self.sio.emit(event, payload, to=self.sid)
         await self._drain()
 
-    async def message(self, message: Message, replayed: bool) -> None:
-        body = message.envelope_json(replayed) if self.include_metadata else message.data_json
-        await self.emit("message", orjson.Fragment(body))
+    async def send_messages(
+        self, messages: list[Message], replayed: bool, include_metadata: bool
+    ) -> None:
+        for message in messages:
+            body = message.envelope_json(replayed) if include_metadata else message.data_json
+            await self.emit("message", orjson.Fragment(body))
+
+    def live_sink(self, include_metadata: bool) -> None:
+        return None  # python-socketio owns the socket: every message goes through emit
+
+    async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
+        await self.gateway._end(self.sid, event, payload, hard)
 
     async def _drain(self) -> None:
         eio_sid = self.sio.manager.eio_sid_from_sid(self.sid, "/")

@@ -1,0 +1,96 @@
+"""One subscriber connection's life, the same for every push transport: authorize,
+register with the hub, warnings, replay, `replay_end`, then live until it ends.
+
+A gateway adapts its connection to `Client`; nothing here knows Socket.IO."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..auth import Authenticator, check_access
+from ..errors import BloomrError, warning
+from ..hub import Hub
+from ..model import Message, Stream, now_ms
+from ..replay import parse_credentials, parse_subscribe_options
+from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
+
+log = logging.getLogger("bloomr.gateway")
+
+SLOW_CONSUMER = warning(
+    "slow_consumer",
+    "this client fell too far behind and is disconnected; reconnect with replay=<last id> "
+    "to catch up",
+)
+
+
+class Client(Protocol):
+    """A connected client as the session sees it. The awaitables wait while the
+    client's own outgoing buffer is full; none of them blocks other clients."""
+
+    async def emit(self, event: str, payload: Any) -> None: ...
+
+    async def send_messages(
+        self, messages: list[Message], replayed: bool, include_metadata: bool
+    ) -> None: ...
+
+    def live_sink(self, include_metadata: bool) -> Sink | None:
+        """A sink for direct live writes, if this transport has one right now."""
+        ...
+
+    async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
+        """Emit why, then disconnect; `hard` also drops the underlying connection."""
+        ...
+
+
+async def authorize(
+    hub: Hub, auth: Authenticator, args: dict[str, Any]
+) -> tuple[Stream, str | None, str | None]:
+    """`(stream, token id, token expiry)`; one answer, `unauthorized`, for every reason a
+    client may not subscribe, so stream ids cannot be probed."""
+    stream_id, secret = parse_credentials(args)
+    try:
+        principal = await auth.identify(secret)
+        check_access(principal, stream_id, "subscribe")
+    except BloomrError as exc:
+        raise BloomrError("unauthorized", exc.message) from None
+    stream = await hub.stream(stream_id)
+    if stream is None:
+        raise BloomrError("unauthorized", "unknown stream or token not valid for it")
+    token = principal.token
+    return stream, principal.token_id, token.expires_at if token else None
+
+
+async def run_session(hub: Hub, auth: Authenticator, args: dict[str, Any], client: Client) -> None:
+    """Serve one subscriber until it leaves (cancel the task) or the subscription ends."""
+    sub: Subscription | None = None
+    try:
+        stream, token_id, expires_at = await authorize(hub, auth, args)
+        channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
+        sub = hub.subscribe(stream.id, channel, token_id, expires_at)
+        plan = await hub.plan_replay(sub, stream, replay)
+        for payload in plan.warnings:
+            await client.emit("warning", payload)
+        if plan.messages:
+            await client.send_messages(plan.messages, True, include_metadata)
+        last_id = plan.messages[-1].id if plan.messages else None
+        await client.emit("replay_end", {"count": len(plan.messages), "lastId": last_id})
+        sub.go_live(plan.head_seq)
+        sink = client.live_sink(include_metadata)
+        if sink is not None:
+            sub.attach(sink)
+        while True:
+            batch = await sub.next_batch()
+            await client.send_messages(batch, False, include_metadata)
+    except BloomrError as exc:
+        await client.end("error", exc.payload(), hard=False)
+    except SubscriptionClosed as exc:
+        await client.end("error", exc.error.payload(), hard=False)
+    except SlowConsumer:
+        await client.end("warning", SLOW_CONSUMER, hard=True)
+    except Exception:
+        log.exception("subscriber session failed")
+        await client.end("error", {"code": "internal", "message": "internal error"}, hard=False)
+    finally:
+        if sub is not None:
+            hub.unsubscribe(sub)
