@@ -16,7 +16,7 @@ from .api.limits import BodyLimit
 from .auth import Authenticator
 from .bus.local import LocalBus
 from .config import Settings
-from .gateway.socketio import SocketIOGateway
+from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .scripts import ScriptManager
 from .store.sqlite import SQLiteStore
@@ -33,7 +33,7 @@ class Bloomr:
     store: SQLiteStore = field(init=False)
     hub: Hub = field(init=False)
     auth: Authenticator = field(init=False)
-    gateway: SocketIOGateway = field(init=False)
+    gateway: Gateway = field(init=False)
     scripts: ScriptManager = field(init=False)
     ctx: Context = field(init=False)
 
@@ -47,7 +47,7 @@ class Bloomr:
         )
         self.hub = Hub(self.store, self.store, LocalBus(), limits)
         self.auth = Authenticator(self.store, self.admin_key)
-        self.gateway = SocketIOGateway(self.hub, self.auth, s.cors_origins)
+        self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(self.hub, self.store, s.script_grace)
         self.ctx = Context(
             settings=s, meta=self.store, hub=self.hub, auth=self.auth, scripts=self.scripts

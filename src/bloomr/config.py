@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .gateway.base import GATEWAYS, GatewayName
+
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
@@ -19,6 +21,13 @@ def _env_int(name: str, default: int) -> int:
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
+
+
+def _env_gateway() -> GatewayName:
+    value = os.environ.get("BLOOMR_GATEWAY") or "native"
+    if value not in GATEWAYS:
+        raise ValueError(f"BLOOMR_GATEWAY must be one of {', '.join(GATEWAYS)}")
+    return value  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
@@ -39,6 +48,7 @@ class Settings:
     trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
     script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
     cors_origins: str = "*"
+    gateway: GatewayName = field(default_factory=lambda: _env_gateway())
 
     @property
     def database_path(self) -> Path:

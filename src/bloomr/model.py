@@ -9,6 +9,7 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -188,7 +189,7 @@ class Message:
     ts_ms: int
     seq: int
     data_json: bytes
-    _envelopes: dict[bool | None, bytes] = field(default_factory=dict, repr=False)
+    _cache: dict[object, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def timestamp(self) -> str:
@@ -204,11 +205,14 @@ class Message:
 
     def envelope_json(self, replayed: bool | None) -> bytes:
         """The one envelope builder, cached per message: `replayed` is None on HTTP."""
-        cached = self._envelopes.get(replayed)
-        if cached is None:
-            cached = build_envelope(self, replayed)
-            self._envelopes[replayed] = cached
-        return cached
+        return self.cached(replayed, lambda m: build_envelope(m, replayed))
+
+    def cached(self, key: object, encode: Callable[[Message], bytes]) -> bytes:
+        """An encoding of this message, built once however many subscribers send it."""
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = encode(self)
+        return value
 
 
 def build_envelope(message: Message, replayed: bool | None) -> bytes:

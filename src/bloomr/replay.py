@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import BloomrError, invalid_argument
@@ -28,6 +28,10 @@ _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _ISO_START_RE = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Longer numbers are absurd as ages or limits, and int() refuses past 4300 digits.
+_MAX_DIGITS = 30
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 
@@ -66,7 +70,7 @@ class ReplayRequest:
 def parse_age_ms(value: str) -> int | None:
     """`"2h"`, `"2 hours"`, `"15MIN"` -> milliseconds; None when not an age."""
     m = _AGE_RE.fullmatch(value.strip())
-    if m is None:
+    if m is None or len(m.group(1)) > _MAX_DIGITS:
         return None
     unit = _UNIT_MS.get(m.group(2).lower())
     return None if unit is None else int(m.group(1)) * unit
@@ -84,8 +88,9 @@ def parse_datetime_ms(value: str) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     try:
-        return int(dt.timestamp() * 1000)
-    except (OverflowError, OSError, ValueError):
+        # integer arithmetic: float timestamps lose the millisecond for some dates
+        return (dt - _EPOCH) // _MS
+    except (OverflowError, ValueError):
         return None
 
 
@@ -124,7 +129,8 @@ def parse_positive_int(value: Any, field: str) -> int | None:
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
+        digits = value.strip().lstrip("0") or "0"
+        number = int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
     else:
         raise invalid_argument(field, f"{field} must be a positive integer")
     if number <= 0:

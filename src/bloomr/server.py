@@ -23,7 +23,7 @@ def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=node.gateway.ws_protocol or "websockets-sansio",
         ws_per_message_deflate=False,  # compressing every frame per client costs more than it saves
         lifespan="on",
         log_level="warning",
@@ -56,6 +56,19 @@ def _url(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
+class _Server(uvicorn.Server):
+    """Ends the node's sessions first when stopping: a pending long-poll would
+    otherwise hold the graceful shutdown for its whole timeout."""
+
+    def __init__(self, config: uvicorn.Config, node: Bloomr) -> None:
+        super().__init__(config)
+        self.node = node
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.node.gateway.close()
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
     try:
         sock = _bind(settings.host, settings.port)
@@ -69,7 +82,7 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
     node = Bloomr(settings, key.value)
     if key.generated:
         print(f"admin key (shown once, saved to {settings.data_dir / 'admin.key'}): {key.value}")
-    server = uvicorn.Server(_config(settings, node))
+    server = _Server(_config(settings, node), node)
 
     async def main() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))

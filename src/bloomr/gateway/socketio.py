@@ -62,6 +62,10 @@ class SocketIOGateway:
     def asgi_app(self) -> Any:
         return socketio.ASGIApp(self.sio, socketio_path="socket.io")
 
+    @property
+    def ws_protocol(self) -> None:
+        return None  # websockets come through ASGI
+
     async def close(self) -> None:
         tasks = list(self._sessions.values())
         self._sessions.clear()

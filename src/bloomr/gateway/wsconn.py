@@ -1,0 +1,167 @@
+"""Websocket connections for the native gateway, as uvicorn's `ws` protocol class.
+
+uvicorn parses the HTTP request and hands an upgrade over to this asyncio protocol.
+The handshake and incoming frames (masked, and rare: pongs and the Socket.IO
+connect) go through the `websockets` library's sans-I/O parser; outgoing frames are
+written by the engine straight to the transport, already built, so one broadcast
+frame costs each client a `transport.write` and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar, cast
+from urllib.parse import parse_qsl
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from .engineio import EngineError, EngineServer, EngineSession
+
+log = logging.getLogger("bloomr.gateway")
+
+_MAX_INCOMING = 1 << 20
+_GOING_AWAY = 1001
+
+
+class EngineWebSocket(asyncio.Protocol):
+    """One websocket connection. Subclassed per server by `protocol_class(engine)`."""
+
+    engine: ClassVar[EngineServer]
+
+    def __init__(self, config: Any, server_state: Any, app_state: Any = None, **_: Any) -> None:
+        self._connections: set[Any] = server_state.connections
+        self._conn = ServerProtocol(max_size=_MAX_INCOMING)
+        self._transport: asyncio.Transport | None = None
+        self._session: EngineSession | None = None
+        self._writable = True
+        self._drain: asyncio.Future[None] | None = None
+        self._fragments: list[bytes] = []
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.receive_data(data)
+        for event in self._conn.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._writable = False
+        self._wake_drain()
+        if self._session is not None:
+            self._session.link_closed(self)
+            self._session = None
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        self._wake_drain()
+
+    # -- uvicorn ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: close as a server going away."""
+        self._send_close(_GOING_AWAY)
+
+    # -- WebSocketLink ----------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    def write(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    async def drained(self) -> None:
+        if self._writable:
+            return
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._drain)
+
+    def close(self) -> None:
+        self._session = None
+        self._send_close(1000)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _handshake(self, request: Request) -> None:
+        path, _, query_string = request.path.partition("?")
+        if not path.startswith("/socket.io"):
+            self._reject(404, "Not Found")
+            return
+        response = self._conn.accept(request)
+        self._conn.send_response(response)
+        if response.status_code != 101:
+            self._flush()
+            self._close_transport()
+            return
+        self._flush()
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        try:
+            self._session = self.engine.attach_websocket(self, query, headers)
+        except EngineError as exc:
+            log.debug("websocket refused: %s", exc.message)
+            self._send_close(1008, exc.message)
+
+    def _reject(self, status: int, text: str) -> None:
+        self._conn.send_response(self._conn.reject(status, text))
+        self._flush()
+        self._close_transport()
+
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data, self._fragments = b"".join(self._fragments), []
+                if self._session is not None:
+                    self._session.receive(data.decode("utf-8", "replace"), self)
+        elif frame.opcode is Opcode.CLOSE:
+            self._close_transport_later()
+        # pings are answered by the sans-I/O protocol itself; binary frames are ignored
+
+    def _flush(self) -> None:
+        output = self._conn.data_to_send()
+        if output:
+            self.write(b"".join(output))
+        if self._conn.close_expected() and self._conn.state is State.CLOSED:
+            self._close_transport()
+
+    def _send_close(self, code: int, reason: str = "") -> None:
+        if self._conn.state is State.OPEN:
+            self._conn.send_close(code, reason)
+            self._flush()
+        self._close_transport_later()
+
+    def _close_transport_later(self) -> None:
+        # give the peer a moment to echo the close frame, then drop the connection
+        asyncio.get_running_loop().call_later(1.0, self._close_transport)
+
+    def _close_transport(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+
+def protocol_class(engine: EngineServer) -> type[EngineWebSocket]:
+    """A protocol class bound to one engine, for `uvicorn.Config(ws=...)`."""
+    return type("BoundEngineWebSocket", (EngineWebSocket,), {"engine": engine})
