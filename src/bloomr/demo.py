@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import orjson
-
 from .app import Bloomr
 from .model import (
     Draft,
@@ -14,6 +12,7 @@ from .model import (
     Stream,
     Token,
     hash_secret,
+    json_bytes,
     new_stream_id,
     new_token_id,
     new_token_secret,
@@ -77,7 +76,7 @@ async def _tick(node: Bloomr, stream: Stream) -> None:
     while True:
         n += 1
         line = f"tick {n} at {datetime.now(UTC).isoformat(timespec='seconds')}"
-        await node.hub.publish(stream, [Draft("", orjson.dumps(line))])
+        await node.hub.publish(stream, [Draft("", json_bytes(line))])
         await asyncio.sleep(1)
 
 

@@ -4,6 +4,7 @@ started again when bloomr starts."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Literal
 
@@ -46,9 +47,10 @@ class ScriptManager:
 
     async def close(self) -> None:
         """Stop every script (bloomr is stopping); `enabled` flags stay as they are."""
-        for supervisor in list(self._supervisors.values()):
-            await supervisor.close()
+        supervisors = list(self._supervisors.values())
         self._supervisors.clear()
+        # together: shutdown waits one grace period, not one per script
+        await asyncio.gather(*(s.close() for s in supervisors), return_exceptions=True)
 
     def status_json(self, stream: Stream) -> dict[str, Any] | None:
         if not stream.command:

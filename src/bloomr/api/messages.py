@@ -13,7 +13,16 @@ from fastapi import APIRouter, Request, Response
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
 from ..hub import Hub
-from ..model import DEFAULT_CHANNEL, Draft, Message, Scope, Stream, is_valid_channel, now_ms
+from ..model import (
+    DEFAULT_CHANNEL,
+    Draft,
+    Message,
+    Scope,
+    Stream,
+    is_valid_channel,
+    json_bytes,
+    now_ms,
+)
 from ..replay import (
     AfterId,
     Since,
@@ -74,7 +83,7 @@ def _draft(item: Any, index: int | None) -> Draft:
             "channel must be '', 'errors' or a name matching [A-Za-z0-9_.:-]{1,64}",
             field=f"{where}.channel".lstrip("."),
         )
-    return Draft(channel, orjson.dumps(item["data"]))
+    return Draft(channel, json_bytes(item["data"]))
 
 
 @router.post("/{stream_id}/messages", status_code=201, openapi_extra=PUBLISH_SCHEMA)

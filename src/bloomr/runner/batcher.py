@@ -20,9 +20,9 @@ class Batcher:
     """Collects the drafts of one run's pipes and publishes them from a single task, so
     batches go out one at a time and in the order they were added.
 
-    `add` waits while `max_pending` drafts are queued: when publish is slow the readers
-    stop reading, the pipes fill and the script blocks in write(). Memory therefore stays
-    bounded however fast the script prints."""
+    `add` waits while two batches' worth of drafts are queued: when publish is slow the
+    readers stop reading, the pipes fill and the script blocks in write(). Memory
+    therefore stays bounded however fast the script prints."""
 
     def __init__(self, publish: Publish, *, max_batch: int = MAX_BATCH, tick: float = TICK) -> None:
         self._publish = publish
@@ -85,9 +85,20 @@ class Batcher:
         self._room.set()
         try:
             await self._publish(batch)
-        except Exception:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise
             # Holding the batch would block the script for as long as the store fails;
-            # the server logs the loss instead and the script keeps running.
-            logger.exception("publishing %d script messages failed; they are lost", len(batch))
+            # the server logs the loss instead and the script keeps running. A publish
+            # that lets a CancelledError of its own escape must not kill this task either:
+            # the readers would then wait for room forever.
+            logger.error(
+                "publishing %d script messages failed; they are lost", len(batch), exc_info=exc
+            )
         if not self._pending:
             self._idle.set()
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

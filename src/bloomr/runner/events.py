@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from bloomr.model import ERRORS_CHANNEL, Draft
+from bloomr.model import ERRORS_CHANNEL, Draft, json_bytes
 
 from .policy import ExitInfo
 
@@ -14,7 +12,7 @@ LINE_PREVIEW = 1024  # bytes of an offending emit line quoted back in emit_error
 
 
 def _event(payload: dict[str, Any]) -> Draft:
-    return Draft(ERRORS_CHANNEL, orjson.dumps(payload))
+    return Draft(ERRORS_CHANNEL, json_bytes(payload))
 
 
 def exit_event(ended: ExitInfo) -> Draft:

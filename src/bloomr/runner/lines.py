@@ -9,7 +9,7 @@ from typing import Protocol
 
 import orjson
 
-from bloomr.model import Draft, is_valid_channel
+from bloomr.model import Draft, is_valid_channel, json_bytes
 
 from .events import emit_error_event, utf8_cut
 
@@ -28,7 +28,7 @@ class Decoder(Protocol):
 
 
 def _text(channel: str, raw: bytes) -> Draft:
-    return Draft(channel, orjson.dumps(raw.decode("utf-8", "replace")))
+    return Draft(channel, json_bytes(raw.decode("utf-8", "replace")))
 
 
 class OutputLines:
@@ -53,12 +53,12 @@ class OutputLines:
             if lines[0] in (b"", b"\r"):
                 del lines[0]
         # The hot path (100k+ lines/s): keep it inline, no call per line
-        channel, limit = self._channel, self._max
+        channel, limit, as_json = self._channel, self._max, json_bytes
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) <= limit:
-                out.append(Draft(channel, orjson.dumps(line.decode("utf-8", "replace"))))
+                out.append(Draft(channel, as_json(line.decode("utf-8", "replace"))))
             else:
                 self._split(line, out)
         if len(self._partial) > limit:
@@ -141,7 +141,7 @@ def parse_emit_line(line: bytes) -> Draft:
         return emit_error_event(f"invalid channel {orjson.dumps(channel).decode()}: {why}", line)
     if "data" not in obj:
         return emit_error_event('missing "data"', line)
-    return Draft(channel, orjson.dumps(obj["data"]))
+    return Draft(channel, json_bytes(obj["data"]))
 
 
 def _kind(value: object) -> str:

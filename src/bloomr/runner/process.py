@@ -20,7 +20,7 @@ from .spec import Publish, ScriptSpec
 logger = logging.getLogger("bloomr.runner")
 
 READ_CHUNK = 64 * 1024
-GROUP_POLL = 0.02  # how often to look whether a terminated group is gone
+GROUP_POLL = 0.03  # how often to look whether a terminated group is gone
 # After the group is gone, a pipe that stays open this long without data is held by a
 # process that left the group (setsid): stop waiting for its end of file.
 EOF_PATIENCE = 0.5
@@ -199,6 +199,29 @@ async def terminate_group(pgid: int, grace: float) -> None:
     deadline = loop.time() + grace
     while loop.time() < deadline:
         await asyncio.sleep(GROUP_POLL)
-        if not signal_group(pgid, 0):
+        if not group_alive(pgid):
             return
     signal_group(pgid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. Zombies do not count: a killed child
+    whose parent is gone waits for init to reap it, which takes seconds with some inits
+    (or forever with none), and must not hold stop() for the whole grace period."""
+    if not signal_group(pgid, 0):
+        return False
+    try:
+        with os.scandir("/proc") as entries:
+            return any(e.name.isdigit() and _runs_in_group(e.name, pgid) for e in entries)
+    except OSError:  # no /proc (not Linux): trust kill(0)
+        return True
+
+
+def _runs_in_group(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:  # it exited while we looked
+        return False
+    state, _ppid, pgrp = stat.rsplit(b")", 1)[1].split()[:3]  # after "pid (comm)"
+    return int(pgrp) == pgid and state != b"Z"

@@ -46,9 +46,18 @@ def check_transition(old: ProcessState, new: ProcessState) -> None:
         raise InvalidTransition(f"script state cannot go from {old.name} to {new.name}")
 
 
+_PUBLIC: dict[ProcessState, PublicState] = {
+    _S.STOPPED: "stopped",
+    _S.STARTING: "starting",
+    _S.RUNNING: "running",
+    _S.BACKOFF: "backoff",
+    _S.STOPPING: "stopping",
+    _S.EXITED: "exited",
+    _S.CRASHED: "crashed",
+    _S.FATAL: "crashed",  # clients need not tell "could not start" from "died"
+}
+
+
 def public_name(state: ProcessState) -> PublicState:
-    """The `state` clients see: a spawn failure is reported as a crash."""
-    if state is _S.FATAL:
-        return "crashed"
-    name: PublicState = state.value  # type: ignore[assignment]  # every other value is public
-    return name
+    """The `state` clients see in the stream's status."""
+    return _PUBLIC[state]

@@ -184,7 +184,7 @@ class Supervisor:
         try:
             run = await Run.spawn(self._stream_id, spec, self._publish, self._grace)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            self._last_exit = None
+            self._last_exit, self._started_at = None, None  # no process ran this time
             self._set_state(_S.FATAL)
             await self._publish_event(spawn_error_event(f"cannot start {spec.command[0]!r}: {exc}"))
             return None
