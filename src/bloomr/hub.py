@@ -214,6 +214,8 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        if sub.expiry is not None:
+            sub.expiry.cancel()
         channels = self._subs.get(sub.stream_id)
         if channels is None:
             return
@@ -228,7 +230,7 @@ class Hub:
     def _expire_later(self, sub: Subscription, expires_at: str) -> None:
         delay = datetime.fromisoformat(expires_at).timestamp() * 1000 - now_ms()
         error = BloomrError("unauthorized", "the token expired")
-        asyncio.get_running_loop().call_later(max(delay, 0) / 1000, sub.close, error)
+        sub.expiry = asyncio.get_running_loop().call_later(max(delay, 0) / 1000, sub.close, error)
 
     async def plan_replay(
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None

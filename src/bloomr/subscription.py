@@ -80,6 +80,7 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._sink: Sink | None = None
         self._holding = False  # the consumer task holds a taken batch not yet written
+        self.expiry: asyncio.TimerHandle | None = None  # ends it when its token expires
 
     @property
     def live(self) -> bool:
