@@ -6,8 +6,10 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .gateway.base import GATEWAYS, GatewayName
+GatewayName = Literal["native", "python-socketio"]
+GATEWAYS: tuple[GatewayName, ...] = ("native", "python-socketio")
 
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024

@@ -32,6 +32,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 # Longer numbers are absurd as ages or limits, and int() refuses past 4300 digits.
 _MAX_DIGITS = 30
+_OLDEST_MS = -(2**62)  # an age older than time itself means "all history" (fits int64)
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 
@@ -108,7 +109,7 @@ def parse_replay(value: str, now_ms: int) -> ReplayStart | None:
         return AfterId(message_id)
     age = parse_age_ms(value)
     if age is not None:
-        return Since(now_ms - age)
+        return Since(max(now_ms - age, _OLDEST_MS))
     ts = parse_datetime_ms(value)
     if ts is not None:
         return Since(ts)

@@ -17,6 +17,7 @@ from .store.base import MetadataStore
 log = logging.getLogger("bloomr.scripts")
 
 Action = Literal["start", "stop", "restart"]
+_ALIVE = frozenset({"starting", "running", "backoff"})
 
 
 def script_spec(stream: Stream) -> ScriptSpec:
@@ -46,7 +47,11 @@ class ScriptManager:
                     log.warning("could not start the script of %s: %s", stream.id, exc)
 
     async def close(self) -> None:
-        """Stop every script (bloomr is stopping); `enabled` flags stay as they are."""
+        """Stop every script (bloomr is stopping). Those running (or waiting to restart)
+        keep `enabled`, so they run again with bloomr; finished ones lose it."""
+        for stream_id, supervisor in self._supervisors.items():
+            if supervisor.status().state not in _ALIVE:
+                await self._set_enabled(stream_id, False)
         supervisors = list(self._supervisors.values())
         self._supervisors.clear()
         # together: shutdown waits one grace period, not one per script
@@ -85,10 +90,24 @@ class ScriptManager:
             await self._meta.update_stream(stream)
             self._hub.stream_updated(stream)
 
-    def stream_updated(self, stream: Stream) -> None:
+    async def stream_updated(self, stream: Stream) -> None:
+        """Call before storing the stream: a removed command stops its script (it could
+        not be controlled any more) and clears `enabled`."""
         supervisor = self._supervisors.get(stream.id)
-        if supervisor is not None and stream.command:
+        if supervisor is None:
+            return
+        if stream.command:
             supervisor.update_spec(script_spec(stream))
+            return
+        del self._supervisors[stream.id]
+        await supervisor.close()
+        stream.enabled = False
+
+    async def _set_enabled(self, stream_id: str, enabled: bool) -> None:
+        stream = await self._meta.get_stream(stream_id)
+        if stream is not None and stream.enabled != enabled:
+            stream.enabled = enabled
+            await self._meta.update_stream(stream)
 
     async def stream_deleted(self, stream_id: str) -> None:
         supervisor = self._supervisors.pop(stream_id, None)

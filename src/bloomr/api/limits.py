@@ -66,6 +66,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _too_large(send: Send, max_bytes: int) -> None:
     error = BloomrError("payload_too_large", f"request body is over {max_bytes} bytes")
     body = orjson.dumps({"error": error.payload()})
-    headers: list[Any] = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    # No `connection: close`: the server then reads and drops the rest of the body, so
+    # a client that sends all of it before reading (httpx, requests) is not reset and
+    # sees this answer; one that waited for it sees it at once.
+    headers: list[Any] = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})

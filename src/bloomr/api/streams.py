@@ -72,10 +72,10 @@ async def update_stream(stream_id: str, body: StreamPatch, ctx: Ctx, _: Admin) -
     if stream.command:
         script_spec(stream)
     stream.updated_at = iso_now()
+    if ctx.scripts is not None:
+        await ctx.scripts.stream_updated(stream)
     await ctx.meta.update_stream(stream)
     ctx.hub.stream_updated(stream)
-    if ctx.scripts is not None:
-        ctx.scripts.stream_updated(stream)
     return JSON(stream_json(ctx, stream))
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-GatewayName = Literal["native", "python-socketio"]
-GATEWAYS: tuple[GatewayName, ...] = ("native", "python-socketio")
+from ..config import GATEWAYS, GatewayName
+
+__all__ = ["GATEWAYS", "Gateway", "GatewayName"]
 
 
 class Gateway(Protocol):
