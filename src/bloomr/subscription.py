@@ -81,6 +81,7 @@ class Subscription:
         self._sink: Sink | None = None
         self._holding = False  # the consumer task holds a taken batch not yet written
         self.expiry: asyncio.TimerHandle | None = None  # ends it when its token expires
+        self._ended: asyncio.Future[None] | None = None
 
     @property
     def live(self) -> bool:
@@ -103,6 +104,7 @@ class Subscription:
             self._overflow = True
             self._pending.clear()
             self._bytes = 0
+            self._end()
         self._wakeup.set()
 
     def deliver(self, delivery: Delivery) -> None:
@@ -145,16 +147,34 @@ class Subscription:
     def close(self, error: BloomrError) -> None:
         if self._error is None:
             self._error = error
+        self._end()
         self._wakeup.set()
+
+    def ended(self) -> asyncio.Future[None]:
+        """Resolves when the subscription is closed or overflows: lets a consumer stop
+        waiting for a stalled client as soon as it is cut off."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self._error is not None or self._overflow:
+                self._ended.set_result(None)
+        return self._ended
+
+    def check(self) -> None:
+        """Raise if the subscription has ended (SubscriptionClosed or SlowConsumer)."""
+        if self._error is not None:
+            raise SubscriptionClosed(self._error)
+        if self._overflow:
+            raise SlowConsumer()
+
+    def _end(self) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
 
     def take(self) -> list[Message]:
         """Everything queued, in order; raises when the subscription has ended. The
         caller holds the batch until its next call: deliveries queue behind it."""
         self._holding = False
-        if self._error is not None:
-            raise SubscriptionClosed(self._error)
-        if self._overflow:
-            raise SlowConsumer()
+        self.check()
         if not self.live or not self._pending:
             return []
         batch = list(self._pending)

@@ -23,6 +23,9 @@ from .frames import ws_frame
 
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0", "1", "2", "3", "4", "5", "6"
 SEPARATOR = b"\x1e"
+# python-engineio's client refuses a payload of more than 16 packets (its
+# max_decode_packets); the rest waits for the next poll, which comes at once.
+_POLL_MAX_PACKETS = 16
 _END_POLL = b""  # an outbox marker, by identity: the polling response ends here
 _TEXT = [(b"content-type", b"text/plain; charset=UTF-8")]
 
@@ -49,7 +52,7 @@ class WebSocketLink(Protocol):
     def writable(self) -> bool: ...
     def write(self, data: bytes) -> None: ...
     async def drained(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
 
 OpenHandler = Callable[["EngineSession", dict[str, str], dict[str, str]], Handler]
@@ -138,9 +141,10 @@ class EngineSession:
 
     def _take_for_poll(self) -> list[bytes]:
         try:
-            end = self.outbox.index(_END_POLL)
+            end = self.outbox.index(_END_POLL, 0, _POLL_MAX_PACKETS + 1)
         except ValueError:
-            packets, self.outbox = self.outbox, []
+            end = min(len(self.outbox), _POLL_MAX_PACKETS)
+            packets, self.outbox = self.outbox[:end], self.outbox[end:]
         else:
             packets, self.outbox = self.outbox[:end], self.outbox[end + 1 :]
         self.outbox_bytes -= sum(len(p) for p in packets)
@@ -207,7 +211,8 @@ class EngineSession:
 
     # -- closing ----------------------------------------------------------------------
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, abort: bool = False) -> None:
+        """End the session; `abort` drops the connection without flushing its buffer."""
         if self.closed:
             return
         self.send(CLOSE.encode())
@@ -220,7 +225,7 @@ class EngineSession:
         self._polled.set()
         for link in (self.ws, self.probe):
             if link is not None:
-                link.close()
+                link.close(abort)
         if self.handler is not None:
             self.handler.on_close(reason)
 
@@ -228,7 +233,7 @@ class EngineSession:
         if link is self.probe:
             self.probe = None
         elif link is self.ws:
-            self.close("transport close")
+            self.close("transport close", abort=True)
 
 
 class EngineServer:

@@ -117,7 +117,6 @@ class SocketIOConnection:
 
     async def emit(self, event: str, payload: Any) -> None:
         self.session.send(event_packet(event, payload))
-        await self.session.drained(_POLL_HIGH_WATER)
 
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
@@ -128,7 +127,16 @@ class SocketIOConnection:
         else:
             for message in messages:
                 session.send(message_packet(message, replayed, include_metadata))
-        await session.drained(_POLL_HIGH_WATER)
+
+    @property
+    def writable(self) -> bool:
+        session = self.session
+        if session.ws is not None:
+            return session.ws.writable
+        return session.outbox_bytes <= _POLL_HIGH_WATER
+
+    async def drained(self) -> None:
+        await self.session.drained(_POLL_HIGH_WATER)
 
     def live_sink(self, include_metadata: bool) -> _WebSocketSink | None:
         if self.session.ws is None:
@@ -139,8 +147,8 @@ class SocketIOConnection:
         self.task = None  # closing the session must not cancel the task doing it
         self.session.send(event_packet(event, payload))
         self.session.send(b"41")
-        if hard:
-            self.session.close("slow consumer")
+        if hard:  # it stopped reading: what is still buffered will never be read
+            self.session.close("slow consumer", abort=True)
 
 
 class _WebSocketSink:

@@ -5,6 +5,7 @@ A gateway adapts its connection to `Client`; nothing here knows Socket.IO."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -25,14 +26,23 @@ SLOW_CONSUMER = warning(
 
 
 class Client(Protocol):
-    """A connected client as the session sees it. The awaitables wait while the
-    client's own outgoing buffer is full; none of them blocks other clients."""
+    """A connected client as the session sees it. Sending never waits; the session
+    waits for `drained()` while the client is not `writable`."""
 
     async def emit(self, event: str, payload: Any) -> None: ...
 
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
     ) -> None: ...
+
+    @property
+    def writable(self) -> bool:
+        """Its outgoing buffer has room."""
+        ...
+
+    async def drained(self) -> None:
+        """Wait until it is writable again."""
+        ...
 
     def live_sink(self, include_metadata: bool) -> Sink | None:
         """A sink for direct live writes, if this transport has one right now."""
@@ -41,6 +51,21 @@ class Client(Protocol):
     async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
         """Emit why, then disconnect; `hard` also drops the underlying connection."""
         ...
+
+
+async def _drain(client: Client, sub: Subscription) -> None:
+    """Wait for a client that is behind, but no longer than its subscription lasts: a
+    client that stopped reading must be cut off when its backlog overflows, not when
+    (if ever) its socket drains."""
+    if client.writable:
+        return
+    drained = asyncio.ensure_future(client.drained())
+    ended = sub.ended()
+    try:
+        await asyncio.wait((drained, ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        drained.cancel()
+    sub.check()
 
 
 async def authorize(
@@ -73,6 +98,7 @@ async def run_session(hub: Hub, auth: Authenticator, args: dict[str, Any], clien
             await client.emit("warning", payload)
         if plan.messages:
             await client.send_messages(plan.messages, True, include_metadata)
+            await _drain(client, sub)
         last_id = plan.messages[-1].id if plan.messages else None
         await client.emit("replay_end", {"count": len(plan.messages), "lastId": last_id})
         sub.go_live(plan.head_seq)
@@ -82,6 +108,7 @@ async def run_session(hub: Hub, auth: Authenticator, args: dict[str, Any], clien
         while True:
             batch = await sub.next_batch()
             await client.send_messages(batch, False, include_metadata)
+            await _drain(client, sub)
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:

@@ -119,7 +119,6 @@ class _Client:
 
     async def emit(self, event: str, payload: Any) -> None:
         await self.sio.emit(event, payload, to=self.sid)
-        await self._drain()
 
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
@@ -134,8 +133,17 @@ class _Client:
     async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
         await self.gateway._end(self.sid, event, payload, hard)
 
-    async def _drain(self) -> None:
+    def _queue(self) -> Any:
         eio_sid = self.sio.manager.eio_sid_from_sid(self.sid, "/")
         socket = self.sio.eio.sockets.get(eio_sid) if eio_sid else None
-        if socket is not None and socket.queue.qsize() > _HIGH_WATER:
-            await socket.queue.join()
+        return socket.queue if socket is not None else None
+
+    @property
+    def writable(self) -> bool:
+        queue = self._queue()
+        return queue is None or queue.qsize() <= _HIGH_WATER
+
+    async def drained(self) -> None:
+        queue = self._queue()
+        if queue is not None:
+            await queue.join()

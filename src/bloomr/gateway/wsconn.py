@@ -94,8 +94,12 @@ class EngineWebSocket(asyncio.Protocol):
             self._drain = asyncio.get_running_loop().create_future()
         await asyncio.shield(self._drain)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self._session = None
+        if abort:
+            if self._transport is not None:
+                self._transport.abort()
+            return
         self._send_close(1000)
 
     # -- internals --------------------------------------------------------------------
@@ -151,7 +155,14 @@ class EngineWebSocket(asyncio.Protocol):
 
     def _close_transport_later(self) -> None:
         # give the peer a moment to echo the close frame, then drop the connection
-        asyncio.get_running_loop().call_later(1.0, self._close_transport)
+        # (aborting it if its buffer still has not drained a moment later)
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, self._close_transport)
+        loop.call_later(5.0, self._abort)
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
     def _close_transport(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
