@@ -20,6 +20,8 @@ from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .scripts import ScriptManager
 from .store.sqlite import SQLiteStore
+from .store.sqlite_webhooks import SQLiteWebhookStore
+from .webhooks.manager import WebhookManager
 
 log = logging.getLogger("bloomr")
 
@@ -35,6 +37,8 @@ class Bloomr:
     auth: Authenticator = field(init=False)
     gateway: Gateway = field(init=False)
     scripts: ScriptManager = field(init=False)
+    webhook_store: SQLiteWebhookStore = field(init=False)
+    webhooks: WebhookManager = field(init=False)
     ctx: Context = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,19 +53,25 @@ class Bloomr:
         self.auth = Authenticator(self.store, self.admin_key)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(self.hub, self.store, s.script_grace)
+        self.webhook_store = SQLiteWebhookStore(self.store)
+        self.webhooks = WebhookManager(self.webhook_store, self.store, s.webhook_allow_private)
+        self.hub.add_listener(self.webhooks)
         self.ctx = Context(
             settings=s, meta=self.store, hub=self.hub, auth=self.auth, scripts=self.scripts
         )
 
     async def start(self) -> None:
         await self.store.open()
+        await self.webhook_store.open()
         await self.hub.start()
+        await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
     async def stop(self) -> None:
         """Stop taking work, end sessions, flush, close the store."""
         await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
+        await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.hub.stop()
         await self.store.close()
 
@@ -76,7 +86,7 @@ class Bloomr:
 
 def build_asgi(node: Bloomr) -> Any:
     """`/socket.io/` goes to the gateway, everything else to the HTTP API."""
-    api = BodyLimit(build_api(node.ctx), node.settings.max_body_bytes)
+    api = BodyLimit(build_api(node.ctx, node.webhooks), node.settings.max_body_bytes)
     sio = node.gateway.asgi_app()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -25,6 +25,10 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _env_gateway() -> GatewayName:
     value = os.environ.get("BLOOMR_GATEWAY") or "native"
     if value not in GATEWAYS:
@@ -51,6 +55,10 @@ class Settings:
     script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
     cors_origins: str = "*"
     gateway: GatewayName = field(default_factory=lambda: _env_gateway())
+    # webhooks may call loopback, private and link-local addresses (tests, private nets)
+    webhook_allow_private: bool = field(
+        default_factory=lambda: _env_bool("BLOOMR_WEBHOOK_ALLOW_PRIVATE")
+    )
 
     @property
     def database_path(self) -> Path:

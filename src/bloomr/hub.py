@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .bus.base import Bus, ControlEvent
 from .errors import BloomrError, warning
@@ -43,6 +43,18 @@ class ReplayPlan:
     head_seq: int = 0
 
 
+class HubListener(Protocol):
+    """Told what the hub did, from inside the hub: synchronous and must not block (queue
+    the work). Called on the node that did it only, once per event cluster-wide."""
+
+    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+        """Messages just stored (or, without history, ordered) and handed to the bus,
+        in the stream's order, every channel, whether or not the stream keeps history."""
+        ...
+
+    def on_stream_deleted(self, stream_id: str) -> None: ...
+
+
 @dataclass(slots=True)
 class _Pending:
     batch: AppendBatch
@@ -63,6 +75,24 @@ class Hub:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[HubListener] = []
+
+    def add_listener(self, listener: HubListener) -> None:
+        self._listeners.append(listener)
+
+    def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_published(stream_id, messages)
+            except Exception:  # a listener's bug never fails a publish
+                log.exception("hub listener %r failed", listener)
+
+    def _tell_deleted(self, stream_id: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener.on_stream_deleted(stream_id)
+            except Exception:
+                log.exception("hub listener %r failed", listener)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -111,6 +141,7 @@ class Hub:
         self._streams.pop(stream_id, None)
         await self.bus.control(ControlEvent("stream_deleted", stream_id))
         await self.history.drop(stream_id)
+        self._tell_deleted(stream_id)
 
     async def revoke_token(self, token_id: str) -> None:
         await self.bus.control(ControlEvent("token_revoked", token_id))
@@ -163,6 +194,7 @@ class Hub:
                     pending.future.set_exception(result)
                 continue
             await self.bus.publish(pending.batch.stream_id, result)
+            self._tell_published(pending.batch.stream_id, result)
             if not pending.future.done():
                 pending.future.set_result(result)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import re
 import secrets
 import string
@@ -79,8 +79,10 @@ def iso_now() -> str:
 class _UUIDv7:
     """UUIDv7 ids that increase strictly within this process, even within one millisecond.
 
-    The 12-bit `rand_a` field and the top of `rand_b` act as a counter seeded randomly
-    each millisecond (RFC 9562 method 2), so ids sort in creation order."""
+    The 12-bit `rand_a` field and the top 30 bits of `rand_b` act as a counter seeded
+    randomly each millisecond (RFC 9562 method 2), so ids sort in creation order; the
+    last 32 bits are random. The embedded millisecond is the message's timestamp, which
+    lets the store find an id through its time index."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -88,25 +90,46 @@ class _UUIDv7:
         self._counter = 0
 
     def next(self) -> tuple[str, int]:
+        ids, ms = self.many(1)
+        return ids[0], ms
+
+    def many(self, n: int) -> tuple[list[str], int]:
+        """`n` consecutive ids sharing one millisecond, and that millisecond."""
         with self._lock:
             ms = now_ms()
             if ms > self._last_ms:
                 self._last_ms = ms
-                self._counter = int.from_bytes(os.urandom(4)) >> 2  # 30 bits, room to grow
-            else:
-                self._counter += 1
-                if self._counter >= 1 << 42:
-                    self._last_ms += 1
-                    self._counter = 0
-            ms, counter = self._last_ms, self._counter
-        rand_a = counter >> 30 & 0xFFF
-        rand_b = (counter & 0x3FFFFFFF) << 32 | int.from_bytes(os.urandom(4))
-        value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", ms
+                self._counter = random.getrandbits(30)  # leaves room to count up
+            elif self._counter + n >= 1 << 42:
+                self._last_ms += 1
+                self._counter = 0
+            ms, first = self._last_ms, self._counter + 1
+            self._counter += n
+        head = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
+        getrandbits = random.getrandbits
+        ids = []
+        for counter in range(first, first + n):
+            rand_b = (counter & 0x3FFFFFFF) << 32 | getrandbits(32)
+            ids.append(
+                f"{head}{counter >> 30 & 0xFFF:03x}-{0x8000 | rand_b >> 48:04x}"
+                f"-{rand_b & 0xFFFFFFFFFFFF:012x}"
+            )
+        return ids, ms
 
 
-new_message_id = _UUIDv7().next
+def uuid7_ms(message_id: str) -> int | None:
+    """The millisecond a UUIDv7 id carries (None for an id of another version)."""
+    if len(message_id) != 36 or message_id[14] != "7":
+        return None
+    try:
+        return int(message_id[:8] + message_id[9:13], 16)
+    except ValueError:
+        return None
+
+
+_ids = _UUIDv7()
+new_message_id = _ids.next
+new_message_ids = _ids.many
 
 
 @dataclass(slots=True)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 
-from . import errors, events, health, messages, streams, tokens
+from . import errors, events, health, messages, streams, tokens, webhooks
 from .context import Context
 from .schemas import PUBLISH_ITEM_SCHEMA
 
+if TYPE_CHECKING:
+    from ..webhooks.manager import WebhookManager
 
-def build_api(ctx: Context) -> FastAPI:
+
+def build_api(ctx: Context, webhook_manager: WebhookManager | None = None) -> FastAPI:
     app = FastAPI(
         title="bloomr",
         summary="Stream what scripts print, live and with exact replay.",
         version="0.1.0",
     )
     app.state.ctx = ctx
+    app.state.webhooks = webhook_manager  # None: the webhook routes answer 404
     errors.install(app)
-    for module in (streams, tokens, messages, events, health):
+    for module in (streams, tokens, messages, events, webhooks, health):
         app.include_router(module.router)
     _add_publish_item_schema(app)
     return app

@@ -30,11 +30,31 @@ from ..config import DEFAULT_DATA_DIR, Settings
     "--admin-key", default=None, help="Defaults to BLOOMR_ADMIN_KEY, else data-dir/admin.key."
 )
 @click.option("--demo", is_flag=True, help="Create a demo stream that ticks every second.")
-def serve_command(host: str, port: int, data_dir: Path, admin_key: str | None, demo: bool) -> None:
+@click.option(
+    "--webhook-allow-private",
+    is_flag=True,
+    envvar="BLOOMR_WEBHOOK_ALLOW_PRIVATE",
+    show_envvar=True,
+    help="Let webhooks call loopback, private and link-local addresses.",
+)
+def serve_command(
+    host: str,
+    port: int,
+    data_dir: Path,
+    admin_key: str | None,
+    demo: bool,
+    webhook_allow_private: bool,
+) -> None:
     """Run bloomr: the HTTP API and Socket.IO on one port, SQLite in --data-dir."""
     from ..server import serve
 
-    settings = Settings(host=host, port=port, data_dir=data_dir, admin_key=admin_key)
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        admin_key=admin_key,
+        webhook_allow_private=webhook_allow_private,
+    )
     on_ready = None
     if demo:
         from ..demo import run_demo

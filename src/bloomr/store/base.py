@@ -10,6 +10,7 @@ from typing import Protocol
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
+from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
 
 
 @dataclass(slots=True)
@@ -51,8 +52,9 @@ class HistoryStore(Protocol):
     """Ordered message history per stream.
 
     Ordering: `append` gives each message the next `seq` of its stream (1, 2, 3, ...,
-    never reused, surviving restarts and trims), a UUIDv7 id and a timestamp that never
-    decreases along `seq`. Every batch is atomic and contiguous."""
+    never reused, surviving restarts and trims), a UUIDv7 id whose millisecond is the
+    message's timestamp, and timestamps never decrease along `seq`. Every batch is
+    atomic and contiguous."""
 
     async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
         """Order and store the batches, in the given order, durably before returning.
@@ -91,4 +93,53 @@ class HistoryStore(Protocol):
 
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
         """Delete messages older than `min_ts_ms` or beyond the newest `max_messages`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message waiting for one webhook: `envelope` is its envelope JSON."""
+
+    webhook_id: str
+    seq: int
+    envelope: bytes
+
+
+class WebhookStore(Protocol):
+    """Webhooks, their delivery state, and an outbox per webhook: the messages it still
+    has to deliver, keyed by (webhook id, the message's seq in its stream). Writes are
+    durable when the call returns; reads see whole writes only."""
+
+    async def create_webhook(self, webhook: Webhook) -> None: ...
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
+
+    async def list_webhooks(self, stream_id: str | None = None) -> list[WebhookRecord]:
+        """A stream's webhooks (every webhook when None), oldest first."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Delete a webhook with its state and outbox, atomically."""
+        ...
+
+    async def enqueue(self, items: Sequence[OutboxItem]) -> int:
+        """Add items to their webhooks' outboxes in one transaction. Items of webhooks
+        that no longer exist, and items already there (same webhook and seq), are
+        skipped, so a delete racing an enqueue leaves nothing behind. Returns how many
+        were added."""
+        ...
+
+    async def outbox(
+        self, webhook_id: str, limit: int, first_seq: int = 0, last_seq: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The oldest `limit` (seq, envelope) of the webhook's outbox with `first_seq <=
+        seq <= last_seq`, in seq order."""
+        ...
+
+    async def save_state(self, webhook_id: str, state: DeliveryState) -> None:
+        """Record the delivery state (a no-op for a webhook that no longer exists)."""
+        ...
+
+    async def finish_batch(self, webhook_id: str, last_seq: int, state: DeliveryState) -> None:
+        """Atomically drop the outbox up to `last_seq` (delivered or given up) and
+        record the state that says so."""
         ...

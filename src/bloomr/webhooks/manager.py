@@ -1,0 +1,250 @@
+"""The webhooks of one node: create, list, delete; one DeliveryWorker per webhook; and
+the outbox writer that feeds them from the hub.
+
+The hub tells the manager about every publish (`on_published`, synchronously, in the
+stream's order); the manager only queues it. One writer task then copies the
+messages each webhook wants into the outboxes, in that order, in one transaction per
+round, and wakes the workers. Publishing therefore never waits for webhooks.
+
+The price: the outbox is written just after the publish is stored, not in the same
+transaction. If bloomr crashes (kill -9, power loss) between the two, the messages of
+that moment are stored and were acknowledged but never reach the webhooks. A clean
+stop drains the writer first, so it loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from ..errors import BloomrError
+from ..model import DEFAULT_CHANNEL, Message
+from ..store.base import MetadataStore, OutboxItem, WebhookStore
+from . import guard
+from .model import DeliveryState, Webhook, WebhookRecord, new_webhook_id, new_webhook_secret
+from .policy import DEFAULT_POLICY, RetryPolicy
+from .worker import TIMEOUT, DeliveryWorker, Sender
+
+log = logging.getLogger("bloomr.webhooks")
+
+_DRAIN_TIMEOUT = 5.0  # seconds a clean stop waits for the outbox writer
+_WRITE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    hooks: tuple[tuple[str, str], ...]  # (webhook id, channel) that existed at publish
+    messages: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class _DropStream:
+    stream_id: str
+
+
+_Op = _Enqueue | _DropStream
+
+
+class WebhookManager:
+    """Implements the hub's HubListener."""
+
+    def __init__(
+        self,
+        store: WebhookStore,
+        meta: MetadataStore,
+        allow_private: bool,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self._store = store
+        self._meta = meta
+        self.allow_private = allow_private
+        self._policy = policy
+        self._by_stream: dict[str, dict[str, str]] = {}  # stream -> webhook id -> channel
+        self._workers: dict[str, DeliveryWorker] = {}
+        self._ops: list[_Op] = []
+        self._work = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+        self._sender: Sender | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume every webhook where it stopped (a batch in flight is sent again)."""
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(TIMEOUT),
+            follow_redirects=False,  # a redirect could lead anywhere, private included
+            trust_env=False,  # no proxy: the address checked is the address called
+            headers={"User-Agent": "bloomr-webhooks"},
+        )
+        self._sender = Sender(self._store, client, self.allow_private, self._policy)
+        self._closing = False
+        streams = {s.id for s in await self._meta.list_streams()}
+        for record in await self._store.list_webhooks():
+            if record.webhook.stream not in streams:  # its stream went while we were down
+                await self._store.delete_webhook(record.webhook.id)
+                continue
+            self._run(record.webhook, record.state)
+        self._writer = asyncio.create_task(self._write_outboxes(), name="bloomr-webhook-outbox")
+
+    async def stop(self) -> None:
+        """Write what is queued (bounded), then stop the workers; attempts in flight are
+        abandoned and made again at the next start."""
+        self._closing = True
+        self._work.set()
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(self._writer, _DRAIN_TIMEOUT)
+            except TimeoutError:
+                log.warning("webhook outbox writer did not drain in time")
+            self._writer = None
+        workers = list(self._workers.values())
+        self._workers.clear()
+        self._by_stream.clear()
+        await asyncio.gather(*(w.stop() for w in workers))
+        if self._sender is not None:
+            await self._sender.client.aclose()
+            self._sender = None
+
+    def _run(self, webhook: Webhook, state: DeliveryState) -> None:
+        assert self._sender is not None, "the manager is not started"
+        self._by_stream.setdefault(webhook.stream, {})[webhook.id] = webhook.channel
+        worker = self._workers[webhook.id] = DeliveryWorker(webhook, state, self._sender)
+        worker.start()
+        worker.wake()
+
+    def _forget(self, webhook: Webhook) -> DeliveryWorker | None:
+        hooks = self._by_stream.get(webhook.stream)
+        if hooks is not None:
+            hooks.pop(webhook.id, None)
+            if not hooks:
+                del self._by_stream[webhook.stream]
+        return self._workers.pop(webhook.id, None)
+
+    # -- the API's operations ---------------------------------------------------------
+
+    async def create_webhook(
+        self, stream_id: str, url: str, channel: str = DEFAULT_CHANNEL, secret: str | None = None
+    ) -> WebhookRecord:
+        """A new webhook, delivering what the stream publishes from now on. Raises
+        `validation_failed` (field `url`) for a URL it may not call."""
+        await self._require_stream(stream_id)
+        try:
+            await guard.check(url, self.allow_private)
+        except guard.UrlRefused as exc:
+            raise BloomrError("validation_failed", f"url: {exc}", field="url") from None
+        webhook = Webhook(
+            id=new_webhook_id(),
+            stream=stream_id,
+            url=url,
+            secret=secret or new_webhook_secret(),
+            channel=channel,
+        )
+        await self._store.create_webhook(webhook)
+        if await self._meta.get_stream(stream_id) is None:  # deleted meanwhile
+            await self._store.delete_webhook(webhook.id)
+            raise BloomrError("not_found", f"stream {stream_id} not found")
+        self._run(webhook, DeliveryState())
+        return WebhookRecord(webhook, DeliveryState(), pending=0)
+
+    async def list_webhooks(self, stream_id: str) -> list[WebhookRecord]:
+        await self._require_stream(stream_id)
+        return await self._store.list_webhooks(stream_id)
+
+    async def get_webhook(self, stream_id: str, webhook_id: str) -> WebhookRecord:
+        await self._require_stream(stream_id)
+        record = await self._store.get_webhook(webhook_id)
+        if record is None or record.webhook.stream != stream_id:
+            raise BloomrError("not_found", f"webhook {webhook_id} not found")
+        return record
+
+    async def delete_webhook(self, stream_id: str, webhook_id: str) -> None:
+        """No delivery starts once this returns (one in flight may still complete)."""
+        record = await self.get_webhook(stream_id, webhook_id)
+        worker = self._forget(record.webhook)
+        if worker is not None:
+            await worker.stop()
+        await self._store.delete_webhook(webhook_id)
+
+    async def _require_stream(self, stream_id: str) -> None:
+        if await self._meta.get_stream(stream_id) is None:
+            raise BloomrError("not_found", f"stream {stream_id} not found")
+
+    # -- HubListener ------------------------------------------------------------------
+
+    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+        hooks = self._by_stream.get(stream_id)
+        if hooks and not self._closing:
+            self._ops.append(_Enqueue(tuple(hooks.items()), messages))
+            self._work.set()
+
+    def on_stream_deleted(self, stream_id: str) -> None:
+        for webhook_id in list(self._by_stream.pop(stream_id, {})):
+            worker = self._workers.pop(webhook_id, None)
+            if worker is not None:
+                worker.cancel()
+        if not self._closing:  # else the next start deletes them
+            self._ops.append(_DropStream(stream_id))
+            self._work.set()
+
+    # -- the outbox writer ------------------------------------------------------------
+
+    async def _write_outboxes(self) -> None:
+        """Apply queued operations in order; return once closing and nothing is left."""
+        while True:
+            if not self._ops:
+                if self._closing:
+                    return
+                await self._work.wait()
+                self._work.clear()
+                continue
+            ops, self._ops = self._ops, []
+            for run in _runs(ops):
+                await self._apply(run)
+
+    async def _apply(self, run: list[_Op]) -> None:
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                if isinstance(run[0], _DropStream):
+                    await self._drop_stream(run[0].stream_id)
+                else:
+                    await self._enqueue([op for op in run if isinstance(op, _Enqueue)])
+                return
+            except Exception:
+                log.exception("webhook outbox write failed (attempt %d)", attempt)
+                if attempt < _WRITE_ATTEMPTS:
+                    await asyncio.sleep(attempt)
+        log.error("webhook outbox: gave up on a write; those messages are not delivered")
+
+    async def _enqueue(self, ops: list[_Enqueue]) -> None:
+        items: list[OutboxItem] = []
+        for op in ops:
+            for webhook_id, channel in op.hooks:
+                items.extend(
+                    OutboxItem(webhook_id, m.seq, m.envelope_json(None))
+                    for m in op.messages
+                    if m.channel == channel
+                )
+        if not items or not await self._store.enqueue(items):
+            return
+        for webhook_id in {item.webhook_id for item in items}:
+            worker = self._workers.get(webhook_id)
+            if worker is not None:
+                worker.wake()
+
+    async def _drop_stream(self, stream_id: str) -> None:
+        for record in await self._store.list_webhooks(stream_id):
+            await self._store.delete_webhook(record.webhook.id)
+
+
+def _runs(ops: list[_Op]) -> list[list[_Op]]:
+    """Consecutive enqueues together (one transaction), each stream drop on its own."""
+    runs: list[list[_Op]] = []
+    for op in ops:
+        if runs and isinstance(op, _Enqueue) and isinstance(runs[-1][0], _Enqueue):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
