@@ -96,7 +96,7 @@ class Recorder:
     async def close(self) -> None:
         self._closing = True
         with contextlib.suppress(Exception):
-            await self.sio.disconnect()
+            await asyncio.wait_for(self.sio.disconnect(), 5)
         # wait for the engine.io client's tasks, which close its aiohttp session
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sio.eio.wait(), 5)
@@ -223,13 +223,15 @@ def ensure_node_modules() -> None:
     installed = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
     if installed.exists() and json.loads(installed.read_text())["version"] == wanted:
         return
-    subprocess.run(
+    done = subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund"],
         cwd=NODE_DIR,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"npm ci failed in {NODE_DIR}:\n{done.stdout}\n{done.stderr}")
 
 
 class NodeProcess:

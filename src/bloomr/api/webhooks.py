@@ -55,9 +55,7 @@ Webhooks = Annotated[WebhookManager, Depends(get_webhooks)]
 
 
 @router.post("", status_code=201)
-async def create_webhook(
-    stream_id: str, body: WebhookCreate, _: Admin, webhooks: Webhooks
-) -> JSON:
+async def create_webhook(stream_id: str, body: WebhookCreate, _: Admin, webhooks: Webhooks) -> JSON:
     """POST every message of `channel` to `url`, signed with `secret` (shown only here)."""
     record = await webhooks.create_webhook(
         stream_id, body.url, body.channel or DEFAULT_CHANNEL, body.secret
@@ -77,8 +75,6 @@ async def show_webhook(stream_id: str, webhook_id: str, _: Admin, webhooks: Webh
 
 
 @router.delete("/{webhook_id}", status_code=204)
-async def delete_webhook(
-    stream_id: str, webhook_id: str, _: Admin, webhooks: Webhooks
-) -> Response:
+async def delete_webhook(stream_id: str, webhook_id: str, _: Admin, webhooks: Webhooks) -> Response:
     await webhooks.delete_webhook(stream_id, webhook_id)
     return Response(status_code=204)

@@ -18,6 +18,7 @@ COMMANDS = {
     "serve": ("serve", "serve_command"),
     "streams": ("streams", "streams_group"),
     "tokens": ("tokens", "tokens_group"),
+    "webhooks": ("webhooks", "webhooks_group"),
     "publish": ("publish", "publish_command"),
     "tail": ("tail", "tail_command"),
     "run": ("run", "run_command"),

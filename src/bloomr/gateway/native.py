@@ -19,13 +19,14 @@ from typing import Any
 import orjson
 
 from ..auth import Authenticator
+from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
 from ..subscription import Delivery
 from .engineio import EngineConfig, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
-from .session import run_session
+from .session import run_session, try_open_session
 from .wsconn import EngineWebSocket, protocol_class
 
 log = logging.getLogger("bloomr.gateway")
@@ -102,11 +103,20 @@ class SocketIOConnection:
         except orjson.JSONDecodeError:
             self.session.send(b"44" + orjson.dumps({"message": "auth is not valid JSON"}))
             return
-        sid = secrets.token_urlsafe(15)
-        self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)
         args = merge_handshake(self.query, auth)
-        hub, authenticator = self.gateway.hub, self.gateway.auth
-        self.task = asyncio.create_task(run_session(hub, authenticator, args, self))
+        self.task = asyncio.create_task(self._serve(args))
+
+    async def _serve(self, args: dict[str, Any]) -> None:
+        hub = self.gateway.hub
+        opened = await try_open_session(hub, self.gateway.auth, args)
+        try:
+            sid = secrets.token_urlsafe(15)
+            self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)
+        except BaseException:
+            if not isinstance(opened, BloomrError):
+                hub.unsubscribe(opened.sub)
+            raise
+        await run_session(hub, opened, self)
 
     def _stop(self) -> None:
         task, self.task = self.task, None

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..auth import Authenticator, check_access
 from ..errors import BloomrError, warning
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
-from ..replay import parse_credentials, parse_subscribe_options
+from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
 
 log = logging.getLogger("bloomr.gateway")
@@ -86,14 +87,44 @@ async def authorize(
     return stream, principal.token_id, token.expires_at if token else None
 
 
-async def run_session(hub: Hub, auth: Authenticator, args: dict[str, Any], client: Client) -> None:
-    """Serve one subscriber until it leaves (cancel the task) or the subscription ends."""
-    sub: Subscription | None = None
+@dataclass(slots=True)
+class Opened:
+    """A subscriber registered with the hub, not yet served."""
+
+    stream: Stream
+    sub: Subscription
+    replay: ReplayRequest | None
+    include_metadata: bool
+
+
+async def open_session(hub: Hub, auth: Authenticator, args: dict[str, Any]) -> Opened:
+    """Authorize and register with the hub. A gateway calls this *before* it confirms
+    the connection, so that anything published after the client sees `connect` is
+    certain to reach it (the original's promise: no message missed)."""
+    stream, token_id, expires_at = await authorize(hub, auth, args)
+    channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
+    sub = hub.subscribe(stream.id, channel, token_id, expires_at)
+    return Opened(stream, sub, replay, include_metadata)
+
+
+async def try_open_session(
+    hub: Hub, auth: Authenticator, args: dict[str, Any]
+) -> Opened | BloomrError:
     try:
-        stream, token_id, expires_at = await authorize(hub, auth, args)
-        channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
-        sub = hub.subscribe(stream.id, channel, token_id, expires_at)
-        plan = await hub.plan_replay(sub, stream, replay)
+        return await open_session(hub, auth, args)
+    except BloomrError as exc:
+        return exc
+
+
+async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) -> None:
+    """Serve one subscriber (refusing it first if opening failed) until it leaves
+    (cancel the task) or the subscription ends."""
+    if isinstance(opened, BloomrError):
+        await client.end("error", opened.payload(), hard=False)
+        return
+    sub, include_metadata = opened.sub, opened.include_metadata
+    try:
+        plan = await hub.plan_replay(sub, opened.stream, opened.replay)
         for payload in plan.warnings:
             await client.emit("warning", payload)
         if plan.messages:
@@ -119,5 +150,4 @@ async def run_session(hub: Hub, auth: Authenticator, args: dict[str, Any], clien
         log.exception("subscriber session failed")
         await client.end("error", {"code": "internal", "message": "internal error"}, hard=False)
     finally:
-        if sub is not None:
-            hub.unsubscribe(sub)
+        hub.unsubscribe(sub)

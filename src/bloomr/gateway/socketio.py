@@ -16,10 +16,11 @@ import orjson
 import socketio
 
 from ..auth import Authenticator
+from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
-from .session import run_session
+from .session import Opened, run_session, try_open_session
 
 log = logging.getLogger("bloomr.gateway")
 
@@ -50,7 +51,9 @@ class SocketIOGateway:
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             json=_OrjsonJSON,
-            always_connect=True,  # complete the connection so `error` can be emitted
+            # the connect handler registers the subscriber before python-socketio confirms
+            # the connection; refusals are confirmed too, then get `error` and a disconnect
+            always_connect=False,
             cors_allowed_origins=cors_origins if cors_origins != "*" else "*",
             logger=False,
             engineio_logger=False,
@@ -79,8 +82,9 @@ class SocketIOGateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-        args = merge_handshake(query, auth)
-        self._sessions[sid] = asyncio.create_task(self._session(sid, args), name=f"sio-{sid}")
+        opened = await try_open_session(self.hub, self.auth, merge_handshake(query, auth))
+        task = asyncio.create_task(self._session(sid, opened), name=f"sio-{sid}")
+        self._sessions[sid] = task
         return True
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
@@ -90,8 +94,16 @@ class SocketIOGateway:
 
     # -- the session --------------------------------------------------------------------
 
-    async def _session(self, sid: str, args: dict[str, Any]) -> None:
-        await run_session(self.hub, self.auth, args, _Client(self, sid))
+    async def _session(self, sid: str, opened: Opened | BloomrError) -> None:
+        # python-socketio queues its CONNECT reply right after this handler returns,
+        # without yielding; one more turn of the loop makes sure it goes first
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if not isinstance(opened, BloomrError):
+                self.hub.unsubscribe(opened.sub)
+            raise
+        await run_session(self.hub, opened, _Client(self, sid))
 
     async def _end(self, sid: str, event: str, payload: dict[str, Any], hard: bool) -> None:
         """Emit why, then disconnect (the client learns the reason before it goes).

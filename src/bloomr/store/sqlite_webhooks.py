@@ -52,11 +52,11 @@ class SQLiteWebhookStore:
 
     async def list_webhooks(self, stream_id: str | None = None) -> list[WebhookRecord]:
         if stream_id is None:
-            rows = await self._db._read(_SELECT)
+            rows = await self._db._read(f"{_SELECT} ORDER BY w.rowid")
         else:
-            rows = await self._db._read(f"{_SELECT} WHERE w.stream_id = ?", (stream_id,))
-        records = [_record(r) for r in rows]
-        return sorted(records, key=lambda r: (r.webhook.created_at, r.webhook.id))
+            sql = f"{_SELECT} WHERE w.stream_id = ? ORDER BY w.rowid"
+            rows = await self._db._read(sql, (stream_id,))
+        return [_record(r) for r in rows]
 
     async def delete_webhook(self, webhook_id: str) -> bool:
         async with self._db._transaction() as conn:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -25,7 +26,7 @@ from ..store.base import MetadataStore, OutboxItem, WebhookStore
 from . import guard
 from .model import DeliveryState, Webhook, WebhookRecord, new_webhook_id, new_webhook_secret
 from .policy import DEFAULT_POLICY, RetryPolicy
-from .worker import TIMEOUT, DeliveryWorker, Sender
+from .worker import DeliveryWorker, Sender, new_client
 
 log = logging.getLogger("bloomr.webhooks")
 
@@ -68,18 +69,13 @@ class WebhookManager:
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._sender: Sender | None = None
+        self._tls: ssl.SSLContext | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resume every webhook where it stopped (a batch in flight is sent again)."""
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(TIMEOUT),
-            follow_redirects=False,  # a redirect could lead anywhere, private included
-            trust_env=False,  # no proxy: the address checked is the address called
-            headers={"User-Agent": "bloomr-webhooks"},
-        )
-        self._sender = Sender(self._store, client, self.allow_private, self._policy)
+        self._sender = Sender(self._store, self._new_client, self.allow_private, self._policy)
         self._closing = False
         streams = {s.id for s in await self._meta.list_streams()}
         for record in await self._store.list_webhooks():
@@ -104,9 +100,12 @@ class WebhookManager:
         self._workers.clear()
         self._by_stream.clear()
         await asyncio.gather(*(w.stop() for w in workers))
-        if self._sender is not None:
-            await self._sender.client.aclose()
-            self._sender = None
+        self._sender = None
+
+    def _new_client(self) -> httpx.AsyncClient:
+        if self._tls is None:  # built once, when the first webhook runs
+            self._tls = httpx.create_ssl_context()
+        return new_client(self._tls)
 
     def _run(self, webhook: Webhook, state: DeliveryState) -> None:
         assert self._sender is not None, "the manager is not started"
