@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 import orjson
@@ -45,6 +46,22 @@ _COLUMNS = "id, stream_id, channel, ts_ms, seq, data"
 _READERS = 2
 
 Row = tuple[Any, ...]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _run_to_completion(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Store calls finish even when their caller is cancelled (a client went away): one
+    cut off between BEGIN and COMMIT would leave a shared connection inside its
+    transaction, and every later call on it would fail."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(method(*args, **kwargs))
+
+    return call
 
 
 def _message(row: Row) -> Message:
@@ -126,40 +143,49 @@ class SQLiteStore:
 
     # -- metadata ---------------------------------------------------------------------
 
+    @_run_to_completion
     async def create_stream(self, stream: Stream) -> None:
         doc = orjson.dumps(stream.to_json())
         await self._write("INSERT INTO streams (id, doc) VALUES (?, ?)", (stream.id, doc))
 
+    @_run_to_completion
     async def get_stream(self, stream_id: str) -> Stream | None:
         rows = await self._read("SELECT doc FROM streams WHERE id = ?", (stream_id,))
         return stream_from_json(orjson.loads(rows[0][0])) if rows else None
 
+    @_run_to_completion
     async def list_streams(self) -> list[Stream]:
         rows = await self._read("SELECT doc FROM streams ORDER BY id")
         streams = [stream_from_json(orjson.loads(r[0])) for r in rows]
         return sorted(streams, key=lambda s: s.created_at)
 
+    @_run_to_completion
     async def update_stream(self, stream: Stream) -> None:
         doc = orjson.dumps(stream.to_json())
         await self._write("UPDATE streams SET doc = ? WHERE id = ?", (doc, stream.id))
 
+    @_run_to_completion
     async def delete_stream(self, stream_id: str) -> bool:
         return await self._write("DELETE FROM streams WHERE id = ?", (stream_id,)) > 0
 
+    @_run_to_completion
     async def create_token(self, token: Token) -> None:
         doc = orjson.dumps(token_to_doc(token))
         sql = "INSERT INTO tokens (id, secret_hash, doc) VALUES (?, ?, ?)"
         await self._write(sql, (token.id, token.secret_hash, doc))
 
+    @_run_to_completion
     async def get_token_by_hash(self, secret_hash: str) -> Token | None:
         rows = await self._read("SELECT doc FROM tokens WHERE secret_hash = ?", (secret_hash,))
         return token_from_doc(orjson.loads(rows[0][0])) if rows else None
 
+    @_run_to_completion
     async def list_tokens(self) -> list[Token]:
         rows = await self._read("SELECT doc FROM tokens")
         tokens = [token_from_doc(orjson.loads(r[0])) for r in rows]
         return sorted(tokens, key=lambda t: t.created_at)
 
+    @_run_to_completion
     async def delete_token(self, token_id: str) -> Token | None:
         async with self._transaction() as conn:
             rows = await conn.execute_fetchall("SELECT doc FROM tokens WHERE id = ?", (token_id,))
@@ -188,6 +214,7 @@ class SQLiteStore:
             )
         ]
 
+    @_run_to_completion
     async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
         async with self._write_lock:
             conn = self.writer
@@ -234,6 +261,7 @@ class SQLiteStore:
             raise
         await conn.execute("COMMIT")
 
+    @_run_to_completion
     async def replay(
         self,
         stream_id: str,
@@ -263,6 +291,7 @@ class SQLiteStore:
                 unknown_id=unknown,
             )
 
+    @_run_to_completion
     async def page(
         self,
         stream_id: str,
@@ -285,12 +314,14 @@ class SQLiteStore:
                 first = max(first, await q.first_seq_since(since_ms))
             return await q.oldest_from(first, limit)
 
+    @_run_to_completion
     async def drop(self, stream_id: str) -> None:
         async with self._transaction() as conn:
             await conn.execute("DELETE FROM messages WHERE stream_id = ?", (stream_id,))
             await conn.execute("DELETE FROM heads WHERE stream_id = ?", (stream_id,))
             self._heads.pop(stream_id, None)
 
+    @_run_to_completion
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
         async with self._transaction() as conn:
             by_age = await conn.execute(

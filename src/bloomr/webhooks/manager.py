@@ -64,6 +64,7 @@ class WebhookManager:
         self._policy = policy
         self._by_stream: dict[str, dict[str, str]] = {}  # stream -> webhook id -> channel
         self._workers: dict[str, DeliveryWorker] = {}
+        self._retired: set[DeliveryWorker] = set()  # cancelled, not yet awaited
         self._ops: list[_Op] = []
         self._work = asyncio.Event()
         self._closing = False
@@ -96,8 +97,9 @@ class WebhookManager:
             except TimeoutError:
                 log.warning("webhook outbox writer did not drain in time")
             self._writer = None
-        workers = list(self._workers.values())
+        workers = [*self._workers.values(), *self._retired]
         self._workers.clear()
+        self._retired.clear()
         self._by_stream.clear()
         await asyncio.gather(*(w.stop() for w in workers))
         self._sender = None
@@ -183,7 +185,8 @@ class WebhookManager:
         for webhook_id in list(self._by_stream.pop(stream_id, {})):
             worker = self._workers.pop(webhook_id, None)
             if worker is not None:
-                worker.cancel()
+                worker.cancel()  # now: no attempt starts after this
+                self._retired.add(worker)
         if not self._closing:  # else the next start deletes them
             self._ops.append(_DropStream(stream_id))
             self._work.set()
@@ -206,16 +209,19 @@ class WebhookManager:
     async def _apply(self, run: list[_Op]) -> None:
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
+                # shielded: a store transaction cut at its BEGIN by a cancellation (a
+                # stop that timed out) would leave the store's connection unusable
                 if isinstance(run[0], _DropStream):
-                    await self._drop_stream(run[0].stream_id)
+                    await asyncio.shield(self._drop_stream(run[0].stream_id))
                 else:
-                    await self._enqueue([op for op in run if isinstance(op, _Enqueue)])
+                    ops = [op for op in run if isinstance(op, _Enqueue)]
+                    await asyncio.shield(self._enqueue(ops))
                 return
             except Exception:
                 log.exception("webhook outbox write failed (attempt %d)", attempt)
                 if attempt < _WRITE_ATTEMPTS:
                     await asyncio.sleep(attempt)
-        log.error("webhook outbox: gave up on a write; those messages are not delivered")
+        log.error("webhook outbox: gave up on a write (%s)", type(run[0]).__name__)
 
     async def _enqueue(self, ops: list[_Enqueue]) -> None:
         items: list[OutboxItem] = []
@@ -234,6 +240,9 @@ class WebhookManager:
                 worker.wake()
 
     async def _drop_stream(self, stream_id: str) -> None:
+        retired = [w for w in self._retired if w.webhook.stream == stream_id]
+        await asyncio.gather(*(w.stop() for w in retired))
+        self._retired.difference_update(retired)
         for record in await self._store.list_webhooks(stream_id):
             await self._store.delete_webhook(record.webhook.id)
 

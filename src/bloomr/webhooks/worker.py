@@ -12,8 +12,9 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import httpx
 
@@ -29,6 +30,8 @@ TIMEOUT = 10.0  # seconds for one attempt, from connecting to the response's sta
 _READ_AT_MOST = 64 * 1024  # of a response body (read to keep the connection reusable)
 _ERROR_BODY = 200  # characters of a failed response's body kept in `last_error`
 _STORE_RETRY = 1.0  # seconds before trying again after a store error
+
+T = TypeVar("T")
 
 
 ClientFactory = Callable[[], httpx.AsyncClient]
@@ -82,6 +85,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._store_call: asyncio.Task[Any] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"bloomr-webhook-{self.webhook.id}")
@@ -102,6 +106,17 @@ class DeliveryWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        call = self._store_call
+        if call is not None and not call.done():
+            with contextlib.suppress(Exception):
+                await call
+
+    async def _store(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run a store call to its end even if the worker is cancelled meanwhile: a SQLite
+        transaction (or read snapshot) cut in half at its BEGIN leaves the store's shared
+        connection unusable. `stop` waits for it."""
+        task = self._store_call = asyncio.ensure_future(call)
+        return await asyncio.shield(task)
 
     async def _run(self) -> None:
         self._client = self._sender.clients()
@@ -124,19 +139,20 @@ class DeliveryWorker:
         store = self._sender.store
         while True:
             self._wake.clear()
-            rows = await store.outbox(self.webhook.id, MAX_BATCH)
+            rows = await self._store(store.outbox(self.webhook.id, MAX_BATCH))
             if rows:
                 break
             await self._wake.wait()
         batch = Batch(new_delivery_id(), rows[0][0], rows[-1][0], len(rows), now_ms())
         self._body = request_body([envelope for _, envelope in rows])
         self.state.batch = batch
-        await store.save_state(self.webhook.id, self.state)
+        await self._store(store.save_state(self.webhook.id, self.state))
         return batch
 
     async def _reload_body(self, batch: Batch) -> bytes | None:
-        rows = await self._sender.store.outbox(
-            self.webhook.id, batch.count, batch.first_seq, batch.last_seq
+        store = self._sender.store
+        rows = await self._store(
+            store.outbox(self.webhook.id, batch.count, batch.first_seq, batch.last_seq)
         )
         return request_body([envelope for _, envelope in rows]) if rows else None
 
@@ -181,7 +197,7 @@ class DeliveryWorker:
         log.info(
             "webhook %s: attempt %d failed: %s", self.webhook.id, batch.attempts, outcome.error
         )
-        await sender.store.save_state(self.webhook.id, self.state)
+        await self._store(sender.store.save_state(self.webhook.id, self.state))
         return True
 
     async def _finish(self, batch: Batch, *, delivered: bool) -> None:
@@ -193,7 +209,7 @@ class DeliveryWorker:
             state.dropped += batch.count
             state.dropped_batches += 1
         state.batch, self._body = None, None
-        await self._sender.store.finish_batch(self.webhook.id, batch.last_seq, state)
+        await self._store(self._sender.store.finish_batch(self.webhook.id, batch.last_seq, state))
 
     async def _attempt(self, batch: Batch, body: bytes) -> Outcome:
         sender, client = self._sender, self._client

@@ -1,0 +1,159 @@
+"""Conformance suite for the WebhookStore contract (store/base.py): definitions,
+delivery state and outboxes. Every backend must pass it; add one to BACKENDS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from bloomr.store.base import OutboxItem, WebhookStore
+from bloomr.store.sqlite import SQLiteStore
+from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
+from bloomr.webhooks.model import Batch, DeliveryState, Webhook
+
+
+class Store(WebhookStore, Protocol):
+    async def close(self) -> None: ...
+
+
+class SQLiteBackend:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "data" / "bloomr.db"
+
+    async def open(self) -> Store:
+        db = SQLiteStore(self.path)
+        await db.open()
+        hooks = SQLiteWebhookStore(db)
+        await hooks.open()
+        return _Closing(hooks, db)
+
+
+class _Closing:
+    """The webhook store, closing the database it shares."""
+
+    def __init__(self, hooks: SQLiteWebhookStore, db: SQLiteStore) -> None:
+        self._hooks, self._db = hooks, db
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hooks, name)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+async def store(backend: Any) -> AsyncIterator[Store]:
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def hook(webhook_id: str = "wh_1", stream: str = "streamAAAA", channel: str = "") -> Webhook:
+    created_at = "2024-03-26T15:24:57.000Z"
+    return Webhook(webhook_id, stream, "http://example.com/h", "whsec_x", channel, created_at)
+
+
+def items(webhook_id: str, *seqs: int) -> list[OutboxItem]:
+    return [OutboxItem(webhook_id, seq, f'{{"seq":{seq}}}'.encode()) for seq in seqs]
+
+
+async def test_create_get_list(store: Store) -> None:
+    await store.create_webhook(hook("wh_1"))
+    await store.create_webhook(hook("wh_2", channel="progress"))
+    await store.create_webhook(hook("wh_3", stream="streamBBBB"))
+    record = await store.get_webhook("wh_2")
+    assert record is not None
+    assert record.webhook == hook("wh_2", channel="progress")
+    assert record.state == DeliveryState() and record.pending == 0
+    assert [r.webhook.id for r in await store.list_webhooks("streamAAAA")] == ["wh_1", "wh_2"]
+    assert {r.webhook.id for r in await store.list_webhooks()} == {"wh_1", "wh_2", "wh_3"}
+    assert await store.get_webhook("wh_nope") is None
+
+
+async def test_outbox_is_ordered_limited_and_counted(store: Store) -> None:
+    await store.create_webhook(hook())
+    assert await store.enqueue(items("wh_1", 5, 2, 9, 3)) == 4
+    assert await store.outbox("wh_1", 100) == [
+        (2, b'{"seq":2}'),
+        (3, b'{"seq":3}'),
+        (5, b'{"seq":5}'),
+        (9, b'{"seq":9}'),
+    ]
+    assert [s for s, _ in await store.outbox("wh_1", 2)] == [2, 3]
+    assert [s for s, _ in await store.outbox("wh_1", 100, 3, 5)] == [3, 5]
+    record = await store.get_webhook("wh_1")
+    assert record is not None and record.pending == 4
+
+
+async def test_enqueue_skips_duplicates_and_unknown_webhooks(store: Store) -> None:
+    await store.create_webhook(hook())
+    assert await store.enqueue(items("wh_1", 1, 2)) == 2
+    assert await store.enqueue(items("wh_1", 2, 3) + items("wh_gone", 1, 2)) == 1
+    assert [s for s, _ in await store.outbox("wh_1", 100)] == [1, 2, 3]
+    assert await store.outbox("wh_gone", 100) == []
+    assert await store.enqueue([]) == 0
+
+
+async def test_finish_batch_drops_the_outbox_up_to_it_and_saves_the_state(store: Store) -> None:
+    await store.create_webhook(hook())
+    await store.enqueue(items("wh_1", 1, 2, 3, 4))
+    state = DeliveryState(delivered=2, last_status=200, last_delivery_ms=123)
+    await store.finish_batch("wh_1", 2, state)
+    record = await store.get_webhook("wh_1")
+    assert record is not None
+    assert record.state == state and record.pending == 2
+    assert [s for s, _ in await store.outbox("wh_1", 100)] == [3, 4]
+
+
+async def test_state_with_a_batch_round_trips(store: Store) -> None:
+    await store.create_webhook(hook())
+    batch = Batch("d-1", 3, 7, 5, first_attempt_ms=1000, attempts=2, next_attempt_ms=5000)
+    state = DeliveryState(delivered=10, dropped=1, dropped_batches=1, last_error="HTTP 500")
+    state.batch = batch
+    await store.save_state("wh_1", state)
+    record = await store.get_webhook("wh_1")
+    assert record is not None and record.state == state
+    await store.save_state("wh_gone", state)  # no-op
+    assert await store.get_webhook("wh_gone") is None
+
+
+async def test_delete_takes_the_outbox_along(store: Store) -> None:
+    await store.create_webhook(hook("wh_1"))
+    await store.create_webhook(hook("wh_2"))
+    await store.enqueue(items("wh_1", 1, 2) + items("wh_2", 1))
+    assert await store.delete_webhook("wh_1")
+    assert not await store.delete_webhook("wh_1")
+    assert await store.outbox("wh_1", 100) == []
+    assert [s for s, _ in await store.outbox("wh_2", 100)] == [1]
+    assert await store.enqueue(items("wh_1", 3)) == 0  # a late enqueue leaves nothing
+
+
+async def test_everything_survives_a_reopen(backend: Any) -> None:
+    store = await backend.open()
+    try:
+        await store.create_webhook(hook())
+        await store.enqueue(items("wh_1", 1, 2, 3))
+        state = DeliveryState(batch=Batch("d-9", 1, 2, 2, first_attempt_ms=42, attempts=1))
+        await store.save_state("wh_1", state)
+    finally:
+        await store.close()
+    store = await backend.open()
+    try:
+        record = await store.get_webhook("wh_1")
+        assert record is not None and record.state == state and record.pending == 3
+        assert [s for s, _ in await store.outbox("wh_1", 100)] == [1, 2, 3]
+    finally:
+        await store.close()
