@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from .api import build_api
@@ -18,6 +19,7 @@ from .bus.local import LocalBus
 from .config import Settings
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
+from .metrics import Counters, NodeCollector, registry_for
 from .scripts import ScriptManager
 from .store.sqlite import SQLiteStore
 from .store.sqlite_webhooks import SQLiteWebhookStore
@@ -39,6 +41,8 @@ class Bloomr:
     scripts: ScriptManager = field(init=False)
     webhook_store: SQLiteWebhookStore = field(init=False)
     webhooks: WebhookManager = field(init=False)
+    counters: Counters = field(init=False)
+    metrics: CollectorRegistry = field(init=False)
     ctx: Context = field(init=False)
 
     def __post_init__(self) -> None:
@@ -56,8 +60,42 @@ class Bloomr:
         self.webhook_store = SQLiteWebhookStore(self.store)
         self.webhooks = WebhookManager(self.webhook_store, self.store, s.webhook_allow_private)
         self.hub.add_listener(self.webhooks)
+        self.counters = Counters()
+        self.hub.add_listener(self.counters)
+        self.metrics = registry_for(self._collector())
         self.ctx = Context(
-            settings=s, meta=self.store, hub=self.hub, auth=self.auth, scripts=self.scripts
+            settings=s,
+            meta=self.store,
+            hub=self.hub,
+            auth=self.auth,
+            scripts=self.scripts,
+            metrics=self.metrics,
+        )
+
+    def _collector(self) -> NodeCollector:
+        hub, counters = self.hub, self.counters
+        return NodeCollector(
+            counters={
+                "bloomr_messages_published": (
+                    "Messages published (stored, or ordered when history is off)",
+                    lambda: counters.published,
+                ),
+                "bloomr_publish_batches": ("Publish batches", lambda: counters.publish_batches),
+                "bloomr_slow_consumers": (
+                    "Subscribers cut off for falling behind",
+                    lambda: hub.slow_consumers,
+                ),
+            },
+            gauges={
+                "bloomr_subscriptions": (
+                    "Live subscribers (Socket.IO, SSE, long polls)",
+                    lambda: hub.subscription_count,
+                ),
+                "bloomr_scripts_running": (
+                    "Scripts running or waiting to restart",
+                    lambda: self.scripts.running_count,
+                ),
+            },
         )
 
     async def start(self) -> None:

@@ -76,6 +76,7 @@ class Hub:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
+        self.slow_consumers = 0  # subscribers cut off so far
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
@@ -245,19 +246,25 @@ class Hub:
             self._expire_later(sub, expires_at)
         return sub
 
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(subs) for channels in self._subs.values() for subs in channels.values())
+
     def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscriber (calling it again is harmless)."""
         if sub.expiry is not None:
             sub.expiry.cancel()
-        channels = self._subs.get(sub.stream_id)
-        if channels is None:
-            return
+        channels = self._subs.get(sub.stream_id, {})
         subs = channels.get(sub.channel)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del channels[sub.channel]
-        if not channels:
-            del self._subs[sub.stream_id]
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        if sub.overflowed:
+            self.slow_consumers += 1
+        if not subs:
+            del channels[sub.channel]
+            if not channels:
+                del self._subs[sub.stream_id]
 
     def _expire_later(self, sub: Subscription, expires_at: str) -> None:
         delay = datetime.fromisoformat(expires_at).timestamp() * 1000 - now_ms()

@@ -57,6 +57,10 @@ class ScriptManager:
         # together: shutdown waits one grace period, not one per script
         await asyncio.gather(*(s.close() for s in supervisors), return_exceptions=True)
 
+    @property
+    def running_count(self) -> int:
+        return sum(1 for s in self._supervisors.values() if s.status().state in _ALIVE)
+
     def status_json(self, stream: Stream) -> dict[str, Any] | None:
         if not stream.command:
             return None

@@ -88,6 +88,10 @@ class Subscription:
         return self._floor is not None
 
     @property
+    def overflowed(self) -> bool:
+        return self._overflow
+
+    @property
     def backlog(self) -> int:
         return len(self._pending)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 
 from ..auth import Authenticator
 from ..config import Settings
@@ -23,6 +24,7 @@ class Context:
     hub: Hub
     auth: Authenticator
     scripts: ScriptManager | None = None
+    metrics: CollectorRegistry | None = None
 
 
 def get_context(request: Request) -> Context:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
 
+from ..metrics import render
 from .deps import Ctx
 from .responses import JSON
 
@@ -14,3 +17,10 @@ router = APIRouter(tags=["health"])
 async def healthz(ctx: Ctx) -> JSON:
     await ctx.meta.get_stream("-")  # the database answers
     return JSON({"status": "ok"})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    body = render(ctx.metrics) if ctx.metrics is not None else b""
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
