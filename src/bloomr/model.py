@@ -220,7 +220,7 @@ class Message:
     ts_ms: int
     seq: int
     data_json: bytes
-    _cache: dict[object, bytes] = field(default_factory=dict, repr=False)
+    _cache: dict[object, bytes] | None = field(default=None, repr=False)
 
     @property
     def timestamp(self) -> str:
@@ -240,9 +240,12 @@ class Message:
 
     def cached(self, key: object, encode: Callable[[Message], bytes]) -> bytes:
         """An encoding of this message, built once however many subscribers send it."""
-        value = self._cache.get(key)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        value = cache.get(key)
         if value is None:
-            value = self._cache[key] = encode(self)
+            value = cache[key] = encode(self)
         return value
 
 

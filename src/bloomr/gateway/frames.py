@@ -34,12 +34,11 @@ def message_packet(message: Message, replayed: bool, include_metadata: bool) -> 
     return b'42["message",' + body + b"]"
 
 
-def message_frame(message: Message, replayed: bool, include_metadata: bool) -> bytes:
-    """The websocket frame of a message packet, cached on the message: every subscriber
-    with the same options sends the very same bytes."""
-    key = ("ws", replayed, include_metadata)
-    return message.cached(key, lambda m: ws_frame(message_packet(m, replayed, include_metadata)))
-
-
 def message_frames(messages: list[Message], replayed: bool, include_metadata: bool) -> bytes:
-    return b"".join([message_frame(m, replayed, include_metadata) for m in messages])
+    """The websocket frames of these messages' packets, in one buffer (live deliveries
+    build it once for every subscriber: see `subscription.Delivery`)."""
+    if include_metadata:
+        return b"".join(
+            [ws_frame(b'42["message",' + m.envelope_json(replayed) + b"]") for m in messages]
+        )
+    return b"".join([ws_frame(b'42["message",' + m.data_json + b"]") for m in messages])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -65,9 +67,7 @@ def _run_to_completion(
 
 
 def _message(row: Row) -> Message:
-    return Message(
-        id=row[0], stream=row[1], channel=row[2], ts_ms=row[3], seq=row[4], data_json=row[5]
-    )
+    return Message(*row)  # the columns are in Message's field order (_COLUMNS)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -76,6 +76,63 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
         await conn.execute(f"PRAGMA {pragma}")
     return conn
+
+
+def _connect_sync(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+def _order(batch: AppendBatch, head: int) -> list[Message]:
+    ids, ts_ms = new_message_ids(len(batch.drafts))
+    stream_id = batch.stream_id
+    return [
+        Message(message_id, stream_id, draft.channel, ts_ms, seq, draft.data_json)
+        for seq, message_id, draft in zip(
+            range(head + 1, head + 1 + len(ids)), ids, batch.drafts, strict=True
+        )
+    ]
+
+
+def _append_sync(
+    conn: sqlite3.Connection, batches: Sequence[AppendBatch], known: dict[str, int]
+) -> tuple[list[list[Message]], dict[str, int]]:
+    """A whole group commit in one call on the appender thread: every thread hop costs
+    a publish more latency than the insert itself."""
+    heads: dict[str, int] = {}
+    ordered: list[list[Message]] = []
+    rows: list[Row] = []
+    for batch in batches:
+        head = heads.get(batch.stream_id, known.get(batch.stream_id))
+        if head is None:
+            found = conn.execute(
+                "SELECT last_seq FROM heads WHERE stream_id = ?", (batch.stream_id,)
+            ).fetchone()
+            head = int(found[0]) if found else 0
+        messages = _order(batch, head)
+        heads[batch.stream_id] = head + len(messages)
+        ordered.append(messages)
+        if batch.keep:
+            rows.extend((m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json) for m in messages)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO heads (stream_id, last_seq) VALUES (?, ?) "
+            "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
+            list(heads.items()),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return ordered, heads
 
 
 class SQLiteStore:
@@ -87,11 +144,16 @@ class SQLiteStore:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._write_lock = asyncio.Lock()
         self._heads: dict[str, int] = {}
+        # appends (the hot path) use a plain sqlite3 connection on a thread of their own
+        self._appender = ThreadPoolExecutor(1, thread_name_prefix="bloomr-append")
+        self._append_conn: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self._path)
         await self._writer.executescript(_SCHEMA)
+        loop = asyncio.get_running_loop()
+        self._append_conn = await loop.run_in_executor(self._appender, _connect_sync, self._path)
         for _ in range(_READERS):
             self._readers.put_nowait(await _connect(self._path))
 
@@ -101,6 +163,9 @@ class SQLiteStore:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._append_conn is not None:
+            conn, self._append_conn = self._append_conn, None
+            await asyncio.get_running_loop().run_in_executor(self._appender, conn.close)
 
     @property
     def writer(self) -> aiosqlite.Connection:
@@ -196,70 +261,25 @@ class SQLiteStore:
 
     # -- history ----------------------------------------------------------------------
 
-    async def _head(self, conn: aiosqlite.Connection, stream_id: str) -> int:
-        head = self._heads.get(stream_id)
-        if head is None:
-            sql = "SELECT last_seq FROM heads WHERE stream_id = ?"
-            rows = list(await conn.execute_fetchall(sql, (stream_id,)))
-            head = rows[0][0] if rows else 0
-        return int(head)
-
-    def _order(self, batch: AppendBatch, head: int) -> list[Message]:
-        ids, ts_ms = new_message_ids(len(batch.drafts))
-        stream_id = batch.stream_id
-        return [
-            Message(message_id, stream_id, draft.channel, ts_ms, seq, draft.data_json)
-            for seq, message_id, draft in zip(
-                range(head + 1, head + 1 + len(ids)), ids, batch.drafts, strict=True
-            )
-        ]
+    def _known_heads(self, batches: Sequence[AppendBatch]) -> dict[str, int]:
+        heads = self._heads
+        return {b.stream_id: heads[b.stream_id] for b in batches if b.stream_id in heads}
 
     @_run_to_completion
     async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
         async with self._write_lock:
-            conn = self.writer
-            heads: dict[str, int] = {}
-            ordered: list[list[Message]] = []
-            rows: list[Row] = []
-            for batch in batches:
-                head = heads.get(batch.stream_id)
-                if head is None:
-                    head = await self._head(conn, batch.stream_id)
-                messages = self._order(batch, head)
-                heads[batch.stream_id] = head + len(messages)
-                ordered.append(messages)
-                if batch.keep:
-                    rows.extend(
-                        (m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json) for m in messages
-                    )
+            conn = self._append_conn
+            assert conn is not None, "store is not open"
+            loop = asyncio.get_running_loop()
             try:
-                await self._commit_append(conn, rows, heads)
+                ordered, heads = await loop.run_in_executor(
+                    self._appender, _append_sync, conn, batches, self._known_heads(batches)
+                )
             except Exception as exc:  # the whole group fails: no seq is consumed
                 error = BloomrError("internal", f"storing messages failed: {exc}")
                 return [error for _ in batches]
             self._heads.update(heads)
             return list(ordered)
-
-    async def _commit_append(
-        self, conn: aiosqlite.Connection, rows: list[Row], heads: dict[str, int]
-    ) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            if rows:
-                await conn.executemany(
-                    "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            await conn.executemany(
-                "INSERT INTO heads (stream_id, last_seq) VALUES (?, ?) "
-                "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
-                list(heads.items()),
-            )
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
 
     @_run_to_completion
     async def replay(
