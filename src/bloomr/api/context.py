@@ -27,6 +27,7 @@ class Context:
     metrics: CollectorRegistry | None = None
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    """Async on purpose: FastAPI runs a plain function dependency on a worker thread."""
     ctx: Context = request.app.state.ctx
     return ctx

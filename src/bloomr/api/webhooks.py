@@ -44,7 +44,7 @@ class WebhookCreate(BaseModel):
         return value
 
 
-def get_webhooks(request: Request) -> WebhookManager:
+async def get_webhooks(request: Request) -> WebhookManager:
     manager: WebhookManager | None = getattr(request.app.state, "webhooks", None)
     if manager is None:
         raise BloomrError("not_found", "webhooks are not enabled on this server")
