@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from .api import build_api
 from .api.context import Context
+from .api.fastpath import FastPublish
 from .api.limits import BodyLimit
 from .auth import Authenticator
 from .bus.local import LocalBus
@@ -124,7 +125,9 @@ class Bloomr:
 
 def build_asgi(node: Bloomr) -> Any:
     """`/socket.io/` goes to the gateway, everything else to the HTTP API."""
-    api = BodyLimit(build_api(node.ctx, node.webhooks), node.settings.max_body_bytes)
+    api = BodyLimit(
+        FastPublish(build_api(node.ctx, node.webhooks), node.ctx), node.settings.max_body_bytes
+    )
     sio = node.gateway.asgi_app()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
