@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,35 +44,60 @@ class Server:
         kwargs.setdefault("verify", _TLS)
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
 
-    async def create_stream(self, **fields: Any) -> dict[str, Any]:
-        async with self.client() as c:
+    @contextlib.asynccontextmanager
+    async def _using(self, client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+        """The caller's client if it has one (httpkit.Api), else a fresh one."""
+        if client is not None:
+            yield client
+            return
+        async with self.client() as fresh:
+            yield fresh
+
+    async def create_stream(
+        self, client: httpx.AsyncClient | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        async with self._using(client) as c:
             r = await c.post("/api/streams", json=fields, headers=self.admin)
-            assert r.status_code == 201, r.text
-            return dict(r.json())
+        assert r.status_code == 201, r.text
+        return dict(r.json())
 
     async def create_token(
-        self, streams: list[str], scopes: list[str] | None = None, **fields: Any
+        self,
+        streams: list[str],
+        scopes: list[str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"streams": streams, **fields}
         if scopes is not None:
             body["scopes"] = scopes
-        async with self.client() as c:
+        async with self._using(client) as c:
             r = await c.post("/api/tokens", json=body, headers=self.admin)
-            assert r.status_code == 201, r.text
-            return dict(r.json())
+        assert r.status_code == 201, r.text
+        return dict(r.json())
 
-    async def stream_and_token(self, **fields: Any) -> tuple[str, str]:
+    async def stream_and_token(
+        self, client: httpx.AsyncClient | None = None, **fields: Any
+    ) -> tuple[str, str]:
         """A new stream and a subscribe+publish token for it."""
-        stream = await self.create_stream(**fields)
-        token = await self.create_token([stream["id"]], ["subscribe", "publish"])
+        stream = await self.create_stream(client, **fields)
+        token = await self.create_token([stream["id"]], ["subscribe", "publish"], client)
         return stream["id"], token["token"]
 
-    async def publish(self, stream_id: str, items: Any, secret: str | None = None) -> list[str]:
+    async def publish(
+        self,
+        stream_id: str,
+        items: Any,
+        secret: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> list[str]:
         headers = {"Authorization": f"Bearer {secret}"} if secret else self.admin
-        async with self.client() as c:
+        async with self._using(client) as c:
             r = await c.post(f"/api/streams/{stream_id}/messages", json=items, headers=headers)
-            assert r.status_code == 201, r.text
-            return list(r.json()["ids"])
+        assert r.status_code == 201, r.text
+        ids = r.json()["ids"]
+        assert isinstance(ids, list)
+        return ids
 
     def socket_url(self, **query: Any) -> str:
         from urllib.parse import urlencode
