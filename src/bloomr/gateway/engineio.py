@@ -176,11 +176,12 @@ class EngineSession:
             else:
                 self.send(reply)
         elif kind == UPGRADE and link is not None and link is self.probe:
-            self._upgrade(link)
+            self.use_websocket(link)
         elif kind == CLOSE:
             self.close("client close")
 
-    def _upgrade(self, link: WebSocketLink) -> None:
+    def use_websocket(self, link: WebSocketLink) -> None:
+        """From now on send over `link`, starting with whatever waited for a poll."""
         self.probe = None
         self.ws = link
         packets = [p for p in self.outbox if p is not _END_POLL]
@@ -274,10 +275,7 @@ class EngineServer:
         sid = query.get("sid")
         if sid is None:
             session = self._open(query, headers, [])
-            session.ws = link
-            packets = [p for p in session.outbox if p is not _END_POLL]
-            session.outbox, session.outbox_bytes = [], 0
-            link.write(b"".join(ws_frame(p) for p in packets))
+            session.use_websocket(link)
             return session
         found = self.sessions.get(sid)
         if found is None:

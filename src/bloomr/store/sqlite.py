@@ -70,17 +70,20 @@ def _message(row: Row) -> Message:
     return Message(*row)  # the columns are in Message's field order (_COLUMNS)
 
 
+# NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
+_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+
+
 async def _connect(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
-    # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+    for pragma in _PRAGMAS:
         await conn.execute(f"PRAGMA {pragma}")
     return conn
 
 
 def _connect_sync(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+    for pragma in _PRAGMAS:
         conn.execute(f"PRAGMA {pragma}")
     return conn
 
