@@ -24,6 +24,11 @@ class Principal:
     def token_id(self) -> str | None:
         return None if self.token is None else self.token.id
 
+    @property
+    def expires_at(self) -> str | None:
+        """When its sessions end (the admin key never expires)."""
+        return None if self.token is None else self.token.expires_at
+
 
 ADMIN = Principal(None)
 

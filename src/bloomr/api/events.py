@@ -57,7 +57,7 @@ async def events(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> 
     stream = require_stream(await ctx.hub.stream(stream_id), stream_id)
     channel, replay, _ = parse_subscribe_options(dict(request.query_params), now_ms())
     replay = _resume(replay, request.headers.get("last-event-id"))
-    sub = ctx.hub.subscribe(stream.id, channel, caller.token_id, _expiry(caller))
+    sub = ctx.hub.subscribe(stream.id, channel, caller.token_id, caller.expires_at)
     try:
         plan = await ctx.hub.plan_replay(sub, stream, replay)
     except BaseException:
@@ -66,10 +66,6 @@ async def events(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     body = _stream(ctx.hub, sub, plan)
     return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-
-
-def _expiry(caller: Any) -> str | None:
-    return caller.token.expires_at if caller.token is not None else None
 
 
 async def _stream(hub: Hub, sub: Subscription, plan: ReplayPlan) -> AsyncIterator[bytes]:

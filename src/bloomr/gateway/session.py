@@ -83,8 +83,7 @@ async def authorize(
     stream = await hub.stream(stream_id)
     if stream is None:
         raise BloomrError("unauthorized", "unknown stream or token not valid for it")
-    token = principal.token
-    return stream, principal.token_id, token.expires_at if token else None
+    return stream, principal.token_id, principal.expires_at
 
 
 @dataclass(slots=True)
