@@ -1,5 +1,5 @@
-"""Conformance suite for the storage contracts of store/base.py (HistoryStore and
-MetadataStore). Every backend must pass it: add one to BACKENDS (a name and a class
+"""Conformance suite for the HistoryStore contract of store/base.py. Every backend
+must pass it: add one to BACKENDS (a name and a class
 that opens a fresh, isolated store and can reopen the same data) and the whole suite
 runs against it."""
 
@@ -14,13 +14,13 @@ import orjson
 import pytest
 
 from bloomr.errors import BloomrError
-from bloomr.model import Draft, Message, Retention, Stream, Token, hash_secret, now_ms
+from bloomr.model import Draft, Message, now_ms
 from bloomr.replay import AfterId, Since
-from bloomr.store.base import AppendBatch, HistoryStore, MetadataStore
+from bloomr.store.base import AppendBatch, HistoryStore
 from bloomr.store.sqlite import SQLiteStore
 
 
-class Store(HistoryStore, MetadataStore, Protocol):
+class Store(HistoryStore, Protocol):
     async def close(self) -> None: ...
 
 
@@ -471,65 +471,3 @@ async def test_replay_after_trim(store: Store) -> None:
     found = await store.replay(S1, "", AfterId(written[0].id), 2, None)
     assert found.unknown_id
     assert ids(found.messages) == ids(written[-2:])
-
-
-# -- metadata -----------------------------------------------------------------------------
-
-
-def stream(stream_id: str, **fields: Any) -> Stream:
-    return Stream(id=stream_id, name=fields.pop("name", stream_id), **fields)
-
-
-async def test_streams_create_get_list_update_delete(store: Store) -> None:
-    a = stream(S1, retention=Retention("1h", 10), store_history=False)
-    b = stream(S2, command=["python", "-u", "x.py"], env={"A": "1"}, restart="always")
-    await store.create_stream(a)
-    await store.create_stream(b)
-    assert await store.get_stream(S1) == a
-    assert await store.get_stream(S2) == b
-    assert await store.get_stream("missing000") is None
-    assert {s.id for s in await store.list_streams()} == {S1, S2}
-
-    a.store_history = True
-    a.name = "renamed"
-    await store.update_stream(a)
-    assert await store.get_stream(S1) == a
-
-    assert await store.delete_stream(S1) is True
-    assert await store.delete_stream(S1) is False
-    assert await store.get_stream(S1) is None
-    assert [s.id for s in await store.list_streams()] == [S2]
-
-
-async def test_tokens_by_hash_list_and_delete(store: Store) -> None:
-    t = Token(
-        id="tok_a",
-        name="reader",
-        secret_hash=hash_secret("bt_secret"),
-        streams=[S1],
-        scopes=["subscribe", "publish"],
-        expires_at="2030-01-01T00:00:00Z",
-    )
-    await store.create_token(t)
-    assert await store.get_token_by_hash(hash_secret("bt_secret")) == t
-    assert await store.get_token_by_hash(hash_secret("bt_other")) is None
-    assert await store.get_token_by_hash("bt_secret") is None  # only by hash
-    assert [x.id for x in await store.list_tokens()] == ["tok_a"]
-    assert await store.delete_token("tok_a") == t
-    assert await store.delete_token("tok_a") is None
-    assert await store.get_token_by_hash(hash_secret("bt_secret")) is None
-    assert await store.list_tokens() == []
-
-
-async def test_metadata_survives_reopen(backend: Backend) -> None:
-    created = stream(S1)
-    store = await backend.open()
-    await store.create_stream(created)
-    await store.create_token(Token("tok_b", "", hash_secret("s"), ["*"], ["subscribe"]))
-    await store.close()
-    store = await backend.open()
-    try:
-        assert await store.get_stream(S1) == created
-        assert [t.id for t in await store.list_tokens()] == ["tok_b"]
-    finally:
-        await store.close()
