@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --with-node
+./scripts/services.sh
 
 .venv/bin/ruff check src tests
 .venv/bin/ruff format --check src tests
