@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class Bloomr:
             trim_interval=s.trim_interval,
         )
         self.hub = Hub(self.store, self.store, LocalBus(), limits)
-        self.auth = Authenticator(self.store, self.admin_key)
+        self.auth = Authenticator(self.store, self.admin_key, self.hub.revoked_tokens)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(self.hub, self.store, s.script_grace)
         self.webhook_store = SQLiteWebhookStore(self.store)
@@ -151,6 +152,9 @@ async def _lifespan(node: Bloomr, receive: Receive, send: Send) -> None:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            # What start-up made (modules, the app, its routes) lives as long as the
+            # process: out of the collector's sight, full collections stay short.
+            gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await node.stop()

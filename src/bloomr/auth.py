@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Set
 from dataclasses import dataclass
 
 from .errors import BloomrError
@@ -34,9 +37,21 @@ ADMIN = Principal(None)
 
 
 class Authenticator:
-    def __init__(self, meta: MetadataStore, admin_key: str) -> None:
+    """Checks secrets. Tokens found are cached briefly (a publish every few milliseconds
+    must not read the database each time). `revoked` holds the ids of tokens revoked
+    while this node runs (the hub adds them as the revocation events arrive, from any
+    node): they are refused even from the cache or from a read that raced the delete."""
+
+    CACHE_SECONDS = 1.0
+    CACHE_SIZE = 10_000
+
+    def __init__(
+        self, meta: MetadataStore, admin_key: str, revoked: Set[str] = frozenset()
+    ) -> None:
         self._meta = meta
         self._admin_key = admin_key
+        self._revoked = revoked
+        self._cache: OrderedDict[str, tuple[Token, float]] = OrderedDict()
 
     async def identify(self, secret: str | None) -> Principal:
         """The principal behind a secret; `unauthorized` if it is none (unknown, revoked
@@ -45,10 +60,25 @@ class Authenticator:
             raise BloomrError("unauthorized", "missing credentials")
         if hmac.compare_digest(secret.encode(), self._admin_key.encode()):
             return ADMIN
-        token = await self._meta.get_token_by_hash(hash_secret(secret))
-        if token is None or token.expired():
+        token = await self._token(hash_secret(secret))
+        if token is None or token.expired() or token.id in self._revoked:
             raise BloomrError("unauthorized", "invalid, expired or revoked token")
         return Principal(token)
+
+    async def _token(self, secret_hash: str) -> Token | None:
+        cached = self._cache.get(secret_hash)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        token = await self._meta.get_token_by_hash(secret_hash)
+        if token is None:  # unknown secrets are not cached: anyone can make up more
+            self._cache.pop(secret_hash, None)
+            return None
+        self._cache[secret_hash] = (token, now + self.CACHE_SECONDS)
+        self._cache.move_to_end(secret_hash)
+        if len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return token
 
     def require_admin(self, principal: Principal) -> None:
         if not principal.is_admin:

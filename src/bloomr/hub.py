@@ -77,6 +77,9 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
         self.slow_consumers = 0  # subscribers cut off so far
+        # tokens revoked while this node runs: a session that authenticated just before
+        # the revocation arrived must not outlive it
+        self.revoked_tokens: set[str] = set()
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
@@ -214,6 +217,7 @@ class Hub:
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
+            self.revoked_tokens.add(event.target)
             error = BloomrError("token_revoked", "the token was revoked")
             for sub in self._all_subscriptions():
                 if sub.token_id == event.target:
@@ -242,6 +246,8 @@ class Hub:
             max_bytes=self.limits.backlog_bytes,
         )
         self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
+        if token_id is not None and token_id in self.revoked_tokens:
+            sub.close(BloomrError("token_revoked", "the token was revoked"))
         if expires_at is not None:
             self._expire_later(sub, expires_at)
         return sub

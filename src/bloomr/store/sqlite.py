@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (stream_id, channel, 
 DROP INDEX IF EXISTS messages_by_id;
 CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (stream_id, ts_ms);
 """
+log = logging.getLogger("bloomr.store")
 _COLUMNS = "id, stream_id, channel, ts_ms, seq, data"
 _READERS = 2
 
@@ -72,6 +74,15 @@ def _message(row: Row) -> Message:
 
 # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
 _PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+# A group of appends this small is stored on the event loop itself: its insert and
+# commit take tens of microseconds, less than a hop to the appender thread and back
+# (which also has to win the GIL back from the loop). Larger groups go to the thread,
+# so that SQLite's work overlaps with the loop's.
+_INLINE_MESSAGES = 64
+# The appender never checkpoints (a checkpoint writes and syncs the database file,
+# milliseconds the event loop must not wait for): a connection of its own does, on
+# its own thread, once this many messages have been appended since the last one.
+_CHECKPOINT_EVERY = 2_000
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -81,11 +92,19 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-def _connect_sync(path: Path) -> sqlite3.Connection:
+def _connect_sync(path: Path, *extra_pragmas: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in _PRAGMAS:
+    for pragma in (*_PRAGMAS, *extra_pragmas):
         conn.execute(f"PRAGMA {pragma}")
     return conn
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what it can without waiting for readers or blocking the writer
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:  # the next one catches up; appends are unaffected
+        log.warning("checkpointing the write-ahead log failed", exc_info=True)
 
 
 def _order(batch: AppendBatch, head: int) -> list[Message]:
@@ -150,13 +169,22 @@ class SQLiteStore:
         # appends (the hot path) use a plain sqlite3 connection on a thread of their own
         self._appender = ThreadPoolExecutor(1, thread_name_prefix="bloomr-append")
         self._append_conn: sqlite3.Connection | None = None
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="bloomr-checkpoint")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Future[None] | None = None
+        self._since_checkpoint = 0
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self._path)
         await self._writer.executescript(_SCHEMA)
         loop = asyncio.get_running_loop()
-        self._append_conn = await loop.run_in_executor(self._appender, _connect_sync, self._path)
+        self._append_conn = await loop.run_in_executor(
+            self._appender, _connect_sync, self._path, "wal_autocheckpoint=0"
+        )
+        self._checkpoint_conn = await loop.run_in_executor(
+            self._checkpointer, _connect_sync, self._path
+        )
         for _ in range(_READERS):
             self._readers.put_nowait(await _connect(self._path))
 
@@ -166,9 +194,15 @@ class SQLiteStore:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        loop = asyncio.get_running_loop()
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
         if self._append_conn is not None:
             conn, self._append_conn = self._append_conn, None
-            await asyncio.get_running_loop().run_in_executor(self._appender, conn.close)
+            await loop.run_in_executor(self._appender, conn.close)
+        if self._checkpoint_conn is not None:
+            conn, self._checkpoint_conn = self._checkpoint_conn, None
+            await loop.run_in_executor(self._checkpointer, conn.close)
 
     @property
     def writer(self) -> aiosqlite.Connection:
@@ -206,8 +240,12 @@ class SQLiteStore:
             return int(cursor.rowcount)
 
     async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        async with self._snapshot() as conn:
+        """One statement: a snapshot of its own, no BEGIN/COMMIT round trips."""
+        conn = await self._readers.get()
+        try:
             return [tuple(r) for r in await conn.execute_fetchall(sql, tuple(params))]
+        finally:
+            self._readers.put_nowait(conn)
 
     # -- metadata ---------------------------------------------------------------------
 
@@ -273,16 +311,33 @@ class SQLiteStore:
         async with self._write_lock:
             conn = self._append_conn
             assert conn is not None, "store is not open"
-            loop = asyncio.get_running_loop()
+            count = sum(len(b.drafts) for b in batches)
+            known = self._known_heads(batches)
             try:
-                ordered, heads = await loop.run_in_executor(
-                    self._appender, _append_sync, conn, batches, self._known_heads(batches)
-                )
+                if count <= _INLINE_MESSAGES:
+                    ordered, heads = _append_sync(conn, batches, known)
+                else:
+                    ordered, heads = await asyncio.get_running_loop().run_in_executor(
+                        self._appender, _append_sync, conn, batches, known
+                    )
             except Exception as exc:  # the whole group fails: no seq is consumed
                 error = BloomrError("internal", f"storing messages failed: {exc}")
                 return [error for _ in batches]
             self._heads.update(heads)
+            self._checkpoint_after(count)
             return list(ordered)
+
+    def _checkpoint_after(self, appended: int) -> None:
+        self._since_checkpoint += appended
+        if self._since_checkpoint < _CHECKPOINT_EVERY:
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        conn = self._checkpoint_conn
+        assert conn is not None, "store is not open"
+        self._since_checkpoint = 0
+        loop = asyncio.get_running_loop()
+        self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
 
     @_run_to_completion
     async def replay(
