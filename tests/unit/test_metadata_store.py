@@ -1,7 +1,7 @@
 """Conformance suite for the MetadataStore contract of store/base.py (streams and
 tokens). Every backend must pass it: add one to BACKENDS (a name and a class that opens
-a fresh, isolated store and can reopen the same data) and the whole suite runs against
-it."""
+a fresh, isolated store, can reopen the same data and drops it after the test) and the
+whole suite runs against it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 
 from bloomr.model import Retention, Stream, Token, hash_secret
 from bloomr.store.base import MetadataStore
+from bloomr.store.postgres import PostgresStore
 from bloomr.store.sqlite import SQLiteStore
+from pgutil import drop_schema, unique_schema
 
 
 class Store(MetadataStore, Protocol):
@@ -23,6 +25,10 @@ class Store(MetadataStore, Protocol):
 class Backend(Protocol):
     async def open(self) -> Store:
         """The same data every time it is called (for reopen tests)."""
+        ...
+
+    async def drop(self) -> None:
+        """Delete the data (after the test)."""
         ...
 
 
@@ -35,13 +41,33 @@ class SQLiteBackend:
         await store.open()
         return store
 
+    async def drop(self) -> None:
+        pass  # tmp_path goes with pytest's
 
-BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend}
+
+class PostgresBackend:
+    def __init__(self, tmp_path: Path) -> None:
+        self.schema = unique_schema()
+
+    async def open(self) -> Store:
+        store = PostgresStore(self.schema.dsn, self.schema.name)
+        await store.open()
+        return store
+
+    async def drop(self) -> None:
+        await drop_schema(self.schema)
+
+
+BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)  # type: ignore[no-any-return]
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    made: Backend = BACKENDS[request.param](tmp_path)
+    try:
+        yield made
+    finally:
+        await made.drop()
 
 
 @pytest.fixture

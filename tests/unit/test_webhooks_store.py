@@ -10,9 +10,11 @@ from typing import Any, Protocol
 import pytest
 
 from bloomr.store.base import OutboxItem, WebhookStore
+from bloomr.store.postgres import PostgresStore
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
 from bloomr.webhooks.model import Batch, DeliveryState, Webhook
+from pgutil import drop_schema, unique_schema
 
 
 class Store(WebhookStore, Protocol):
@@ -30,6 +32,9 @@ class SQLiteBackend:
         await hooks.open()
         return _Closing(hooks, db)
 
+    async def drop(self) -> None:
+        pass  # tmp_path goes with pytest's
+
 
 class _Closing:
     """The webhook store, closing the database it shares."""
@@ -44,12 +49,29 @@ class _Closing:
         await self._db.close()
 
 
-BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend}
+class PostgresBackend:
+    def __init__(self, tmp_path: Path) -> None:
+        self.schema = unique_schema()
+
+    async def open(self) -> Store:
+        store = PostgresStore(self.schema.dsn, self.schema.name)
+        await store.open()
+        return store
+
+    async def drop(self) -> None:
+        await drop_schema(self.schema)
+
+
+BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    return BACKENDS[request.param](tmp_path)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    made = BACKENDS[request.param](tmp_path)
+    try:
+        yield made
+    finally:
+        await made.drop()
 
 
 @pytest.fixture

@@ -143,3 +143,27 @@ class WebhookStore(Protocol):
         """Atomically drop the outbox up to `last_seq` (delivered or given up) and
         record the state that says so."""
         ...
+
+
+class LeaseStore(Protocol):
+    """Named leases with an owner and an expiry, so that across nodes one owner at a
+    time holds each key (each script runs on one node, each webhook is delivered by
+    one node). Expiry is measured on the store's clock, never a node's, so nodes with
+    skewed clocks still agree on who holds a lease. A holder that stops renewing loses
+    its lease `ttl_s` after its last successful `acquire`."""
+
+    async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Atomically take `key` for `owner` when it is free, expired or already held by
+        `owner` (a renewal), setting its expiry to now + `ttl_s`. Returns whether
+        `owner` holds it now; when another owner holds an unexpired lease, nothing
+        changes and the answer is False."""
+        ...
+
+    async def release(self, key: str, owner: str) -> None:
+        """Free `key` if `owner` holds it (expired or not); otherwise do nothing."""
+        ...
+
+    async def holders(self, prefix: str) -> dict[str, str]:
+        """Every unexpired lease whose key starts with `prefix` (literally: no
+        wildcards), as key -> owner."""
+        ...

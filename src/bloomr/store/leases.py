@@ -1,0 +1,40 @@
+"""Leases for the embedded mode: one process is the only node, so a dict is the whole
+store. It keeps the LeaseStore semantics anyway (another owner's unexpired lease wins),
+so code written for the cluster behaves the same on one node."""
+
+from __future__ import annotations
+
+import time
+
+
+class LocalLeases:
+    """Implements LeaseStore in memory, on this process's monotonic clock (the only
+    clock there is for a single node, and one that wall-clock jumps do not move)."""
+
+    def __init__(self) -> None:
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> (owner, expiry)
+
+    def _holder(self, key: str, now: float) -> str | None:
+        lease = self._leases.get(key)
+        return lease[0] if lease is not None and lease[1] > now else None
+
+    async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        # no await in here: on one event loop the check and the write are atomic
+        now = time.monotonic()
+        if self._holder(key, now) not in (None, owner):
+            return False
+        self._leases[key] = (owner, now + ttl_s)
+        return True
+
+    async def release(self, key: str, owner: str) -> None:
+        lease = self._leases.get(key)
+        if lease is not None and lease[0] == owner:
+            del self._leases[key]
+
+    async def holders(self, prefix: str) -> dict[str, str]:
+        now = time.monotonic()
+        return {
+            key: owner
+            for key, (owner, expiry) in self._leases.items()
+            if key.startswith(prefix) and expiry > now
+        }

@@ -1,0 +1,262 @@
+"""The cluster backend for metadata: streams, tokens, webhooks (with their outboxes) and
+leases in one PostgreSQL schema that every node shares.
+
+Documents are stored as the same orjson bytes as in SQLite (bytea, not jsonb): bytes
+round-trip exactly, where jsonb would reject a NUL character in a name or an env value.
+Every write is one statement or one transaction, committed before the call returns."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+
+from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
+from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from .base import OutboxItem
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS streams (id text PRIMARY KEY, doc bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tokens ("
+    " id text PRIMARY KEY, secret_hash text NOT NULL UNIQUE, doc bytea NOT NULL)",
+    # `pos` keeps creation order, which SQLite gets from its rowid
+    "CREATE TABLE IF NOT EXISTS webhooks ("
+    " id text PRIMARY KEY, pos bigint GENERATED ALWAYS AS IDENTITY,"
+    " stream_id text NOT NULL, doc bytea NOT NULL, state bytea NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS webhooks_by_stream ON webhooks (stream_id, pos)",
+    # the cascade makes deleting a webhook take its outbox along in the same statement
+    "CREATE TABLE IF NOT EXISTS webhook_outbox ("
+    " webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,"
+    " seq bigint NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (webhook_id, seq))",
+    "CREATE TABLE IF NOT EXISTS leases ("
+    " key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
+)
+_SELECT_WEBHOOKS = (
+    "SELECT w.doc, w.state, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) "
+    "FROM webhooks w"
+)
+_ENQUEUE = (
+    "WITH added AS (INSERT INTO webhook_outbox (webhook_id, seq, envelope) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) "
+    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM added"
+)
+# One statement: ON CONFLICT makes concurrent acquires of one key queue on its row and
+# each see the previous winner's write, so exactly one owner wins. now() is the
+# database's clock, shared by every node.
+_ACQUIRE = (
+    "INSERT INTO leases AS l (key, owner, expires_at) "
+    "VALUES ($1, $2, now() + make_interval(secs => $3)) "
+    "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE l.owner = excluded.owner OR l.expires_at <= now() RETURNING true"
+)
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MAX_SEQ = 2**63 - 1
+_POOL_MIN, _POOL_MAX = 1, 8
+
+Conn = Any  # asyncpg.Connection: asyncpg ships no types
+T = TypeVar("T")
+
+
+def _record(row: Sequence[Any]) -> WebhookRecord:
+    webhook = Webhook.from_doc(orjson.loads(row[0]))
+    return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
+
+
+class PostgresStore:
+    """Implements MetadataStore, WebhookStore and LeaseStore in the schema `schema`."""
+
+    def __init__(self, dsn: str, schema: str = "bloomr") -> None:
+        if _SCHEMA_NAME.fullmatch(schema) is None:  # it is spliced into DDL and settings
+            raise ValueError(f"invalid schema name {schema!r}: use [a-z_][a-z0-9_]*")
+        self._dsn, self._schema = dsn, schema
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=_POOL_MIN,
+            max_size=_POOL_MAX,
+            server_settings={"search_path": self._schema},
+        )
+        try:
+            await self._transaction(self._create_tables)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _create_tables(self, conn: Conn) -> None:
+        """Idempotent DDL. Nodes starting at once would race on the catalog (CREATE ...
+        IF NOT EXISTS is not safe against a concurrent create), so they take turns."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", self._lock_id)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
+        for statement in _TABLES:
+            await conn.execute(statement)
+
+    @property
+    def _lock_id(self) -> str:
+        return f"bloomr.schema:{self._schema}"
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> Any:
+        assert self._pool is not None, "store is not open"
+        return self._pool
+
+    # Every call is shielded: it finishes even when its caller is cancelled (a client
+    # went away), so a cancellation never lands between a write and its commit or
+    # leaves a pooled connection mid-query.
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return list(await asyncio.shield(self.pool.fetch(sql, *args)))
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        return await asyncio.shield(self.pool.fetchval(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        await asyncio.shield(self.pool.execute(sql, *args))
+
+    async def _transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        return await asyncio.shield(self._in_transaction(work))
+
+    async def _in_transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await work(conn)
+
+    # -- streams and tokens -----------------------------------------------------------
+
+    async def create_stream(self, stream: Stream) -> None:
+        doc = orjson.dumps(stream.to_json())
+        await self._execute("INSERT INTO streams (id, doc) VALUES ($1, $2)", stream.id, doc)
+
+    async def get_stream(self, stream_id: str) -> Stream | None:
+        doc = await self._fetchval("SELECT doc FROM streams WHERE id = $1", stream_id)
+        return None if doc is None else stream_from_json(orjson.loads(doc))
+
+    async def list_streams(self) -> list[Stream]:
+        rows = await self._fetch("SELECT doc FROM streams ORDER BY id")
+        streams = [stream_from_json(orjson.loads(r[0])) for r in rows]
+        return sorted(streams, key=lambda s: s.created_at)
+
+    async def update_stream(self, stream: Stream) -> None:
+        doc = orjson.dumps(stream.to_json())
+        await self._execute("UPDATE streams SET doc = $1 WHERE id = $2", doc, stream.id)
+
+    async def delete_stream(self, stream_id: str) -> bool:
+        sql = "DELETE FROM streams WHERE id = $1 RETURNING true"
+        return await self._fetchval(sql, stream_id) is not None
+
+    async def create_token(self, token: Token) -> None:
+        doc = orjson.dumps(token_to_doc(token))
+        sql = "INSERT INTO tokens (id, secret_hash, doc) VALUES ($1, $2, $3)"
+        await self._execute(sql, token.id, token.secret_hash, doc)
+
+    async def get_token_by_hash(self, secret_hash: str) -> Token | None:
+        doc = await self._fetchval("SELECT doc FROM tokens WHERE secret_hash = $1", secret_hash)
+        return None if doc is None else token_from_doc(orjson.loads(doc))
+
+    async def list_tokens(self) -> list[Token]:
+        rows = await self._fetch("SELECT doc FROM tokens ORDER BY id")
+        tokens = [token_from_doc(orjson.loads(r[0])) for r in rows]
+        return sorted(tokens, key=lambda t: t.created_at)
+
+    async def delete_token(self, token_id: str) -> Token | None:
+        doc = await self._fetchval("DELETE FROM tokens WHERE id = $1 RETURNING doc", token_id)
+        return None if doc is None else token_from_doc(orjson.loads(doc))
+
+    # -- webhooks ---------------------------------------------------------------------
+    # Lock order, against deadlocks between nodes: a webhook's row, then its outbox.
+
+    async def create_webhook(self, webhook: Webhook) -> None:
+        doc, state = orjson.dumps(webhook.to_doc()), orjson.dumps(DeliveryState().to_doc())
+        sql = "INSERT INTO webhooks (id, stream_id, doc, state) VALUES ($1, $2, $3, $4)"
+        await self._execute(sql, webhook.id, webhook.stream, doc, state)
+
+    async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        rows = await self._fetch(f"{_SELECT_WEBHOOKS} WHERE w.id = $1", webhook_id)
+        return _record(rows[0]) if rows else None
+
+    async def list_webhooks(self, stream_id: str | None = None) -> list[WebhookRecord]:
+        if stream_id is None:
+            rows = await self._fetch(f"{_SELECT_WEBHOOKS} ORDER BY w.pos")
+        else:
+            sql = f"{_SELECT_WEBHOOKS} WHERE w.stream_id = $1 ORDER BY w.pos"
+            rows = await self._fetch(sql, stream_id)
+        return [_record(r) for r in rows]
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        sql = "DELETE FROM webhooks WHERE id = $1 RETURNING true"  # the outbox cascades
+        return await self._fetchval(sql, webhook_id) is not None
+
+    async def enqueue(self, items: Sequence[OutboxItem]) -> int:
+        if not items:
+            return 0
+
+        async def work(conn: Conn) -> int:
+            # KEY SHARE on the webhooks: a racing delete waits for this commit (and then
+            # cascades over what it added) or wins first (and its webhook is skipped);
+            # it does not block state updates.
+            ids = sorted({item.webhook_id for item in items})
+            sql = "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE"
+            alive = {row[0] for row in await conn.fetch(sql, ids)}
+            kept = [i for i in items if i.webhook_id in alive]
+            columns = (
+                [i.webhook_id for i in kept],
+                [i.seq for i in kept],
+                [i.envelope for i in kept],
+            )
+            return int(await conn.fetchval(_ENQUEUE, *columns))
+
+        return await self._transaction(work)
+
+    async def outbox(
+        self, webhook_id: str, limit: int, first_seq: int = 0, last_seq: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        sql = (
+            "SELECT seq, envelope FROM webhook_outbox WHERE webhook_id = $1 AND seq >= $2 "
+            "AND seq <= $3 ORDER BY seq LIMIT $4"
+        )
+        top = _MAX_SEQ if last_seq is None else last_seq
+        rows = await self._fetch(sql, webhook_id, first_seq, top, limit)
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def save_state(self, webhook_id: str, state: DeliveryState) -> None:
+        sql = "UPDATE webhooks SET state = $1 WHERE id = $2"
+        await self._execute(sql, orjson.dumps(state.to_doc()), webhook_id)
+
+    async def finish_batch(self, webhook_id: str, last_seq: int, state: DeliveryState) -> None:
+        async def work(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE webhooks SET state = $1 WHERE id = $2",
+                orjson.dumps(state.to_doc()),
+                webhook_id,
+            )
+            await conn.execute(
+                "DELETE FROM webhook_outbox WHERE webhook_id = $1 AND seq <= $2",
+                webhook_id,
+                last_seq,
+            )
+
+        await self._transaction(work)
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        return await self._fetchval(_ACQUIRE, key, owner, float(ttl_s)) is not None
+
+    async def release(self, key: str, owner: str) -> None:
+        await self._execute("DELETE FROM leases WHERE key = $1 AND owner = $2", key, owner)
+
+    async def holders(self, prefix: str) -> dict[str, str]:
+        sql = (
+            "SELECT key, owner FROM leases "
+            "WHERE starts_with(key, $1) AND expires_at > now() ORDER BY key"
+        )
+        return {str(r[0]): str(r[1]) for r in await self._fetch(sql, prefix)}
