@@ -1,0 +1,525 @@
+"""Cluster history in Redis: every node appends to and reads from the same keys.
+
+As in Centrifugo's Redis engine, one Lua script per group commit does, per batch and
+atomically: take the stream's next seqs, stamp the batch with Redis's clock, store the
+messages and PUBLISH them on the stream's bus channel. Scripts run one at a time, so
+the order messages are published in is their seq order, whichever node appended them.
+
+Layout, for a stream S under prefix P (`{S}` is a hash tag: one stream, one slot):
+
+    P:{S}:head      hash   seq (last seq given), ts (last timestamp given),
+                           its (last timestamp in P:{S}:ts); only `drop` deletes it
+    P:{S}:c:<ch>    zset   score seq, member a row: a 20-byte header (data length, seq,
+                           ts_ms), the id, the data JSON: the messages of channel ch
+    P:{S}:all       zset   score seq, member id + channel name: every stored message
+    P:{S}:ts        zset   score ts_ms, member the first stored seq with that ts_ms
+    P:{S}:chans     set    the channel names that have a P:{S}:c:<ch>
+    P:{S}:bus       the pub/sub channel of S (not a key)
+
+Message ids are UUIDv7 made in Lua from the batch's timestamp and each message's seq
+(42 bits of counter, as `model._UUIDv7` lays them out, then 32 random bits): with
+timestamps never decreasing along seq, ids sort in seq order, and an id tells its own
+seq and timestamp, so no id index is needed. (Past 2**42 messages in one stream the
+ids would stop sorting: 4.4e12, a century at a thousand a second.)
+
+Durability is Redis's: "stored before returning" holds across a node's crash, and
+across Redis's own only as far as its persistence is set up (AOF, replicas).
+
+Redis Cluster: a stream's keys share a slot, and the scripts reach channel keys they
+build from the stream's key base (the same slot). One append call spans every stream
+of a group commit, which a single Redis or a cluster proxy accepts; a client talking
+to cluster nodes directly would make one call per slot."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from ..errors import BloomrError
+from ..model import Draft, Message, uuid7_ms
+from ..replay import AfterId, ReplayStart, Since
+from .base import AppendBatch, ReplaySlice
+
+_ID_LEN = 36
+
+# Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
+# first_seq_since.
+_LUA_COMMON = """
+local function held(all, seq, id)
+  if seq < 1 then return nil end
+  local m = redis.call('ZRANGEBYSCORE', all, seq, seq)[1]
+  if m and string.sub(m, 1, 36) == id then return seq end
+  return nil
+end
+local function head_seq(head)
+  return tonumber(redis.call('HGET', head, 'seq')) or 0
+end
+-- timestamps never decrease along seq, so the first stored seq at or after ts starts
+-- the matching range (any channel)
+local function first_since(tsidx, head, ts)
+  local m = redis.call('ZRANGEBYSCORE', tsidx, ts, '+inf', 'LIMIT', 0, 1)[1]
+  if m then return tonumber(m) end
+  return head_seq(head) + 1
+end
+local function id_ms(id)
+  return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
+end
+-- channel-set members, newest first, as one string oldest first: one bulk reply for
+-- a whole replay (thousands of replies cost the client more than the reading)
+local function oldest_first(rows)
+  local out, n = {}, #rows
+  for i = 1, n do out[i] = rows[n + 1 - i] end
+  return table.concat(out)
+end
+-- the id in a channel-set member (after its 20-byte header)
+local function row_id(row)
+  return string.sub(row, 21, 56)
+end
+"""
+
+# KEYS, per batch: head, all, ts, chans, then one channel key per distinct channel.
+# ARGV, per batch: bus channel, keep (1/0), k, the k channel names, n, then n message
+# arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
+# Reply, per batch: {first seq, ts_ms, the n ids concatenated}.
+_APPEND = """
+local function zadd(key, flat)
+  for i = 1, #flat, 2000 do
+    redis.call('ZADD', key, unpack(flat, i, math.min(i + 1999, #flat)))
+  end
+end
+local function sadd(key, names)
+  for i = 1, #names, 2000 do
+    redis.call('SADD', key, unpack(names, i, math.min(i + 1999, #names)))
+  end
+end
+local function make_id(stamp, seq, arg, off)
+  return stamp .. string.format('%03x-%04x-%04x%02x%02x%02x%02x',
+    math.floor(seq / 1073741824) % 4096, 32768 + math.floor(seq / 65536) % 16384,
+    seq % 65536, string.byte(arg, off, off + 3))
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local replies, a, k = {}, 1, 1
+while a <= #ARGV do
+  local bus, keep, nchan = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
+  local names = {}
+  for c = 1, nchan do names[c] = ARGV[a + 2 + c] end
+  local n = tonumber(ARGV[a + 3 + nchan])
+  a = a + 4 + nchan
+  local head, all, tsidx, chans = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local state = redis.call('HMGET', head, 'seq', 'ts', 'its')
+  local last = tonumber(state[1]) or 0
+  -- Redis's clock, never behind the stream's last timestamp (whatever node wrote it)
+  local ts = math.max(now, tonumber(state[2]) or 0)
+  local stamp = string.format('%08x-%04x-7', math.floor(ts / 65536), ts % 65536)
+  local ids, out, rows, index = {}, {}, {}, {}
+  for i = 1, n do
+    local arg, ci, off = ARGV[a + i - 1], 1, 1
+    if nchan > 1 then ci, off = struct.unpack('>I4', arg) + 1, 5 end
+    local seq, channel = last + i, names[ci]
+    local id = make_id(stamp, seq, arg, off)
+    local data = string.sub(arg, off + 4)
+    local row = struct.pack('>I4I8I8', #data, seq, ts) .. id .. data
+    ids[i] = id
+    out[i] = string.char(#channel) .. channel .. row
+    if keep then
+      local r = rows[ci] or {}
+      rows[ci] = r
+      r[#r + 1] = seq
+      r[#r + 1] = row
+      index[#index + 1] = seq
+      index[#index + 1] = id .. channel
+    end
+  end
+  a = a + n
+  if keep then
+    for ci, r in pairs(rows) do zadd(KEYS[k + 3 + ci], r) end
+    zadd(all, index)
+    sadd(chans, names)
+    if ts > (tonumber(state[3]) or 0) then
+      redis.call('ZADD', tsidx, ts, last + 1)
+      redis.call('HSET', head, 'its', ts)
+    end
+  end
+  redis.call('HSET', head, 'seq', last + n, 'ts', ts)
+  redis.call('PUBLISH', bus, table.concat(out))
+  replies[#replies + 1] = {last + 1, ts, table.concat(ids)}
+  k = k + 4 + nchan
+end
+return replies
+"""
+
+# KEYS: head, all, ts, channel. ARGV: kind (all|after|since|window), value (the
+# id's seq | ts_ms | window), id, limit.
+# Reply: {head seq, matched, backfill id or false, unknown (1/0), the rows joined}.
+_REPLAY = """
+local head, all, tsidx, ch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local kind, value, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local first, boundary, lazy, unknown = 0, false, false, 0
+if kind == 'after' then
+  local seq = held(all, value, ARGV[3])
+  if seq then
+    first, boundary = seq + 1, ARGV[3]
+  else
+    kind, value, unknown = 'window', limit, 1
+  end
+end
+if kind == 'since' then
+  first, lazy = first_since(tsidx, head, ARGV[2]), true
+elseif kind == 'window' then
+  local r = redis.call('ZREVRANGE', ch, value, value, 'WITHSCORES')
+  if r[1] then first, boundary = tonumber(r[2]) + 1, row_id(r[1]) end
+end
+local matched = redis.call('ZCOUNT', ch, first, '+inf')
+local rows = redis.call('ZREVRANGEBYSCORE', ch, '+inf', first, 'LIMIT', 0, limit)
+if lazy and matched > limit then
+  local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
+  if before then boundary = row_id(before) end
+end
+return {head_seq(head), matched, boundary, unknown, oldest_first(rows)}
+"""
+
+# KEYS: head, all, ts, channel. ARGV: the after id's seq ('' for none), after id,
+# since ts_ms ('' for none), limit. Reply: {0} for an unknown id, else {1, rows joined}.
+_PAGE = """
+local first = 0
+if ARGV[1] ~= '' then
+  local seq = held(KEYS[2], tonumber(ARGV[1]), ARGV[2])
+  if not seq then return {0} end
+  first = seq + 1
+end
+if ARGV[3] ~= '' then first = math.max(first, first_since(KEYS[3], KEYS[1], ARGV[3])) end
+local rows = redis.call('ZRANGEBYSCORE', KEYS[4], first, '+inf', 'LIMIT', 0, ARGV[4])
+return {1, table.concat(rows)}
+"""
+
+# KEYS: all. ARGV: key base, after seq, limit. Reply: channel, row, channel, row, ...
+# Channel keys are built here: they share the stream's hash tag, so its slot.
+_SINCE_SEQ = """
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf',
+  'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local out = {}
+for i = 1, #rows, 2 do
+  local channel, seq = string.sub(rows[i], 37), rows[i + 1]
+  out[#out + 1] = channel
+  out[#out + 1] = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'c:' .. channel, seq, seq)[1]
+end
+return out
+"""
+
+# KEYS: head, all, ts, chans. ARGV: key base, min ts_ms, max messages. Reply: removed.
+_TRIM = """
+local head, all, tsidx, chans = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cut = first_since(tsidx, head, ARGV[2])
+local keep = tonumber(ARGV[3])
+local newest = redis.call('ZREVRANGE', all, keep, keep, 'WITHSCORES')
+if newest[1] then cut = math.max(cut, tonumber(newest[2]) + 1) end
+local removed = redis.call('ZREMRANGEBYSCORE', all, '-inf', '(' .. cut)
+if removed == 0 then return 0 end
+for _, channel in ipairs(redis.call('SMEMBERS', chans)) do
+  local key = ARGV[1] .. 'c:' .. channel
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cut)
+  if redis.call('EXISTS', key) == 0 then redis.call('SREM', chans, channel) end
+end
+local oldest = redis.call('ZRANGE', all, 0, 0)[1]
+if oldest then
+  redis.call('ZREMRANGEBYSCORE', tsidx, '-inf', '(' .. id_ms(oldest))
+else
+  redis.call('DEL', tsidx)
+end
+return removed
+"""
+
+# KEYS: head, all, ts, chans. ARGV: key base.
+_DROP = """
+for _, channel in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  redis.call('DEL', ARGV[1] .. 'c:' .. channel)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 0
+"""
+
+
+class _Script:
+    """A Lua script run with EVALSHA: loaded at open, loaded again if Redis forgot it
+    (a restart, SCRIPT FLUSH). NOSCRIPT means it did not run, so retrying is safe."""
+
+    def __init__(self, body: str) -> None:
+        self.source = _LUA_COMMON + body
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def load(self, client: aioredis.Redis) -> None:
+        await client.script_load(self.source)
+
+    async def __call__(
+        self, client: aioredis.Redis, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await self.load(client)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+_SCRIPTS = {
+    name: _Script(body)
+    for name, body in {
+        "append": _APPEND,
+        "replay": _REPLAY,
+        "page": _PAGE,
+        "since_seq": _SINCE_SEQ,
+        "trim": _TRIM,
+        "drop": _DROP,
+    }.items()
+}
+
+
+# -- names and encodings shared with the bus ----------------------------------------------
+
+
+def key_base(prefix: str, stream_id: str) -> str:
+    return f"{prefix}:{{{stream_id}}}:"
+
+
+def bus_channel(prefix: str, stream_id: str) -> str:
+    return key_base(prefix, stream_id) + "bus"
+
+
+def bus_pattern(prefix: str) -> str:
+    """The glob matching every stream's bus channel (the prefix's own glob characters
+    escaped)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return f"{escaped}:{{*}}:bus"
+
+
+def stream_of_channel(prefix: str, channel: bytes) -> str:
+    """The stream id in a bus channel name made by `bus_channel`."""
+    return channel[len(prefix) + 2 : -len("}:bus")].decode()
+
+
+def seq_of_id(message_id: str) -> int | None:
+    """The seq a bloomr Redis id carries (see the module docstring); None for a string
+    that cannot be one: no id index is needed to find a message by its id."""
+    if uuid7_ms(message_id) is None:
+        return None
+    try:
+        counter = int(message_id[15:18] + message_id[19:23] + message_id[24:28], 16)
+    except ValueError:
+        return None
+    # the 12 bits after the version, then the 30 bits after the variant
+    return (counter >> 32) << 30 | (counter & 0x3FFFFFFF)
+
+
+# A row (a channel-set member) is this header, the id, then the data JSON: the numbers
+# in fixed width are the cheapest for the client to read back.
+_HEADER = struct.Struct(">IQQ")  # data length, seq, ts_ms
+_ROW_START = _HEADER.size + _ID_LEN
+
+
+def _rows(stream_id: str, channel: str, blob: bytes, at: int = 0, end: int = -1) -> list[Message]:
+    """The messages of consecutive rows of one channel, from `at` to `end`."""
+    messages: list[Message] = []
+    header, i, end = _HEADER, at, len(blob) if end < 0 else end
+    while i < end:
+        size, seq, ts_ms = header.unpack_from(blob, i)
+        i += _ROW_START
+        message_id = blob[i - _ID_LEN : i].decode()
+        messages.append(Message(message_id, stream_id, channel, ts_ms, seq, blob[i : i + size]))
+        i += size
+    return messages
+
+
+def decode_published(stream_id: str, payload: bytes) -> list[Message]:
+    """The messages of one PUBLISH of the append script: per message, a length byte,
+    the channel, then its row."""
+    messages: list[Message] = []
+    i, end = 0, len(payload)
+    while i < end:
+        size = payload[i]
+        channel = payload[i + 1 : i + 1 + size].decode()
+        i += 1 + size
+        row_end = i + _ROW_START + _HEADER.unpack_from(payload, i)[0]
+        messages += _rows(stream_id, channel, payload, i, row_end)
+        i = row_end
+    return messages
+
+
+# -- the append call -------------------------------------------------------------------
+
+
+def _well_formed(drafts: list[Draft]) -> bool:
+    """Checked before the script runs: an error inside it would leave the writes made
+    before the error in place (Lua scripts do not roll back)."""
+    return all(
+        isinstance(d.channel, str)
+        and len(d.channel.encode()) < 256  # its length is one byte in a publish
+        and isinstance(d.data_json, bytes)
+        for d in drafts
+    )
+
+
+class _AppendCall:
+    """The KEYS and ARGV of one append script call, built batch by batch."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.keys: list[str] = []
+        self.args: list[bytes | str | int] = []
+        self.slots: list[int] = []  # the index of each batch sent in the caller's list
+
+    def add(self, slot: int, batch: AppendBatch) -> None:
+        base = key_base(self.prefix, batch.stream_id)
+        names = list(dict.fromkeys(d.channel for d in batch.drafts))
+        self.keys += [base + "head", base + "all", base + "ts", base + "chans"]
+        self.keys += [base + "c:" + name for name in names]
+        self.args += [base + "bus", "1" if batch.keep else "0", len(names), *names]
+        self.args.append(len(batch.drafts))
+        self.args += _message_args(batch.drafts, names)
+        self.slots.append(slot)
+
+
+def _message_args(drafts: list[Draft], names: list[str]) -> list[bytes]:
+    noise = os.urandom(4 * len(drafts))  # the random tail of each id
+    if len(names) == 1:
+        return [noise[4 * i : 4 * i + 4] + d.data_json for i, d in enumerate(drafts)]
+    index = {name: i.to_bytes(4, "big") for i, name in enumerate(names)}
+    return [index[d.channel] + noise[4 * i : 4 * i + 4] + d.data_json for i, d in enumerate(drafts)]
+
+
+def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
+    first, ts_ms, blob = int(reply[0]), int(reply[1]), bytes(reply[2]).decode()
+    return [
+        Message(blob[i * _ID_LEN : (i + 1) * _ID_LEN], batch.stream_id, d.channel, ts_ms,
+                first + i, d.data_json)
+        for i, d in enumerate(batch.drafts)
+    ]  # fmt: skip
+
+
+def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int, str]:
+    if isinstance(start, AfterId):
+        return "after", seq_of_id(start.id) or 0, start.id
+    if isinstance(start, Since):
+        return "since", start.ts_ms, ""
+    if window is not None:
+        return "window", window, ""
+    return "all", 0, ""
+
+
+class RedisHistory:
+    """Implements HistoryStore on Redis, shared by every node of a cluster."""
+
+    def __init__(self, url: str, prefix: str = "bloomr") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._reads: aioredis.Redis | None = None
+        self._writes: aioredis.Redis | None = None
+
+    async def open(self) -> None:
+        self._reads = aioredis.Redis.from_url(self.url)
+        # An append is never retried by the client: its script may have run before the
+        # connection broke, and running it again would store the messages twice.
+        self._writes = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        for script in _SCRIPTS.values():
+            await script.load(self._reads)
+
+    async def close(self) -> None:
+        for client in (self._reads, self._writes):
+            if client is not None:
+                await client.aclose()
+        self._reads = self._writes = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        assert self._reads is not None, "history is not open"
+        return self._reads
+
+    def _keys(self, stream_id: str, channel: str | None = None) -> list[str]:
+        base = key_base(self.prefix, stream_id)
+        keys = [base + "head", base + "all", base + "ts"]
+        return keys + [base + "chans" if channel is None else base + "c:" + channel]
+
+    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+        results: list[list[Message] | BloomrError] = [[] for _ in batches]
+        call = _AppendCall(self.prefix)
+        for slot, batch in enumerate(batches):
+            if not _well_formed(batch.drafts):
+                results[slot] = BloomrError("internal", "storing messages failed: bad draft")
+            elif batch.drafts:
+                call.add(slot, batch)
+        if not call.slots:
+            return results
+        assert self._writes is not None, "history is not open"
+        try:
+            replies = await _SCRIPTS["append"](self._writes, call.keys, call.args)
+        except RedisError as exc:
+            error = BloomrError("internal", f"storing messages failed: {exc}")
+            for slot in call.slots:
+                results[slot] = error
+            return results
+        for slot, reply in zip(call.slots, replies, strict=True):
+            results[slot] = _ordered(batches[slot], reply)
+        return results
+
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        kind, value, after_id = _start_args(start, window)
+        args = (kind, value, after_id, limit)
+        reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
+        head, matched, boundary, unknown, members = reply
+        return ReplaySlice(
+            messages=_rows(stream_id, channel, members),
+            matched=int(matched),
+            backfill_after_id=None if boundary is None else bytes(boundary).decode(),
+            head_seq=int(head),
+            unknown_id=bool(unknown),
+        )
+
+    async def page(
+        self,
+        stream_id: str,
+        channel: str,
+        after_id: str | None,
+        since_ms: int | None,
+        limit: int,
+    ) -> list[Message]:
+        after_seq = "" if after_id is None else seq_of_id(after_id) or 0
+        since = "" if since_ms is None else since_ms
+        args = (after_seq, after_id or "", since, limit)
+        reply = await _SCRIPTS["page"](self.client, self._keys(stream_id, channel), args)
+        if not reply[0]:
+            raise BloomrError(
+                "unknown_message_id", f"message {after_id} is not in this stream's history"
+            )
+        return _rows(stream_id, channel, reply[1])
+
+    async def since_seq(self, stream_id: str, after_seq: int, limit: int) -> list[Message]:
+        """Stored messages of every channel with seq > `after_seq`, the oldest `limit`,
+        in seq order: what the bus reads to fill a gap in what it received."""
+        base = key_base(self.prefix, stream_id)
+        args = (base, after_seq, limit)
+        flat = await _SCRIPTS["since_seq"](self.client, [base + "all"], args)
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [m for ch, row in pairs if row for m in _rows(stream_id, ch.decode(), row)]
+
+    async def drop(self, stream_id: str) -> None:
+        base = key_base(self.prefix, stream_id)
+        await _SCRIPTS["drop"](self.client, self._keys(stream_id), (base,))
+
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        base = key_base(self.prefix, stream_id)
+        args = (base, min_ts_ms, max_messages)
+        return int(await _SCRIPTS["trim"](self.client, self._keys(stream_id), args))
