@@ -17,50 +17,64 @@ from .api.context import Context
 from .api.fastpath import FastPublish
 from .api.limits import BodyLimit
 from .auth import Authenticator
-from .bus.local import LocalBus
-from .config import Settings
+from .backends import Backends, for_settings
+from .bus.base import ControlEvent
+from .config import Settings, new_admin_key
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
+from .model import hash_secret
 from .scripts import ScriptManager
-from .store.sqlite import SQLiteStore
-from .store.sqlite_webhooks import SQLiteWebhookStore
-from .webhooks.manager import WebhookManager
+from .store.base import MetadataStore, WebhookStore
+from .webhooks.manager import Cluster, WebhookManager
 
 log = logging.getLogger("bloomr")
 
 
 @dataclass
 class Bloomr:
-    """The running parts of one bloomr node."""
+    """The running parts of one bloomr node. `admin_key` None (cluster only): the
+    cluster's stored key hash is used, or a new key is generated, stored as a hash and
+    kept in `generated_admin_key` for printing once."""
 
     settings: Settings
-    admin_key: str
-    store: SQLiteStore = field(init=False)
+    admin_key: str | None
+    backends: Backends = field(init=False)
+    store: MetadataStore = field(init=False)
     hub: Hub = field(init=False)
     auth: Authenticator = field(init=False)
     gateway: Gateway = field(init=False)
     scripts: ScriptManager = field(init=False)
-    webhook_store: SQLiteWebhookStore = field(init=False)
+    webhook_store: WebhookStore = field(init=False)
     webhooks: WebhookManager = field(init=False)
     counters: Counters = field(init=False)
     metrics: CollectorRegistry = field(init=False)
     ctx: Context = field(init=False)
+    generated_admin_key: str | None = field(init=False, default=None)
+    _connected: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.store = SQLiteStore(s.database_path)
+        b = self.backends = for_settings(s)
+        self.store = b.meta
         limits = Limits(
             backlog_messages=s.backlog_messages,
             backlog_bytes=s.backlog_bytes,
             trim_interval=s.trim_interval,
         )
-        self.hub = Hub(self.store, self.store, LocalBus(), limits)
-        self.auth = Authenticator(self.store, self.admin_key, self.hub.revoked_tokens)
+        self.hub = Hub(b.meta, b.history, b.bus, limits)
+        key_hash = hash_secret(self.admin_key) if self.admin_key else ""
+        self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
-        self.scripts = ScriptManager(self.hub, self.store, s.script_grace)
-        self.webhook_store = SQLiteWebhookStore(self.store)
-        self.webhooks = WebhookManager(self.webhook_store, self.store, s.webhook_allow_private)
+        self.scripts = ScriptManager(
+            self.hub, b.meta, b.leases, b.script_status, s.node_id, s.script_grace, s.lease_ttl,
+            show_node=b.cluster,
+        )  # fmt: skip
+        self.webhook_store = b.webhooks
+        cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
+        self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
+        if cluster is not None:
+            self.hub.watch_control(self.webhooks.on_control)
         self.hub.add_listener(self.webhooks)
         self.counters = Counters()
         self.hub.add_listener(self.counters)
@@ -72,7 +86,11 @@ class Bloomr:
             auth=self.auth,
             scripts=self.scripts,
             metrics=self.metrics,
+            probes=b.probes,
         )
+
+    async def _signal(self, event: ControlEvent) -> None:
+        await self.hub.control(event)
 
     def _collector(self) -> NodeCollector:
         hub, counters = self.hub, self.counters
@@ -100,9 +118,25 @@ class Bloomr:
             },
         )
 
+    async def connect(self) -> None:
+        """Open the stores (raises backends.Unreachable) and settle the admin key.
+        Idempotent: `serve` calls it before listening, to fail in one clear line."""
+        if self._connected:
+            return
+        await self.backends.open()
+        self._connected = True
+        claim = self.backends.claim_admin_hash
+        if not self.auth.admin_key_hash and claim is not None:
+            key = new_admin_key()
+            kept = await claim(hash_secret(key))
+            self.auth.admin_key_hash = kept
+            if kept == hash_secret(key):
+                self.generated_admin_key = key
+        if not self.auth.admin_key_hash:
+            raise RuntimeError("no admin key")
+
     async def start(self) -> None:
-        await self.store.open()
-        await self.webhook_store.open()
+        await self.connect()
         await self.hub.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
@@ -113,7 +147,8 @@ class Bloomr:
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.hub.stop()
-        await self.store.close()
+        await self.backends.close()
+        self._connected = False
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Bloomr]:

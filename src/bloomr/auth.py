@@ -46,10 +46,10 @@ class Authenticator:
     CACHE_SIZE = 10_000
 
     def __init__(
-        self, meta: MetadataStore, admin_key: str, revoked: Set[str] = frozenset()
+        self, meta: MetadataStore, admin_key_hash: str, revoked: Set[str] = frozenset()
     ) -> None:
         self._meta = meta
-        self._admin_key = admin_key
+        self.admin_key_hash = admin_key_hash  # hash_secret(the admin key): all a node keeps
         self._revoked = revoked
         self._cache: OrderedDict[str, tuple[Token, float]] = OrderedDict()
 
@@ -58,9 +58,10 @@ class Authenticator:
         or expired: one answer for all three)."""
         if not secret:
             raise BloomrError("unauthorized", "missing credentials")
-        if hmac.compare_digest(secret.encode(), self._admin_key.encode()):
+        secret_hash = hash_secret(secret)
+        if self.admin_key_hash and hmac.compare_digest(secret_hash, self.admin_key_hash):
             return ADMIN
-        token = await self._token(hash_secret(secret))
+        token = await self._token(secret_hash)
         if token is None or token.expired() or token.id in self._revoked:
             raise BloomrError("unauthorized", "invalid, expired or revoked token")
         return Principal(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,10 @@ GATEWAYS: tuple[GatewayName, ...] = ("native", "python-socketio")
 
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+DEFAULT_CLUSTER_NAME = "bloomr"
+# a cluster's name is its Redis key prefix and its PostgreSQL schema: a schema name
+# that needs no quoting, and so also a plain key prefix
+_CLUSTER_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -34,6 +39,20 @@ def _env_gateway() -> GatewayName:
     if value not in GATEWAYS:
         raise ValueError(f"BLOOMR_GATEWAY must be one of {', '.join(GATEWAYS)}")
     return value  # type: ignore[return-value]
+
+
+def check_cluster_name(name: str) -> str:
+    """The name, or ValueError for one that cannot be a schema and key prefix."""
+    if _CLUSTER_NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid cluster name {name!r}: use 1-63 of [a-z0-9_], not starting with a digit"
+        )
+    return name
+
+
+def new_node_id() -> str:
+    """This process's name among the cluster's nodes (lease owner, status writer)."""
+    return "n_" + secrets.token_hex(6)
 
 
 @dataclass(slots=True)
@@ -60,9 +79,20 @@ class Settings:
         default_factory=lambda: _env_bool("BLOOMR_WEBHOOK_ALLOW_PRIVATE")
     )
 
+    # cluster mode: both URLs, or neither (embedded)
+    redis_url: str | None = None
+    database_url: str | None = None
+    cluster_name: str = DEFAULT_CLUSTER_NAME
+    lease_ttl: float = field(default_factory=lambda: _env_float("BLOOMR_LEASE_TTL", 10.0))
+    node_id: str = field(default_factory=new_node_id)
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "bloomr.db"
+
+    @property
+    def cluster(self) -> bool:
+        return self.redis_url is not None and self.database_url is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +101,25 @@ class AdminKey:
     generated: bool  # True only on the run that created it: the one time it is printed
 
 
+def explicit_admin_key(settings: Settings) -> str | None:
+    """The flag, else BLOOMR_ADMIN_KEY."""
+    return settings.admin_key or os.environ.get("BLOOMR_ADMIN_KEY") or None
+
+
+def new_admin_key() -> str:
+    return "bk_" + secrets.token_urlsafe(32)
+
+
 def load_admin_key(settings: Settings) -> AdminKey:
     """The flag, else BLOOMR_ADMIN_KEY, else <data-dir>/admin.key (created 0600 once)."""
-    explicit = settings.admin_key or os.environ.get("BLOOMR_ADMIN_KEY")
+    explicit = explicit_admin_key(settings)
     if explicit:
         return AdminKey(explicit, generated=False)
     path = settings.data_dir / "admin.key"
     if path.exists():
         return AdminKey(path.read_text().strip(), generated=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    key = "bk_" + secrets.token_urlsafe(32)
+    key = new_admin_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -76,6 +76,8 @@ class Hub:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
+        self._watchers: list[Callable[[ControlEvent], None]] = []
+        self._generation = 0  # counts stream_updated events: a read that raced one is not cached
         self.slow_consumers = 0  # subscribers cut off so far
         # tokens revoked while this node runs: a session that authenticated just before
         # the revocation arrived must not outlive it
@@ -83,6 +85,15 @@ class Hub:
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
+
+    def watch_control(self, watcher: Callable[[ControlEvent], None]) -> None:
+        """Call `watcher` with every control event this node hears (from any node,
+        this one included), after the hub has acted on it. It must not block."""
+        self._watchers.append(watcher)
+
+    async def control(self, event: ControlEvent) -> None:
+        """Send a control event to every node."""
+        await self.bus.control(event)
 
     def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
         for listener in self._listeners:
@@ -130,14 +141,23 @@ class Hub:
             return None
         stream = self._streams.get(stream_id)
         if stream is None:
+            generation = self._generation
             stream = await self.meta.get_stream(stream_id)
-            if stream is not None and stream_id not in self._deleted:
+            fresh = generation == self._generation  # no update announced meanwhile
+            if stream is not None and fresh and stream_id not in self._deleted:
                 self._streams[stream_id] = stream
         return stream
 
     def stream_updated(self, stream: Stream) -> None:
+        """This node's cache only (a stream just created here)."""
         self._deleted.discard(stream.id)
         self._streams[stream.id] = stream
+
+    async def announce_stream(self, stream: Stream) -> None:
+        """A stream was changed in the metadata store: every node's cache forgets it
+        (this node's is updated at once) and every node's scripts look at it."""
+        self.stream_updated(stream)
+        await self.bus.control(ControlEvent("stream_updated", stream.id))
 
     async def delete_stream(self, stream_id: str) -> None:
         """Forget the stream, end its live sessions, drop its history."""
@@ -230,7 +250,13 @@ class Hub:
                 for sub in subs:
                     sub.close(error)
         elif event.kind == "stream_updated":
+            self._generation += 1
             self._streams.pop(event.target, None)
+        for watcher in self._watchers:
+            try:
+                watcher(event)
+            except Exception:
+                log.exception("control watcher %r failed", watcher)
 
     # -- subscribe --------------------------------------------------------------------
 

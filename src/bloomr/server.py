@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 
 from .app import Bloomr, build_asgi
-from .config import Settings, load_admin_key
+from .backends import Unreachable
+from .config import Settings, explicit_admin_key, load_admin_key
 
 OnReady = Callable[[Bloomr, str], Awaitable[None]]
 
@@ -56,6 +57,17 @@ def _url(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}"
 
 
+def _node(settings: Settings) -> Bloomr:
+    """Embedded: the admin key from the flag, the environment or the data dir. Cluster:
+    from the flag or the environment, else the one the cluster stores (at connect)."""
+    if settings.cluster:
+        return Bloomr(settings, explicit_admin_key(settings))
+    key = load_admin_key(settings)
+    if key.generated:
+        print(f"admin key (shown once, saved to {settings.data_dir / 'admin.key'}): {key.value}")
+    return Bloomr(settings, key.value)
+
+
 class _Server(uvicorn.Server):
     """Ends the node's sessions first when stopping: a pending long-poll would
     otherwise hold the graceful shutdown for its whole timeout."""
@@ -78,13 +90,23 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    key = load_admin_key(settings)
-    node = Bloomr(settings, key.value)
-    if key.generated:
-        print(f"admin key (shown once, saved to {settings.data_dir / 'admin.key'}): {key.value}")
+    node = _node(settings)
     server = _Server(_config(settings, node), node)
 
     async def main() -> None:
+        if settings.cluster:  # reach PostgreSQL and Redis before listening
+            try:
+                await node.connect()
+            except Unreachable as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(1)
+            if node.generated_admin_key is not None:
+                print(
+                    "admin key (shown once; the cluster keeps only its hash, set "
+                    f"BLOOMR_ADMIN_KEY to choose one): {node.generated_admin_key}",
+                    flush=True,
+                )
+            print(f"bloomr node {settings.node_id} of cluster {settings.cluster_name}", flush=True)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -25,6 +26,8 @@ class Context:
     auth: Authenticator
     scripts: ScriptManager | None = None
     metrics: CollectorRegistry | None = None
+    # cluster: what /healthz checks, by name (empty in embedded mode)
+    probes: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 
 
 async def get_context(request: Request) -> Context:

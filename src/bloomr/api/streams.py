@@ -18,10 +18,14 @@ from .schemas import StreamCreate, StreamPatch
 router = APIRouter(prefix="/api/streams", tags=["streams"])
 
 
-def stream_json(ctx: Context, stream: Stream) -> dict[str, Any]:
-    doc = stream.to_json()
-    doc["script"] = ctx.scripts.status_json(stream) if ctx.scripts is not None else None
-    return doc
+async def stream_json(ctx: Context, stream: Stream) -> dict[str, Any]:
+    return (await streams_json(ctx, [stream]))[0]
+
+
+async def streams_json(ctx: Context, streams: list[Stream]) -> list[dict[str, Any]]:
+    """The streams with their script status (read from the node running each script)."""
+    scripts = await ctx.scripts.statuses(streams) if ctx.scripts is not None else {}
+    return [{**s.to_json(), "script": scripts.get(s.id)} for s in streams]
 
 
 def _apply(stream: Stream, body: StreamPatch) -> None:
@@ -50,19 +54,19 @@ async def create_stream(body: StreamCreate, ctx: Ctx, _: Admin) -> JSON:
         script_spec(stream)  # refuse a script that could never run, now
     await ctx.meta.create_stream(stream)
     ctx.hub.stream_updated(stream)
-    return JSON(stream_json(ctx, stream), status_code=201)
+    return JSON(await stream_json(ctx, stream), status_code=201)
 
 
 @router.get("")
 async def list_streams(ctx: Ctx, _: Admin) -> JSON:
     streams = await ctx.meta.list_streams()
-    return JSON({"streams": [stream_json(ctx, s) for s in streams]})
+    return JSON({"streams": await streams_json(ctx, streams)})
 
 
 @router.get("/{stream_id}")
 async def show_stream(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
     stream = require_stream(await ctx.meta.get_stream(stream_id), stream_id)
-    return JSON(stream_json(ctx, stream))
+    return JSON(await stream_json(ctx, stream))
 
 
 @router.patch("/{stream_id}")
@@ -75,8 +79,8 @@ async def update_stream(stream_id: str, body: StreamPatch, ctx: Ctx, _: Admin) -
     if ctx.scripts is not None:
         await ctx.scripts.stream_updated(stream)
     await ctx.meta.update_stream(stream)
-    ctx.hub.stream_updated(stream)
-    return JSON(stream_json(ctx, stream))
+    await ctx.hub.announce_stream(stream)  # every node's cache and scripts
+    return JSON(await stream_json(ctx, stream))
 
 
 @router.delete("/{stream_id}", status_code=204)
@@ -94,7 +98,7 @@ async def _control(stream_id: str, ctx: Context, action: Action) -> JSON:
     if ctx.scripts is None:
         raise BloomrError("conflict", "scripts are disabled on this server")
     await ctx.scripts.control(stream, action)
-    return JSON(stream_json(ctx, stream))
+    return JSON(await stream_json(ctx, stream))
 
 
 @router.post("/{stream_id}/start")

@@ -8,7 +8,15 @@ from typing import Literal, Protocol
 
 from ..model import Message
 
-ControlKind = Literal["token_revoked", "stream_deleted", "stream_updated"]
+ControlKind = Literal[
+    "token_revoked",  # target: a token id
+    "stream_deleted",  # target: a stream id (also all the others below)
+    "stream_updated",  # its fields changed (`enabled` included): caches reload it
+    "script_start",  # start its script on the node holding its lease
+    "script_restart",  # restart its script on the node holding its lease
+    "webhooks_changed",  # its webhooks were created or deleted
+    "webhooks_pending",  # its webhooks' outboxes got messages
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from ..config import DEFAULT_DATA_DIR, Settings
+from ..config import DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, Settings, check_cluster_name
+from .common import CliError
+
+
+def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_cluster_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("invalid cluster name ")) from None
 
 
 @click.command("serve")
@@ -37,6 +45,32 @@ from ..config import DEFAULT_DATA_DIR, Settings
     show_envvar=True,
     help="Let webhooks call loopback, private and link-local addresses.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="BLOOMR_REDIS_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="Cluster mode: history and fan-out in this Redis (needs --database).",
+)
+@click.option(
+    "--database",
+    "database_url",
+    envvar="BLOOMR_DATABASE_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="Cluster mode: streams, tokens, webhooks and leases in this PostgreSQL (needs --redis).",
+)
+@click.option(
+    "--cluster-name",
+    default=DEFAULT_CLUSTER_NAME,
+    envvar="BLOOMR_CLUSTER_NAME",
+    show_default=True,
+    show_envvar=True,
+    callback=_cluster_name,
+    help="Cluster mode: the Redis key prefix and PostgreSQL schema ([a-z_][a-z0-9_]*), "
+    "so several clusters can share one Redis and one PostgreSQL.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -44,8 +78,15 @@ def serve_command(
     admin_key: str | None,
     demo: bool,
     webhook_allow_private: bool,
+    redis_url: str | None,
+    database_url: str | None,
+    cluster_name: str,
 ) -> None:
-    """Run bloomr: the HTTP API and Socket.IO on one port, SQLite in --data-dir."""
+    """Run bloomr: the HTTP API and Socket.IO on one port, SQLite in --data-dir; or, with
+    --redis and --database, one node of a cluster (run as many as you like)."""
+    if bool(redis_url) != bool(database_url):
+        missing = "--database (BLOOMR_DATABASE_URL)" if redis_url else "--redis (BLOOMR_REDIS_URL)"
+        raise CliError(f"cluster mode needs both --redis and --database: {missing} is missing")
     from ..server import serve
 
     settings = Settings(
@@ -54,6 +95,9 @@ def serve_command(
         data_dir=data_dir,
         admin_key=admin_key,
         webhook_allow_private=webhook_allow_private,
+        redis_url=redis_url or None,
+        database_url=database_url or None,
+        cluster_name=cluster_name,
     )
     on_ready = None
     if demo:

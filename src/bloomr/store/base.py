@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream, Token
@@ -167,3 +167,18 @@ class LeaseStore(Protocol):
         """Every unexpired lease whose key starts with `prefix` (literally: no
         wildcards), as key -> owner."""
         ...
+
+
+class ScriptStatusStore(Protocol):
+    """Where the node that runs a script reports its state, so that every node can show
+    it. Written by the lease holder on each state change; a report is whole or absent."""
+
+    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
+        """Replace the stream's report (`doc`: the script status JSON) by `node`'s."""
+        ...
+
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest reports of these streams (absent: never reported)."""
+        ...
+
+    async def delete_script_status(self, stream_id: str) -> None: ...

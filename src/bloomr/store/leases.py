@@ -5,6 +5,8 @@ so code written for the cluster behaves the same on one node."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 
 class LocalLeases:
@@ -38,3 +40,19 @@ class LocalLeases:
             for key, (owner, expiry) in self._leases.items()
             if key.startswith(prefix) and expiry > now
         }
+
+
+class LocalScriptStatus:
+    """Implements ScriptStatusStore in memory: on one node the reports never leave it."""
+
+    def __init__(self) -> None:
+        self._reports: dict[str, dict[str, Any]] = {}
+
+    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
+        self._reports[stream_id] = dict(doc)
+
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {i: dict(self._reports[i]) for i in stream_ids if i in self._reports}
+
+    async def delete_script_status(self, stream_id: str) -> None:
+        self._reports.pop(stream_id, None)

@@ -34,6 +34,12 @@ _TABLES = (
     " seq bigint NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (webhook_id, seq))",
     "CREATE TABLE IF NOT EXISTS leases ("
     " key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
+    # what the node running a script reports, for the API of every node
+    "CREATE TABLE IF NOT EXISTS script_status ("
+    " stream_id text PRIMARY KEY, node text NOT NULL, doc bytea NOT NULL)",
+    # the cluster's generated admin key, as its sha256 only (one row)
+    "CREATE TABLE IF NOT EXISTS admin_key ("
+    " id int PRIMARY KEY CHECK (id = 1), key_hash text NOT NULL)",
 )
 _SELECT_WEBHOOKS = (
     "SELECT w.doc, w.state, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) "
@@ -67,7 +73,8 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
 
 
 class PostgresStore:
-    """Implements MetadataStore, WebhookStore and LeaseStore in the schema `schema`."""
+    """Implements MetadataStore, WebhookStore, LeaseStore and ScriptStatusStore in the
+    schema `schema`, and keeps the cluster's admin key hash."""
 
     def __init__(self, dsn: str, schema: str = "bloomr") -> None:
         if _SCHEMA_NAME.fullmatch(schema) is None:  # it is spliced into DDL and settings
@@ -260,3 +267,38 @@ class PostgresStore:
             "WHERE starts_with(key, $1) AND expires_at > now() ORDER BY key"
         )
         return {str(r[0]): str(r[1]) for r in await self._fetch(sql, prefix)}
+
+    # -- script status ------------------------------------------------------------------
+
+    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
+        sql = (
+            "INSERT INTO script_status (stream_id, node, doc) VALUES ($1, $2, $3) "
+            "ON CONFLICT (stream_id) DO UPDATE SET node = excluded.node, doc = excluded.doc"
+        )
+        await self._execute(sql, stream_id, node, orjson.dumps(doc))
+
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        sql = "SELECT stream_id, doc FROM script_status WHERE stream_id = ANY($1::text[])"
+        rows = await self._fetch(sql, list(stream_ids))
+        return {str(r[0]): orjson.loads(r[1]) for r in rows}
+
+    async def delete_script_status(self, stream_id: str) -> None:
+        await self._execute("DELETE FROM script_status WHERE stream_id = $1", stream_id)
+
+    # -- the admin key ----------------------------------------------------------------
+
+    async def claim_admin_key_hash(self, key_hash: str) -> str:
+        """The cluster's admin key hash: `key_hash` if no node stored one before (this
+        call stored it), else the one stored first. Safe against nodes racing."""
+
+        async def work(conn: Conn) -> str:
+            await conn.execute(
+                "INSERT INTO admin_key (id, key_hash) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                key_hash,
+            )
+            return str(await conn.fetchval("SELECT key_hash FROM admin_key WHERE id = 1"))
+
+        return await self._transaction(work)
+
+    async def ping(self) -> None:
+        await self._fetchval("SELECT 1")

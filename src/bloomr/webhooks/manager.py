@@ -6,6 +6,12 @@ stream's order); the manager only queues it. One writer task then copies the
 messages each webhook wants into the outboxes, in that order, in one transaction per
 round, and wakes the workers. Publishing therefore never waits for webhooks.
 
+In a cluster (`cluster` given), the publishing node still writes the outboxes (it
+reads the stream's webhooks from the shared store for that, since they may have been
+created on another node), and one node at a time, the holder of the lease
+`webhooks:delivery`, runs the delivery workers. Control events tell it at once of new
+webhooks and of messages waiting; it also looks at the store every second.
+
 The price: the outbox is written just after the publish is stored, not in the same
 transaction. If bloomr crashes (kill -9, power loss) between the two, the messages of
 that moment are stored and were acknowledged but never reach the webhooks. A clean
@@ -14,15 +20,19 @@ stop drains the writer first, so it loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
 
+from ..bus.base import ControlEvent
 from ..errors import BloomrError
 from ..model import DEFAULT_CHANNEL, Message
-from ..store.base import MetadataStore, OutboxItem, WebhookStore
+from ..store.base import LeaseStore, MetadataStore, OutboxItem, WebhookStore
 from . import guard
 from .model import DeliveryState, Webhook, WebhookRecord, new_webhook_id, new_webhook_secret
 from .policy import DEFAULT_POLICY, RetryPolicy
@@ -34,9 +44,25 @@ _DRAIN_TIMEOUT = 5.0  # seconds a clean stop waits for the outbox writer
 _WRITE_ATTEMPTS = 3
 
 
+DELIVERY_LEASE = "webhooks:delivery"
+_LOOK_EVERY = 1.0  # seconds between the delivering node's looks at the store
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """What a node of a cluster needs to share webhook work with the others."""
+
+    leases: LeaseStore
+    node_id: str
+    ttl: float
+    signal: Callable[[ControlEvent], Awaitable[None]]  # the bus: to every node
+
+
 @dataclass(frozen=True, slots=True)
 class _Enqueue:
-    hooks: tuple[tuple[str, str], ...]  # (webhook id, channel) that existed at publish
+    # (webhook id, channel) that existed at publish; None: read them from the store
+    hooks: tuple[tuple[str, str], ...] | None
+    stream_id: str
     messages: list[Message]
 
 
@@ -57,7 +83,13 @@ class WebhookManager:
         meta: MetadataStore,
         allow_private: bool,
         policy: RetryPolicy = DEFAULT_POLICY,
+        cluster: Cluster | None = None,
     ) -> None:
+        self._cluster = cluster
+        self._leader = False  # cluster: this node holds the delivery lease
+        self._renewed_at = 0.0
+        self._look = asyncio.Event()
+        self._leading: asyncio.Task[None] | None = None
         self._store = store
         self._meta = meta
         self.allow_private = allow_private
@@ -78,19 +110,27 @@ class WebhookManager:
         """Resume every webhook where it stopped (a batch in flight is sent again)."""
         self._sender = Sender(self._store, self._new_client, self.allow_private, self._policy)
         self._closing = False
+        self._writer = asyncio.create_task(self._write_outboxes(), name="bloomr-webhook-outbox")
+        if self._cluster is not None:
+            self._leading = asyncio.create_task(self._lead(), name="bloomr-webhook-lease")
+            return
         streams = {s.id for s in await self._meta.list_streams()}
         for record in await self._store.list_webhooks():
             if record.webhook.stream not in streams:  # its stream went while we were down
                 await self._store.delete_webhook(record.webhook.id)
                 continue
             self._run(record.webhook, record.state)
-        self._writer = asyncio.create_task(self._write_outboxes(), name="bloomr-webhook-outbox")
 
     async def stop(self) -> None:
         """Write what is queued (bounded), then stop the workers; attempts in flight are
         abandoned and made again at the next start."""
         self._closing = True
         self._work.set()
+        if self._leading is not None:
+            self._leading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leading
+            self._leading = None
         if self._writer is not None:
             try:
                 await asyncio.wait_for(self._writer, _DRAIN_TIMEOUT)
@@ -103,6 +143,10 @@ class WebhookManager:
         self._by_stream.clear()
         await asyncio.gather(*(w.stop() for w in workers))
         self._sender = None
+        if self._cluster is not None and self._leader:
+            self._leader = False
+            with contextlib.suppress(Exception):
+                await self._cluster.leases.release(DELIVERY_LEASE, self._cluster.node_id)
 
     def _new_client(self) -> httpx.AsyncClient:
         if self._tls is None:  # built once, when the first webhook runs
@@ -147,7 +191,10 @@ class WebhookManager:
         if await self._meta.get_stream(stream_id) is None:  # deleted meanwhile
             await self._store.delete_webhook(webhook.id)
             raise BloomrError("not_found", f"stream {stream_id} not found")
-        self._run(webhook, DeliveryState())
+        if self._cluster is None:
+            self._run(webhook, DeliveryState())
+        else:
+            await self._cluster.signal(ControlEvent("webhooks_changed", stream_id))
         return WebhookRecord(webhook, DeliveryState(), pending=0)
 
     async def list_webhooks(self, stream_id: str) -> list[WebhookRecord]:
@@ -168,6 +215,8 @@ class WebhookManager:
         if worker is not None:
             await worker.stop()
         await self._store.delete_webhook(webhook_id)
+        if self._cluster is not None:
+            await self._cluster.signal(ControlEvent("webhooks_changed", stream_id))
 
     async def _require_stream(self, stream_id: str) -> None:
         if await self._meta.get_stream(stream_id) is None:
@@ -176,9 +225,15 @@ class WebhookManager:
     # -- HubListener ------------------------------------------------------------------
 
     def on_published(self, stream_id: str, messages: list[Message]) -> None:
+        if self._closing:
+            return
+        if self._cluster is not None:  # webhooks made on any node: the writer reads them
+            self._ops.append(_Enqueue(None, stream_id, messages))
+            self._work.set()
+            return
         hooks = self._by_stream.get(stream_id)
-        if hooks and not self._closing:
-            self._ops.append(_Enqueue(tuple(hooks.items()), messages))
+        if hooks:
+            self._ops.append(_Enqueue(tuple(hooks.items()), stream_id, messages))
             self._work.set()
 
     def on_stream_deleted(self, stream_id: str) -> None:
@@ -225,8 +280,15 @@ class WebhookManager:
 
     async def _enqueue(self, ops: list[_Enqueue]) -> None:
         items: list[OutboxItem] = []
+        found: dict[str, tuple[tuple[str, str], ...]] = {}
         for op in ops:
-            for webhook_id, channel in op.hooks:
+            hooks = op.hooks
+            if hooks is None:
+                if op.stream_id not in found:
+                    records = await self._store.list_webhooks(op.stream_id)
+                    found[op.stream_id] = tuple((r.webhook.id, r.webhook.channel) for r in records)
+                hooks = found[op.stream_id]
+            for webhook_id, channel in hooks:
                 items.extend(
                     OutboxItem(webhook_id, m.seq, m.envelope_json(None))
                     for m in op.messages
@@ -238,6 +300,87 @@ class WebhookManager:
             worker = self._workers.get(webhook_id)
             if worker is not None:
                 worker.wake()
+        if self._cluster is not None and not self._leader:  # wake the delivering node
+            for stream_id in {op.stream_id for op in ops}:
+                await self._cluster.signal(ControlEvent("webhooks_pending", stream_id))
+
+    # -- cluster: one delivering node -----------------------------------------------------
+
+    def on_control(self, event: ControlEvent) -> None:
+        """A hub control watcher (cluster): wake what another node's change concerns."""
+        if not self._leader:
+            return
+        if event.kind == "webhooks_pending":
+            for webhook_id in self._by_stream.get(event.target, {}):
+                worker = self._workers.get(webhook_id)
+                if worker is not None:
+                    worker.wake()
+        elif event.kind in ("webhooks_changed", "stream_deleted"):
+            self._look.set()
+
+    async def _lead(self) -> None:
+        """Hold the delivery lease (renewed every ttl/5) and, while held, run a worker
+        for every webhook in the store; give them up when the lease is lost or cannot
+        be renewed for half its ttl, before another node may take over."""
+        assert self._cluster is not None
+        cluster = self._cluster
+        next_renew = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(_LOOK_EVERY, cluster.ttl / 5)):
+                    await self._look.wait()
+            self._look.clear()
+            now = time.monotonic()
+            if now >= next_renew:
+                next_renew = now + cluster.ttl / 5
+                await self._renew(cluster)
+            if self._leader:
+                try:
+                    await self._sync_workers()
+                except Exception:
+                    log.exception("webhooks: reading the store failed")
+
+    async def _renew(self, cluster: Cluster) -> None:
+        try:
+            held = await cluster.leases.acquire(DELIVERY_LEASE, cluster.node_id, cluster.ttl)
+        except Exception as exc:
+            late = time.monotonic() - self._renewed_at
+            if self._leader and late > cluster.ttl / 2:
+                log.error("webhooks: delivery lease not renewed for %.1f s: pausing", late)
+                await self._step_down()
+            else:
+                log.warning("webhooks: renewing the delivery lease failed (%s)", exc)
+            return
+        if held:
+            self._renewed_at = time.monotonic()
+            if not self._leader:
+                log.info("webhooks: node %s delivers them now", cluster.node_id)
+            self._leader = True
+        elif self._leader:
+            log.warning("webhooks: lost the delivery lease")
+            await self._step_down()
+
+    async def _step_down(self) -> None:
+        self._leader = False
+        workers = list(self._workers.values())
+        self._workers.clear()
+        self._by_stream.clear()
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    async def _sync_workers(self) -> None:
+        """Workers for the webhooks in the store, none for the others; wake those with
+        messages waiting (in case a wake-up was missed)."""
+        records = {r.webhook.id: r for r in await self._store.list_webhooks()}
+        for webhook_id in [w for w in self._workers if w not in records]:
+            gone = self._workers[webhook_id]
+            self._forget(gone.webhook)
+            await gone.stop()
+        for webhook_id, record in records.items():
+            running = self._workers.get(webhook_id)
+            if running is None:
+                self._run(record.webhook, record.state)
+            elif record.pending:
+                running.wake()
 
     async def _drop_stream(self, stream_id: str) -> None:
         retired = [w for w in self._retired if w.webhook.stream == stream_id]

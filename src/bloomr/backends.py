@@ -1,0 +1,122 @@
+"""The storage and fan-out a node runs on, picked by mode: embedded (SQLite, the local
+bus, local leases) or cluster (PostgreSQL for metadata, webhooks, leases and script
+reports; Redis for history and fan-out). Cluster drivers are imported only when used."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from .bus.base import Bus
+from .config import Settings
+from .store.base import HistoryStore, LeaseStore, MetadataStore, ScriptStatusStore, WebhookStore
+
+Step = Callable[[], Awaitable[None]]
+_CONNECT_TIMEOUT = 10.0
+
+
+class Unreachable(Exception):
+    """A backend could not be reached at start: one line for the operator."""
+
+    def __init__(self, what: str, url: str, reason: BaseException) -> None:
+        text = str(reason).strip() or type(reason).__name__
+        super().__init__(f"cannot reach {what} at {redact(url)}: {text}")
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass
+class Backends:
+    meta: MetadataStore
+    history: HistoryStore
+    bus: Bus
+    webhooks: WebhookStore
+    leases: LeaseStore
+    script_status: ScriptStatusStore
+    cluster: bool = False
+    # (what, url, open): opened in order at start
+    opens: list[tuple[str, str, Step]] = field(default_factory=list)
+    closes: list[Step] = field(default_factory=list)  # in order at stop
+    probes: dict[str, Step] = field(default_factory=dict)  # /healthz: name -> check
+    # cluster: store a generated admin key's hash unless one is stored; returns the one kept
+    claim_admin_hash: Callable[[str], Awaitable[str]] | None = None
+
+    async def open(self) -> None:
+        for what, url, step in self.opens:
+            try:
+                async with asyncio.timeout(_CONNECT_TIMEOUT):
+                    await step()
+            except Exception as exc:
+                await self.close()
+                raise Unreachable(what, url, exc) from exc
+
+    async def close(self) -> None:
+        for step in self.closes:
+            await step()
+
+
+def embedded(settings: Settings) -> Backends:
+    from .bus.local import LocalBus
+    from .store.leases import LocalLeases, LocalScriptStatus
+    from .store.sqlite import SQLiteStore
+    from .store.sqlite_webhooks import SQLiteWebhookStore
+
+    store = SQLiteStore(settings.database_path)
+    webhooks = SQLiteWebhookStore(store)
+    where = str(settings.database_path)
+    return Backends(
+        meta=store,
+        history=store,
+        bus=LocalBus(),
+        webhooks=webhooks,
+        leases=LocalLeases(),
+        script_status=LocalScriptStatus(),
+        opens=[("SQLite", where, store.open), ("SQLite", where, webhooks.open)],
+        closes=[store.close],
+    )
+
+
+def cluster(settings: Settings) -> Backends:
+    from .bus.redis import RedisBus
+    from .store.postgres import PostgresStore
+    from .store.redis_history import RedisHistory
+
+    assert settings.redis_url is not None and settings.database_url is not None
+    name = settings.cluster_name
+    pg = PostgresStore(settings.database_url, name)
+    history = RedisHistory(settings.redis_url, name)
+
+    async def ping_redis() -> None:
+        await history.client.ping()
+
+    return Backends(
+        meta=pg,
+        history=history,
+        bus=RedisBus(settings.redis_url, history, name),
+        webhooks=pg,
+        leases=pg,
+        script_status=pg,
+        cluster=True,
+        opens=[
+            ("PostgreSQL", settings.database_url, pg.open),
+            ("Redis", settings.redis_url, history.open),
+            ("Redis", settings.redis_url, ping_redis),
+        ],
+        closes=[history.close, pg.close],
+        probes={"postgresql": pg.ping, "redis": ping_redis},
+        claim_admin_hash=pg.claim_admin_key_hash,
+    )
+
+
+def for_settings(settings: Settings) -> Backends:
+    return cluster(settings) if settings.cluster else embedded(settings)
