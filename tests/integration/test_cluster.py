@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
-from pgutil import PG_DSN, PgSchema, drop_schema
+from backends import PG_DSN, REDIS_URL, PgSchema, delete_redis_prefix, drop_schema
 from server import Server, running_server
 from sioclient import (
     NodeProcess,
@@ -30,7 +29,6 @@ from sioclient import (
     poll_messages,
 )
 
-REDIS_URL = os.environ.get("BLOOMR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TTL = 2.0  # seconds: short leases, so that a failover takes a few seconds
 ENV = {
     "BLOOMR_LEASE_TTL": str(TTL),
@@ -47,13 +45,7 @@ def cluster_args(name: str) -> list[str]:
 
 async def forget_cluster(name: str) -> None:
     """Delete the cluster's Redis keys and drop its PostgreSQL schema."""
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{name}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_redis_prefix(name)
     await drop_schema(PgSchema(PG_DSN, name))
 
 

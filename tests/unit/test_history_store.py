@@ -1,42 +1,27 @@
 """Conformance suite for the HistoryStore contract of store/base.py. Every backend
-must pass it: add one to BACKENDS (a name and a class
-that opens a fresh, isolated store and can reopen the same data) and the whole suite
-runs against it."""
+must pass it: add one to BACKENDS (a name and a class that opens a fresh, isolated
+store, can reopen the same data and drops it after the test: see tests/backends.py) and
+the whole suite runs against it."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 
+from backends import Backend, RedisBackend
 from bloomr.errors import BloomrError
 from bloomr.model import Draft, Message, now_ms
 from bloomr.replay import AfterId, Since
 from bloomr.store.base import AppendBatch, HistoryStore
-from bloomr.store.redis_history import RedisHistory
 from bloomr.store.sqlite import SQLiteStore
-
-REDIS_URL = os.environ.get("BLOOMR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class Store(HistoryStore, Protocol):
     async def close(self) -> None: ...
-
-
-class Backend(Protocol):
-    async def open(self) -> Store:
-        """The same data every time it is called (for reopen tests)."""
-        ...
-
-    async def cleanup(self) -> None:
-        """Remove what the test left (after its stores are closed)."""
-        ...
 
 
 class SQLiteBackend:
@@ -48,55 +33,12 @@ class SQLiteBackend:
         await store.open()
         return store
 
-    async def cleanup(self) -> None:
+    async def drop(self) -> None:
         pass  # tmp_path goes with the test
 
 
-class RedisBackend:
-    """A key prefix of its own per test, its keys deleted afterwards."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.prefix = f"test-{uuid.uuid4().hex[:12]}"
-
-    async def open(self) -> Store:
-        store = RedisHistory(REDIS_URL, prefix=self.prefix)
-        await store.open()
-        return store
-
-    async def cleanup(self) -> None:
-        await delete_prefix(self.prefix)
-
-
-async def delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-# postgres: a backend class here using a unique schema per test
+# no postgres: PostgresStore keeps no history (in a cluster, Redis does)
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "redis": RedisBackend}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made: Backend = BACKENDS[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        await made.cleanup()
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 S1, S2 = "streamAAAA", "streamBBBB"
@@ -222,7 +164,7 @@ async def test_a_failed_batch_stores_nothing_and_uses_no_seq(store: Store) -> No
     assert data(await everything(store, S1)) == [1, 3]
 
 
-async def test_seq_survives_reopen(backend: Backend) -> None:
+async def test_seq_survives_reopen(backend: Backend[Store]) -> None:
     store = await backend.open()
     written = await append(store, S1, on("", 1, 2, 3))
     await append(store, S1, on("", 4), keep=False)

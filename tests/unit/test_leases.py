@@ -1,18 +1,17 @@
 """Conformance suite for the LeaseStore contract (store/base.py): every backend must
-pass it; add one to BACKENDS (a class that opens a store and drops its data)."""
+pass it; add one to BACKENDS (a class that opens a store and drops its data: see
+tests/backends.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
+from backends import PostgresBackend, fresh_schema
 from bloomr.store.base import LeaseStore
 from bloomr.store.leases import LocalLeases
 from bloomr.store.postgres import PostgresStore
-from pgutil import drop_schema, fresh_schema, unique_schema
 
 SHORT = 0.2  # a ttl the tests outlive
 LONG = 30.0  # a ttl no test outlives
@@ -28,6 +27,9 @@ class _LocalStore(LocalLeases):
 
 
 class LocalBackend:
+    def __init__(self, tmp_path: Path) -> None:
+        pass
+
     async def open(self) -> Store:
         return _LocalStore()
 
@@ -35,33 +37,7 @@ class LocalBackend:
         pass
 
 
-class PostgresBackend:
-    def __init__(self) -> None:
-        self.schema = unique_schema()
-
-    async def open(self) -> Store:
-        store = PostgresStore(self.schema.dsn, self.schema.name)
-        await store.open()
-        return store
-
-    async def drop(self) -> None:
-        await drop_schema(self.schema)
-
-
 BACKENDS: dict[str, Any] = {"local": LocalBackend, "postgres": PostgresBackend}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    backend = BACKENDS[request.param]()
-    try:
-        opened = await backend.open()
-        try:
-            yield opened
-        finally:
-            await opened.close()
-    finally:
-        await backend.drop()
 
 
 async def outlive(ttl: float) -> None:

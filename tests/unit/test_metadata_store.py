@@ -1,35 +1,21 @@
 """Conformance suite for the MetadataStore contract of store/base.py (streams and
 tokens). Every backend must pass it: add one to BACKENDS (a name and a class that opens
-a fresh, isolated store, can reopen the same data and drops it after the test) and the
-whole suite runs against it."""
+a fresh, isolated store, can reopen the same data and drops it after the test: see
+tests/backends.py) and the whole suite runs against it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
+from backends import Backend, PostgresBackend
 from bloomr.model import Retention, Stream, Token, hash_secret
 from bloomr.store.base import MetadataStore
-from bloomr.store.postgres import PostgresStore
 from bloomr.store.sqlite import SQLiteStore
-from pgutil import drop_schema, unique_schema
 
 
 class Store(MetadataStore, Protocol):
     async def close(self) -> None: ...
-
-
-class Backend(Protocol):
-    async def open(self) -> Store:
-        """The same data every time it is called (for reopen tests)."""
-        ...
-
-    async def drop(self) -> None:
-        """Delete the data (after the test)."""
-        ...
 
 
 class SQLiteBackend:
@@ -45,38 +31,7 @@ class SQLiteBackend:
         pass  # tmp_path goes with pytest's
 
 
-class PostgresBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.schema = unique_schema()
-
-    async def open(self) -> Store:
-        store = PostgresStore(self.schema.dsn, self.schema.name)
-        await store.open()
-        return store
-
-    async def drop(self) -> None:
-        await drop_schema(self.schema)
-
-
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    made: Backend = BACKENDS[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        await made.drop()
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 S1, S2 = "streamAAAA", "streamBBBB"
@@ -127,7 +82,7 @@ async def test_tokens_by_hash_list_and_delete(store: Store) -> None:
     assert await store.list_tokens() == []
 
 
-async def test_metadata_survives_reopen(backend: Backend) -> None:
+async def test_metadata_survives_reopen(backend: Backend[Store]) -> None:
     created = stream(S1)
     store = await backend.open()
     await store.create_stream(created)

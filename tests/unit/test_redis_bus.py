@@ -5,7 +5,6 @@ in seq order, whoever appended them and whatever happened to the connection."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections import defaultdict
@@ -19,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from backends import REDIS_URL, delete_redis_prefix, unique_prefix
 from bloomr.bus.base import ControlEvent
 from bloomr.bus.redis import RedisBus, Sequencer, control_channel
 from bloomr.hub import Hub
@@ -28,7 +28,6 @@ from bloomr.store.base import AppendBatch
 from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script, bus_channel
 from bloomr.store.sqlite import SQLiteStore
 
-REDIS_URL = os.environ.get("BLOOMR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 S1, S2 = "streamAAAA", "streamBBBB"
 TIMEOUT = 10.0
 
@@ -84,23 +83,11 @@ class Node:
 MakeNode = Callable[..., Awaitable[Node]]
 
 
-async def delete_prefix(prefix: str) -> None:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
-    unique = f"test-{uuid.uuid4().hex[:12]}"
-    try:
-        yield unique
-    finally:
-        await delete_prefix(unique)
+    unique = unique_prefix()
+    yield unique  # pytest resumes here after the test, whatever its outcome
+    await delete_redis_prefix(unique)
 
 
 @pytest.fixture

@@ -3,18 +3,14 @@ delivery state and outboxes. Every backend must pass it; add one to BACKENDS."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
+from backends import Backend, PostgresBackend
 from bloomr.store.base import OutboxItem, WebhookStore
-from bloomr.store.postgres import PostgresStore
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
 from bloomr.webhooks.model import Batch, DeliveryState, Webhook
-from pgutil import drop_schema, unique_schema
 
 
 class Store(WebhookStore, Protocol):
@@ -49,38 +45,7 @@ class _Closing:
         await self._db.close()
 
 
-class PostgresBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.schema = unique_schema()
-
-    async def open(self) -> Store:
-        store = PostgresStore(self.schema.dsn, self.schema.name)
-        await store.open()
-        return store
-
-    async def drop(self) -> None:
-        await drop_schema(self.schema)
-
-
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    made = BACKENDS[request.param](tmp_path)
-    try:
-        yield made
-    finally:
-        await made.drop()
-
-
-@pytest.fixture
-async def store(backend: Any) -> AsyncIterator[Store]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def hook(webhook_id: str = "wh_1", stream: str = "streamAAAA", channel: str = "") -> Webhook:
@@ -163,7 +128,7 @@ async def test_delete_takes_the_outbox_along(store: Store) -> None:
     assert await store.enqueue(items("wh_1", 3)) == 0  # a late enqueue leaves nothing
 
 
-async def test_everything_survives_a_reopen(backend: Any) -> None:
+async def test_everything_survives_a_reopen(backend: Backend[Store]) -> None:
     store = await backend.open()
     try:
         await store.create_webhook(hook())
