@@ -138,6 +138,29 @@ def _order(batch: AppendBatch, head: int) -> list[Message]:
     ]
 
 
+_COLUMN_COUNT = 6
+_ROWS_PER_INSERT = 256
+_INSERT = "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) VALUES "
+
+
+def _insert_sql(rows: int) -> str:
+    return _INSERT + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+
+
+_INSERT_FULL = _insert_sql(_ROWS_PER_INSERT)
+
+
+def _insert_messages(conn: sqlite3.Connection, values: list[Any]) -> None:
+    """Many rows per statement: sqlite3 releases the GIL around each statement it steps
+    and must win it back after, which, one row at a time, made the appender wait on the
+    event loop's thread for most of a flood."""
+    step = _COLUMN_COUNT * _ROWS_PER_INSERT
+    full = len(values) - len(values) % step
+    conn.executemany(_INSERT_FULL, (values[i : i + step] for i in range(0, full, step)))
+    if full < len(values):
+        conn.execute(_insert_sql((len(values) - full) // _COLUMN_COUNT), values[full:])
+
+
 def _append_sync(
     conn: sqlite3.Connection, batches: Sequence[AppendBatch], known: dict[str, int]
 ) -> tuple[list[list[Message]], dict[str, int]]:
@@ -145,7 +168,7 @@ def _append_sync(
     a publish more latency than the insert itself."""
     heads: dict[str, int] = {}
     ordered: list[list[Message]] = []
-    rows: list[Row] = []
+    values: list[Any] = []  # the messages' columns, row after row
     ticks: list[Row] = []
     for batch in batches:
         head = heads.get(batch.stream_id, known.get(batch.stream_id))
@@ -158,15 +181,12 @@ def _append_sync(
         heads[batch.stream_id] = head + len(messages)
         ordered.append(messages)
         if batch.keep and messages:
-            rows.extend((m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json) for m in messages)
+            for m in messages:
+                values += (m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json)
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(
-            "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        _insert_messages(conn, values)
         # a millisecond's first seq: an earlier batch of that millisecond already has it
         conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
         conn.executemany(
