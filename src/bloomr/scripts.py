@@ -32,11 +32,12 @@ log = logging.getLogger("bloomr.scripts")
 Action = Literal["start", "stop", "restart"]
 _ALIVE = frozenset({"starting", "running", "backoff"})
 _FINISHED = frozenset({"exited", "crashed"})  # ended by itself, no restart pending
+_PASSING = frozenset({"starting", "stopping"})  # on the way to another state
 _STOPPED: dict[str, Any] = {
     "state": "stopped", "pid": None, "exit_code": None, "signal": None,
     "restarts": 0, "started_at": None,
 }  # fmt: skip
-_TICK = 0.25  # seconds between looks at the local supervisors' states
+_TICK = 0.25  # seconds between looks at the local supervisors' states (each change wakes it too)
 _SCAN_EVERY = 1.0  # seconds between looks at every stream
 _REMOTE_WAIT = 3.0  # seconds an API call waits for another node to act
 
@@ -191,7 +192,7 @@ class ScriptManager:
         await self._set_enabled(stream, True)
         await self._hub.control(ControlEvent(f"script_{action}", stream.id))  # type: ignore[arg-type]
         wait = _REMOTE_WAIT + (self._grace if action == "restart" else 0)
-        await self._await_report(stream.id, lambda r: r is not None and r != before, wait)
+        await self._await_report(stream.id, lambda r: _settled(r) and r != before, wait)
 
     async def stream_updated(self, stream: Stream) -> None:
         """Call before storing the stream: a removed command stops its script (it could
@@ -402,7 +403,7 @@ class ScriptManager:
         if supervisor is None:
             supervisor = Supervisor(
                 stream.id, script_spec(stream), self._publisher(stream.id),
-                grace_seconds=self._grace,
+                grace_seconds=self._grace, on_state=self._wake.set,
             )  # fmt: skip
             self._supervisors[stream.id] = supervisor
         return supervisor
@@ -433,3 +434,9 @@ async def _act(supervisor: Supervisor, action: Action) -> None:
         raise BloomrError(
             "conflict" if exc.code == "conflict" else "validation_failed", exc.message
         ) from None
+
+
+def _settled(report: dict[str, Any] | None) -> bool:
+    """A report an API call can answer with: the owner's every change is reported, and a
+    restart passes through `stopping` and `starting` on its way."""
+    return report is not None and report["state"] not in _PASSING

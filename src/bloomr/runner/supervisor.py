@@ -7,6 +7,7 @@ import contextlib
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 
 from bloomr.model import Draft, iso_from_ms, iso_now
 
@@ -39,8 +40,10 @@ class Supervisor:
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         backoff_reset: float = 10.0,
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         self._stream_id = stream_id
+        self._on_state = on_state  # told of every state change (must not block)
         self._spec = spec
         self._publish = publish
         self._grace = grace_seconds
@@ -141,6 +144,7 @@ class Supervisor:
         except Exception:
             logger.exception("supervising the script of stream %s failed", self._stream_id)
             self._state = _S.FATAL  # unchecked on purpose: whatever the state was, it is over
+            self._changed()
         finally:
             if self._run is not None:
                 self._run.abort()
@@ -200,6 +204,11 @@ class Supervisor:
     def _set_state(self, new: ProcessState) -> None:
         check_transition(self._state, new)
         self._state = new
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_state is not None:
+            self._on_state()
 
     async def _publish_event(self, draft: Draft) -> None:
         try:
