@@ -68,7 +68,7 @@ class Bloomr:
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
             self.hub, b.meta, b.leases, b.script_status, s.node_id, s.script_grace, s.lease_ttl,
-            show_node=b.cluster,
+            cluster=b.cluster,
         )  # fmt: skip
         self.webhook_store = b.webhooks
         cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None

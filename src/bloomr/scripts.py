@@ -67,7 +67,7 @@ class ScriptManager:
         grace_seconds: float = 5.0,
         lease_ttl: float = 10.0,
         *,
-        show_node: bool = False,
+        cluster: bool = False,
     ) -> None:
         self._hub = hub
         self._meta = meta
@@ -76,7 +76,9 @@ class ScriptManager:
         self.node_id = node_id
         self._grace = grace_seconds
         self._ttl = lease_ttl
-        self._show_node = show_node  # the API tells which node runs a script (cluster)
+        # cluster: the API tells which node runs a script, and leases are renewed and
+        # streams scanned on timers (another node may die); one node needs neither
+        self._cluster = cluster
         self._supervisors: dict[str, Supervisor] = {}  # the scripts whose lease we hold
         self._reported: dict[str, dict[str, Any]] = {}  # the last report per script
         self._locks: dict[str, asyncio.Lock] = {}
@@ -144,7 +146,7 @@ class ScriptManager:
                 doc = {**supervisor.status().to_json(), "node": self.node_id}
             else:
                 doc = reports.get(stream.id) or {**_STOPPED, "node": None}
-            if not self._show_node:
+            if not self._cluster:
                 doc.pop("node", None)
             out[stream.id] = {**doc, "enabled": stream.enabled}
         return out
@@ -245,18 +247,19 @@ class ScriptManager:
     async def _loop(self) -> None:
         now = time.monotonic()
         next_renew, next_scan = now + self._ttl / 5, now + _SCAN_EVERY
+        tick = _TICK if self._cluster else None  # one node: state changes and events wake it
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK):
+                async with asyncio.timeout(tick):
                     await self._wake.wait()
             self._wake.clear()
             try:
                 now = time.monotonic()
-                if now >= next_renew:
+                if self._cluster and now >= next_renew:
                     next_renew = now + self._ttl / 5
                     await self._renew()
                 dirty, self._dirty = self._dirty, set()
-                if now >= next_scan:
+                if self._cluster and now >= next_scan:
                     next_scan = now + _SCAN_EVERY
                     await self._scan(None)
                 elif dirty:
