@@ -29,6 +29,7 @@ def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
         lifespan="on",
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # bloomr never looks at client addresses: one layer less per request
         timeout_graceful_shutdown=5,
     )
 

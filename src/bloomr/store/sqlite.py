@@ -368,26 +368,51 @@ class SQLiteStore:
         heads = self._heads
         return {b.stream_id: heads[b.stream_id] for b in batches if b.stream_id in heads}
 
-    @_run_to_completion
     async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+        count = sum(len(b.drafts) for b in batches)
+        if count <= _INLINE_MESSAGES and not self._write_lock.locked():
+            # No await from here to the end: nothing can cut in, and no shield (an extra
+            # task, two more turns of the loop for every publish) is needed.
+            return self._append_now(batches, count)
+        return await self._append_later(batches, count)
+
+    @_run_to_completion
+    async def _append_later(
+        self, batches: Sequence[AppendBatch], count: int
+    ) -> list[list[Message] | BloomrError]:
         async with self._write_lock:
-            conn = self._append_conn
-            assert conn is not None, "store is not open"
-            count = sum(len(b.drafts) for b in batches)
-            known = self._known_heads(batches)
+            if count <= _INLINE_MESSAGES:
+                return self._append_now(batches, count)
+            conn = self._conn_for_append()
+            call = functools.partial(_append_sync, conn, batches, self._known_heads(batches))
             try:
-                if count <= _INLINE_MESSAGES:
-                    ordered, heads = _append_sync(conn, batches, known)
-                else:
-                    ordered, heads = await asyncio.get_running_loop().run_in_executor(
-                        self._appender, _append_sync, conn, batches, known
-                    )
-            except Exception as exc:  # the whole group fails: no seq is consumed
-                error = BloomrError("internal", f"storing messages failed: {exc}")
-                return [error for _ in batches]
-            self._heads.update(heads)
-            self._checkpoint_after(count)
-            return list(ordered)
+                ordered, heads = await asyncio.get_running_loop().run_in_executor(
+                    self._appender, call
+                )
+            except Exception as exc:
+                return _failed(batches, exc)
+            return self._appended(ordered, heads, count)
+
+    def _append_now(
+        self, batches: Sequence[AppendBatch], count: int
+    ) -> list[list[Message] | BloomrError]:
+        conn = self._conn_for_append()
+        try:
+            ordered, heads = _append_sync(conn, batches, self._known_heads(batches))
+        except Exception as exc:
+            return _failed(batches, exc)
+        return self._appended(ordered, heads, count)
+
+    def _conn_for_append(self) -> sqlite3.Connection:
+        assert self._append_conn is not None, "store is not open"
+        return self._append_conn
+
+    def _appended(
+        self, ordered: list[list[Message]], heads: dict[str, int], count: int
+    ) -> list[list[Message] | BloomrError]:
+        self._heads.update(heads)
+        self._checkpoint_after(count)
+        return list(ordered)
 
     def _checkpoint_after(self, appended: int) -> None:
         self._since_checkpoint += appended
@@ -481,6 +506,12 @@ class SQLiteStore:
                 (stream_id, _FOREVER),
             )
             return int(by_age.rowcount) + int(by_count.rowcount)
+
+
+def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[list[Message] | BloomrError]:
+    """The whole group fails: no seq is consumed."""
+    error = BloomrError("internal", f"storing messages failed: {exc}")
+    return [error for _ in batches]
 
 
 _FOREVER = 1 << 62  # past any seq or millisecond
