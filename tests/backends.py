@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from bloomr.store.postgres import PostgresStore
 from bloomr.store.redis_history import RedisHistory
+from bloomr.store.sqlite import SQLiteStore
 
 PG_DSN = os.environ.get("BLOOMR_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BLOOMR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -73,6 +74,21 @@ async def fresh_schema() -> AsyncIterator[PgSchema]:
         yield schema
     finally:
         await drop_schema(schema)
+
+
+class SQLiteBackend:
+    """A database file in the test's own tmp_path (which pytest removes)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "data" / "bloomr.db"
+
+    async def open(self) -> SQLiteStore:
+        store = SQLiteStore(self.path)
+        await store.open()
+        return store
+
+    async def drop(self) -> None:
+        pass
 
 
 class PostgresBackend:

@@ -6,35 +6,20 @@ the whole suite runs against it."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 import pytest
 
-from backends import Backend, RedisBackend
+from backends import Backend, RedisBackend, SQLiteBackend
 from bloomr.errors import BloomrError
 from bloomr.model import Draft, Message, now_ms
 from bloomr.replay import AfterId, Since
 from bloomr.store.base import AppendBatch, HistoryStore
-from bloomr.store.sqlite import SQLiteStore
 
 
 class Store(HistoryStore, Protocol):
     async def close(self) -> None: ...
-
-
-class SQLiteBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "data" / "bloomr.db"
-
-    async def open(self) -> Store:
-        store = SQLiteStore(self.path)
-        await store.open()
-        return store
-
-    async def drop(self) -> None:
-        pass  # tmp_path goes with the test
 
 
 # no postgres: PostgresStore keeps no history (in a cluster, Redis does)

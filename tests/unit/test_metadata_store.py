@@ -5,30 +5,15 @@ tests/backends.py) and the whole suite runs against it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
-from backends import Backend, PostgresBackend
+from backends import Backend, PostgresBackend, SQLiteBackend
 from bloomr.model import Retention, Stream, Token, hash_secret
 from bloomr.store.base import MetadataStore
-from bloomr.store.sqlite import SQLiteStore
 
 
 class Store(MetadataStore, Protocol):
     async def close(self) -> None: ...
-
-
-class SQLiteBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "data" / "bloomr.db"
-
-    async def open(self) -> Store:
-        store = SQLiteStore(self.path)
-        await store.open()
-        return store
-
-    async def drop(self) -> None:
-        pass  # tmp_path goes with pytest's
 
 
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
