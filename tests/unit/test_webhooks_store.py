@@ -3,10 +3,9 @@ delivery state and outboxes. Every backend must pass it; add one to BACKENDS."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
-from backends import Backend, PostgresBackend
+from backends import Backend, PostgresBackend, SQLiteBackend
 from bloomr.store.base import OutboxItem, WebhookStore
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
@@ -17,19 +16,14 @@ class Store(WebhookStore, Protocol):
     async def close(self) -> None: ...
 
 
-class SQLiteBackend:
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "data" / "bloomr.db"
+class SQLiteWebhooksBackend(SQLiteBackend):
+    """The SQLite database with its webhook store on top."""
 
     async def open(self) -> Store:
-        db = SQLiteStore(self.path)
-        await db.open()
+        db = await super().open()
         hooks = SQLiteWebhookStore(db)
         await hooks.open()
         return _Closing(hooks, db)
-
-    async def drop(self) -> None:
-        pass  # tmp_path goes with pytest's
 
 
 class _Closing:
@@ -45,7 +39,7 @@ class _Closing:
         await self._db.close()
 
 
-BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "postgres": PostgresBackend}
+BACKENDS: dict[str, Any] = {"sqlite": SQLiteWebhooksBackend, "postgres": PostgresBackend}
 
 
 def hook(webhook_id: str = "wh_1", stream: str = "streamAAAA", channel: str = "") -> Webhook:
