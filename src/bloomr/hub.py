@@ -212,14 +212,22 @@ class Hub:
         if not group:
             return
         results = await self.history.append([p.batch for p in group])
+        stored: dict[str, list[Message]] = {}
         for pending, result in zip(group, results, strict=True):
-            if isinstance(result, BloomrError):
-                if not pending.future.done():
-                    pending.future.set_exception(result)
+            if not isinstance(result, BloomrError):
+                stored.setdefault(pending.batch.stream_id, []).extend(result)
+        # One fan-out per stream for the whole group: publishes that queued up while the
+        # loop was busy reach each subscriber in one write, not one write each, which is
+        # what lets a node (and its clients) catch up after a stall.
+        for stream_id, messages in stored.items():
+            await self.bus.publish(stream_id, messages)
+            self._tell_published(stream_id, messages)
+        for pending, result in zip(group, results, strict=True):
+            if pending.future.done():
                 continue
-            await self.bus.publish(pending.batch.stream_id, result)
-            self._tell_published(pending.batch.stream_id, result)
-            if not pending.future.done():
+            if isinstance(result, BloomrError):
+                pending.future.set_exception(result)
+            else:
                 pending.future.set_result(result)
 
     # -- bus handler ------------------------------------------------------------------
@@ -228,7 +236,7 @@ class Hub:
         channels = self._subs.get(stream_id)
         if not channels:
             return
-        for channel, run in _runs_by_channel(messages):
+        for channel, run in _by_channel(messages):
             subs = channels.get(channel)
             if subs:
                 delivery = Delivery(run)
@@ -365,18 +373,16 @@ class Hub:
             await self.history.trim(stream.id, min_ts, stream.retention.max_messages)
 
 
-def _runs_by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
-    """Consecutive messages of one channel, in order (one run in the common case)."""
+def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
+    """Each channel's messages, in order (one channel in the common case). A subscriber
+    hears one channel, so how channels interleave means nothing to it."""
     channel = messages[0].channel
     if all(m.channel == channel for m in messages):
         return [(channel, messages)]
-    runs: list[tuple[str, list[Message]]] = []
+    runs: dict[str, list[Message]] = {}
     for message in messages:
-        if runs and runs[-1][0] == message.channel:
-            runs[-1][1].append(message)
-        else:
-            runs.append((message.channel, [message]))
-    return runs
+        runs.setdefault(message.channel, []).append(message)
+    return list(runs.items())
 
 
 def _truncated(limit: int, matched: int, found: ReplaySlice) -> dict[str, Any]:

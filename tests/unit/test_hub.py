@@ -1,0 +1,111 @@
+"""The hub's publish pipeline on one node (real SQLite store, the local bus): publishes
+that queue up while the pipeline is busy are stored as one group and reach each
+subscriber as one delivery per channel, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bloomr.bus.local import LocalBus
+from bloomr.errors import BloomrError
+from bloomr.hub import Hub
+from bloomr.model import Draft, Stream
+from bloomr.store.sqlite import SQLiteStore
+from bloomr.subscription import Delivery, Subscription
+
+TIMEOUT = 10
+
+
+class RecordingSink:
+    """What a websocket client that keeps up would be written, delivery by delivery."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[int]] = []
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    def write(self, delivery: Delivery) -> None:
+        self.writes.append([orjson.loads(m.data_json) for m in delivery.messages])
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    store = SQLiteStore(tmp_path / "bloomr.db")
+    await store.open()
+    made = Hub(store, store, LocalBus())
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.stop()
+        await store.close()
+
+
+async def live(hub: Hub, stream: Stream, channel: str) -> tuple[Subscription, RecordingSink]:
+    sub = hub.subscribe(stream.id, channel, None)
+    sub.go_live(0)
+    sink = RecordingSink()
+    sub.attach(sink)
+    return sub, sink
+
+
+def drafts(channel: str, *values: int) -> list[Draft]:
+    return [Draft(channel, orjson.dumps(v)) for v in values]
+
+
+async def test_publishes_that_queue_up_reach_a_subscriber_in_one_write(hub: Hub) -> None:
+    stream = Stream(id="hubtest001", name="t")
+    await hub.meta.create_stream(stream)
+    _, sink = await live(hub, stream, "")
+    # four publishes queued before the pipeline runs: one group commit
+    async with asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(
+            *(hub.publish(stream, drafts("", 2 * i, 2 * i + 1)) for i in range(4))
+        )
+    assert [[m.seq for m in r] for r in results] == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    assert sink.writes == [list(range(8))]
+
+
+async def test_a_group_is_split_by_channel_and_by_stream_keeping_each_order(hub: Hub) -> None:
+    one, two = Stream(id="hubtest002", name="a"), Stream(id="hubtest003", name="b")
+    for stream in (one, two):
+        await hub.meta.create_stream(stream)
+    _, default = await live(hub, one, "")
+    _, errors = await live(hub, one, "errors")
+    _, other = await live(hub, two, "")
+    async with asyncio.timeout(TIMEOUT):
+        await asyncio.gather(
+            hub.publish(one, [*drafts("", 1), *drafts("errors", 2), *drafts("", 3)]),
+            hub.publish(two, drafts("", 10)),
+            hub.publish(one, [*drafts("errors", 4), *drafts("", 5)]),
+            hub.publish(two, drafts("", 11)),
+        )
+    assert default.writes == [[1, 3, 5]]
+    assert errors.writes == [[2, 4]]
+    assert other.writes == [[10, 11]]
+
+
+async def test_a_failed_publish_in_a_group_fails_alone(hub: Hub) -> None:
+    stream = Stream(id="hubtest004", name="t")
+    await hub.meta.create_stream(stream)
+    _, sink = await live(hub, stream, "")
+    missing = Stream(id="hubtest005", name="deleted")
+    await hub.meta.create_stream(missing)
+    await hub.delete_stream(missing.id)
+    async with asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(
+            hub.publish(stream, drafts("", 1)),
+            hub.publish(missing, drafts("", 2)),
+            hub.publish(stream, drafts("", 3)),
+            return_exceptions=True,
+        )
+    assert isinstance(results[1], BloomrError)
+    assert results[1].code == "not_found"
+    assert sink.writes == [[1, 3]]
