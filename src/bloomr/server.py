@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import uvicorn
 
+from .api.fastpath import publishing_http
 from .app import Bloomr, build_asgi
 from .backends import Unreachable
 from .config import Settings, explicit_admin_key, load_admin_key
@@ -23,7 +24,7 @@ def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=publishing_http(node.ctx, node.settings.max_body_bytes),
         ws=node.gateway.ws_protocol or "websockets-sansio",
         ws_per_message_deflate=False,  # compressing every frame per client costs more than it saves
         lifespan="on",

@@ -109,3 +109,30 @@ async def test_a_failed_publish_in_a_group_fails_alone(hub: Hub) -> None:
     assert isinstance(results[1], BloomrError)
     assert results[1].code == "not_found"
     assert sink.writes == [[1, 3]]
+
+
+async def test_a_publish_is_stored_and_fanned_out_on_the_spot_when_nothing_is_ahead(
+    hub: Hub,
+) -> None:
+    stream = Stream(id="hubtest006", name="t")
+    await hub.meta.create_stream(stream)
+    _, sink = await live(hub, stream, "")
+    done = hub.try_publish_now(stream, drafts("", 1, 2))
+    assert done is not None and [m.seq for m in done] == [1, 2]
+    assert sink.writes == [[1, 2]]  # before any await
+
+
+async def test_nothing_is_published_on_the_spot_behind_a_publish_under_way(hub: Hub) -> None:
+    stream = Stream(id="hubtest007", name="t")
+    await hub.meta.create_stream(stream)
+    _, sink = await live(hub, stream, "")
+    big = asyncio.create_task(hub.publish(stream, drafts("", *range(500))))
+    await asyncio.sleep(0)  # queued; then committing on the store's thread
+    async with asyncio.timeout(TIMEOUT):
+        while not sink.writes:  # until the big one is fanned out
+            assert hub.try_publish_now(stream, drafts("", 1000)) is None
+            await asyncio.sleep(0)
+    assert [m.seq for m in await big] == list(range(1, 501))
+    done = hub.try_publish_now(stream, drafts("", 1000))
+    assert done is not None and done[0].seq == 501
+    assert sink.writes == [list(range(500)), [1000]]

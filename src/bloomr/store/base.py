@@ -62,6 +62,14 @@ class HistoryStore(Protocol):
         are unaffected."""
         ...
 
+    def try_append_now(
+        self, batches: Sequence[AppendBatch]
+    ) -> list[list[Message] | BloomrError] | None:
+        """`append`, done before returning without waiting for anything (so on the event
+        loop's thread, with no other append under way); None when it cannot be, and
+        then nothing was stored."""
+        ...
+
     async def replay(
         self,
         stream_id: str,

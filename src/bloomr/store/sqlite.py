@@ -369,12 +369,20 @@ class SQLiteStore:
         return {b.stream_id: heads[b.stream_id] for b in batches if b.stream_id in heads}
 
     async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+        done = self.try_append_now(batches)
+        if done is not None:
+            return done
+        return await self._append_later(batches, sum(len(b.drafts) for b in batches))
+
+    def try_append_now(
+        self, batches: Sequence[AppendBatch]
+    ) -> list[list[Message] | BloomrError] | None:
         count = sum(len(b.drafts) for b in batches)
         if count <= _INLINE_MESSAGES and not self._write_lock.locked():
             # No await from here to the end: nothing can cut in, and no shield (an extra
             # task, two more turns of the loop for every publish) is needed.
             return self._append_now(batches, count)
-        return await self._append_later(batches, count)
+        return None
 
     @_run_to_completion
     async def _append_later(
