@@ -415,6 +415,9 @@ async function fanout(opts, ad) {
       p50: quantile(lat.hist, lat.total, 0.5), p90: quantile(lat.hist, lat.total, 0.9),
       p99: quantile(lat.hist, lat.total, 0.99), max: lat.total ? lat.max : null, samples: lat.total,
     },
+    // the histogram itself (bucket index -> count, non-empty buckets), so that rounds
+    // can be pooled: see latency_quantile in run.py
+    latency_hist: Object.fromEntries([...lat.hist.entries()].filter(([, n]) => n > 0)),
     lost_total: lostPer.reduce((a, x) => a + x, 0),
     lost_max_per_sub: lostPer.length ? Math.max(...lostPer) : 0,
     subs_with_loss: lostPer.filter((x) => x > 0).length,

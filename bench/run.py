@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -325,12 +326,42 @@ def _median(values: list[Any]) -> Any:
     return statistics.median(present) if present else None
 
 
+# loadgen.mjs's latency histogram: bucket i holds latencies of about expm1((i + 0.5) /
+# 100) microseconds (log buckets, ~1 % wide)
+_BUCKETS_PER_E = 100
+
+
+def latency_quantile(hists: list[dict[str, int]], q: float) -> float | None:
+    """A quantile, in ms, of every sample of several rounds together (their histograms
+    added up): with a p99 made of a few stalls per round, pooling rounds is steadier
+    than the median of their p99s."""
+    pooled: dict[int, int] = {}
+    for hist in hists:
+        for bucket, count in hist.items():
+            pooled[int(bucket)] = pooled.get(int(bucket), 0) + count
+    total = sum(pooled.values())
+    if not total:
+        return None
+    rank, seen = math.ceil(q * total), 0
+    for bucket in sorted(pooled):
+        seen += pooled[bucket]
+        if seen >= rank:
+            return math.expm1((bucket + 0.5) / _BUCKETS_PER_E) / 1000
+    return None
+
+
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several rounds of one fan-out: the median of each figure (loss, duplicates and
-    disconnections summed, so a single bad round shows)."""
+    disconnections summed, so a single bad round shows), and latency quantiles of all
+    rounds' samples pooled."""
     lat = [r.get("latency_ms") or {} for r in runs]
+    hists = [r["latency_hist"] for r in runs if r.get("latency_hist")]
+    p99s = [x["p99"] for x in lat if x.get("p99") is not None]
     return {
         "rounds": len(runs),
+        "pooled_p50_ms": latency_quantile(hists, 0.5),
+        "pooled_p99_ms": latency_quantile(hists, 0.99),
+        "p99_range_ms": [min(p99s), max(p99s)] if p99s else None,
         "delivered_per_s": _median([r["delivered_per_s"] for r in runs]),
         "offered_per_s": _median([r["offered_per_s"] for r in runs]),
         "publish_rate_achieved": _median([r["publish_rate_achieved"] for r in runs]),
@@ -635,6 +666,36 @@ def newest_data(url: str, stream: str, token: str) -> Any:
 # -- the run -------------------------------------------------------------------------------
 
 
+def host_stalls(seconds: float = 10.0, slice_s: float = 0.01) -> dict[str, Any]:
+    """How often the machine itself takes the CPU away (a shared virtual machine): a
+    busy loop counts the work it gets done in each 10 ms slice; a slice with less than
+    half the median is stalled. Measured on an otherwise idle machine, this is the
+    noise every server's latency tail carries."""
+    counts: list[int] = []
+    end = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end:
+        n = 0
+        while time.perf_counter() - start < slice_s:
+            n += 1
+        counts.append(n)
+    median = statistics.median(counts)
+    stalls, run, longest = 0, 0, 0
+    for n in counts:
+        if n < median / 2:
+            run += 1
+            stalls += run == 1
+            longest = max(longest, run)
+        else:
+            run = 0
+    slow = sum(1 for n in counts if n < median / 2)
+    return {
+        "seconds": seconds,
+        "stalled_pct": round(100 * slow / len(counts), 1),
+        "stalls_per_s": round(stalls / seconds, 2),
+        "longest_ms": round(longest * slice_s * 1000),
+    }
+
+
 def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
@@ -681,7 +742,9 @@ def plans(quick: bool) -> dict[str, Any]:
             Fanout(300, 1000, 10, 2),
             Fanout(1000, 300, 10, 2),
         ],
-        "latency": Fanout(100, 200, 1, 1, rounds=3),
+        # five rounds of 20 s: this machine's p99 is made by the host's stalls (see
+        # host_stalls), a few per round; fewer or shorter rounds make it a coin toss
+        "latency": Fanout(100, 200, 1, 1, 3, 20, rounds=5),
         "stall": Fanout(100, 500, 10, 2, 3, 12),
         # Big messages fill the stalled connection's kernel buffers (about 4 MB on
         # loopback) within seconds, so the servers' own backlog handling is reached.
@@ -739,7 +802,11 @@ def main() -> None:
         "quick": args.quick,
         "machine": {**machine(), "fd_limit": fds},
         "bloomr": git_state(),
-        "noise": {"loadavg_start": os.getloadavg(), "cpu_pressure_start": cpu_pressure()},
+        "noise": {
+            "loadavg_start": os.getloadavg(),
+            "cpu_pressure_start": cpu_pressure(),
+            "host_stalls_start": host_stalls(3 if args.quick else 10),
+        },
         "targets": targets,
         "scenarios": {},
     }
@@ -765,6 +832,7 @@ def main() -> None:
     results["seconds"] = round(time.monotonic() - started)
     results["noise"]["loadavg_end"] = os.getloadavg()
     results["noise"]["cpu_pressure_end"] = cpu_pressure()
+    results["noise"]["host_stalls_end"] = host_stalls(3 if args.quick else 10)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
