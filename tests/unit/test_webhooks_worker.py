@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from bloomr.model import now_ms
 from bloomr.store.base import OutboxItem
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
@@ -190,6 +191,30 @@ async def test_a_batch_is_dropped_after_its_window_and_the_next_goes(
     state = await settled(store)
     assert state.dropped == 1 and state.dropped_batches == 1 and state.delivered == 1
     assert receiver.seqs()[-1] == [2]
+
+
+def published_at(seq: int, ms: int) -> OutboxItem:
+    """An outbox item whose envelope's UUIDv7 id says it was published at `ms`."""
+    message_id = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7000-8000-{seq:012x}"
+    return OutboxItem("wh_unit", seq, orjson.dumps({"id": message_id, "data": seq}))
+
+
+async def test_messages_older_than_the_window_are_dropped_not_sent(
+    store: SQLiteWebhookStore, run: Run
+) -> None:
+    """An endpoint that stayed down for longer than the retry window: what waited
+    longer than the window is given up, so the outbox stays bounded."""
+    window = RetryPolicy(first_delay=0.01, max_delay=0.01, retry_for=60.0, jitter=0.0)
+    receiver = Receiver()
+    worker = await run(receiver, policy=window)
+    long_ago, now = now_ms() - 120_000, now_ms()
+    stale = [published_at(seq, long_ago + seq) for seq in range(1, 1501)]
+    fresh = [published_at(seq, now) for seq in range(1501, 1504)]
+    await store.enqueue([*stale, *fresh])
+    worker.wake()
+    state = await settled(store)
+    assert receiver.seqs() == [[1501, 1502, 1503]]
+    assert state.delivered == 3 and state.dropped == 1500
 
 
 async def test_a_private_address_at_delivery_time_is_not_called(

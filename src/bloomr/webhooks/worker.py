@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 
-from ..model import now_ms
+from ..model import now_ms, uuid7_ms
 from ..store.base import WebhookStore
 from . import guard, signing
 from .model import MAX_BATCH, Batch, DeliveryState, Webhook, new_delivery_id, request_body
@@ -30,6 +31,7 @@ TIMEOUT = 10.0  # seconds for one attempt, from connecting to the response's sta
 _READ_AT_MOST = 64 * 1024  # of a response body (read to keep the connection reusable)
 _ERROR_BODY = 200  # characters of a failed response's body kept in `last_error`
 _STORE_RETRY = 1.0  # seconds before trying again after a store error
+_EXPIRE_PAGE = 1000  # outbox rows read at a time when dropping expired messages
 
 T = TypeVar("T")
 
@@ -140,6 +142,9 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             rows = await self._store(store.outbox(self.webhook.id, MAX_BATCH))
+            if rows and self._expired(rows[0][1]):
+                await self._drop_expired()
+                continue
             if rows:
                 break
             await self._wake.wait()
@@ -148,6 +153,38 @@ class DeliveryWorker:
         self.state.batch = batch
         await self._store(store.save_state(self.webhook.id, self.state))
         return batch
+
+    def _expired(self, envelope: bytes) -> bool:
+        """The message has waited longer than the retry window."""
+        sent_ms = _message_ms(envelope)
+        window_ms = int(self._sender.policy.retry_for * 1000)
+        return sent_ms is not None and sent_ms < now_ms() - window_ms
+
+    async def _drop_expired(self) -> None:
+        """Give up on the messages that have waited longer than the retry window. Each
+        batch is retried for the whole window, so without this an endpoint that stays
+        down would hold every message published meanwhile, and the outbox would only
+        ever grow; with it, a webhook holds at most about two windows of messages.
+        Times never decrease along seq: the expired messages are the oldest."""
+        store = self._sender.store
+        while True:
+            rows = await self._store(store.outbox(self.webhook.id, _EXPIRE_PAGE))
+            expired = 0
+            while expired < len(rows) and self._expired(rows[expired][1]):
+                expired += 1
+            if not expired:
+                return
+            log.warning(
+                "webhook %s: dropped %d messages older than the retry window",
+                self.webhook.id,
+                expired,
+            )
+            self.state.dropped += expired
+            self.state.dropped_batches += 1
+            last_seq = rows[expired - 1][0]
+            await self._store(store.finish_batch(self.webhook.id, last_seq, self.state))
+            if expired < len(rows):
+                return
 
     async def _reload_body(self, batch: Batch) -> bytes | None:
         store = self._sender.store
@@ -270,3 +307,13 @@ def _describe(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _message_ms(envelope: bytes) -> int | None:
+    """When the message of an outbox envelope was published (its UUIDv7 id's
+    millisecond); None when that cannot be told."""
+    try:
+        message_id = orjson.loads(envelope).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return uuid7_ms(message_id) if isinstance(message_id, str) else None
