@@ -190,6 +190,11 @@ class Hub:
         self._wakeup.set()
         return await future
 
+    @property
+    def publishes_on_the_spot(self) -> bool:
+        """Whether `try_publish_now` can ever succeed here (a single node)."""
+        return self._in_process
+
     def try_publish_now(self, stream: Stream, drafts: list[Draft]) -> list[Message] | None:
         """`publish`, done before returning, when nothing is ahead of it: no publish
         queued or being stored, a store that can commit on the spot, and subscribers on

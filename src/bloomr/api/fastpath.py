@@ -156,6 +156,8 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
         parser = self.parser
         if parser.get_method() != b"POST" or parser.should_upgrade():
             return None
+        if not self.ctx.hub.publishes_on_the_spot:
+            return None
         if self.expect_100_continue or not parser.should_keep_alive():
             return None
         if self.cycle is not None and not self.cycle.response_complete:
