@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl
 
 import httptools
@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..auth import Principal, check_access
 from ..errors import BloomrError
-from ..model import Message, Stream
+from ..model import Draft, Message, Stream
 from .context import Context
 from .messages import parse_publish_body, publish_body
 
@@ -53,6 +53,11 @@ class FastPublish:
 
     async def _publish(self, stream_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            handed: _Request | None = scope.get(_HANDED_OVER)
+            if handed is not None:  # authorized and parsed already, in PublishingHttp
+                messages = await self.ctx.hub.publish(handed.stream, handed.drafts)
+                await _respond(send, 201, orjson.dumps({"ids": [m.id for m in messages]}))
+                return
             caller = await self.ctx.auth.identify(_secret(scope))
             raw = await _body(receive)
             if raw is None:
@@ -108,6 +113,12 @@ class _Request:
     caller: Principal
     stream: Stream
     chunks: list[bytes] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)  # once parsed
+
+
+# the scope key of a request handed over already parsed: FastPublish does not parse the
+# body (a batch too big to store on the spot) a second time
+_HANDED_OVER = "bloomr.publish"
 
 
 class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
@@ -145,6 +156,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
             self._respond(error.status, orjson.dumps({"error": error.payload()}))
             return
         if messages is None:
+            cast(dict[str, Any], self.scope)[_HANDED_OVER] = request
             self._hand_over(body)
             return
         self._respond(201, orjson.dumps({"ids": [m.id for m in messages]}))
@@ -178,10 +190,10 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
 
     def _publish_now(self, request: _Request, body: bytes) -> list[Message] | None:
         check_access(request.caller, request.stream.id, "publish")
-        drafts = parse_publish_body(body)
-        if not drafts:
+        request.drafts = parse_publish_body(body)
+        if not request.drafts:
             return []
-        return self.ctx.hub.try_publish_now(request.stream, drafts)
+        return self.ctx.hub.try_publish_now(request.stream, request.drafts)
 
     def _hand_over(self, body: bytes) -> None:
         """Give the request, as parsed, to uvicorn and the ASGI app (the parser has not
