@@ -415,6 +415,8 @@ def scenario_fanout(targets: list[str], plans: list[Fanout]) -> dict[str, Any]:
                 log("  ", summary(runs[target][-1]))
         point = {"plan": asdict(plan), "runs": runs}
         point["median"] = {t: combine(runs[t]) for t in targets}
+        for run in (r for t in targets for r in runs[t]):
+            run.pop("latency_hist", None)  # pooled into the medians; too long to keep
         points.append(point)
     return {"points": points}
 
