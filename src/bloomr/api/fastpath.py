@@ -63,12 +63,8 @@ class FastPublish:
             if raw is None:
                 return  # the client went away
             await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw))
-        except BloomrError as exc:
-            await _respond(send, exc.status, orjson.dumps({"error": exc.payload()}))
-        except Exception:
-            log.exception("publish failed")
-            error = BloomrError("internal", "internal error")
-            await _respond(send, error.status, orjson.dumps({"error": error.payload()}))
+        except Exception as exc:
+            await _respond(send, *_failure(exc))
 
 
 def _secret(scope: Scope) -> str | None:
@@ -86,6 +82,15 @@ def _secret_of(headers: Headers, query_string: bytes) -> str | None:
         return None
     query: dict[str, str] = dict(parse_qsl(query_string.decode("latin-1")))
     return query.get("token")
+
+
+def _failure(exc: Exception) -> tuple[int, bytes]:
+    """The answer to a publish that failed with `exc` (call it in the `except` block: an
+    unexpected error is logged with its traceback and answered as `internal`)."""
+    if not isinstance(exc, BloomrError):
+        log.exception("publish failed")
+        exc = BloomrError("internal", "internal error")
+    return exc.status, orjson.dumps({"error": exc.payload()})
 
 
 async def _body(receive: Receive) -> bytes | None:
@@ -147,13 +152,8 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
         body = b"".join(request.chunks)
         try:
             messages = self._publish_now(request, body)
-        except BloomrError as exc:
-            self._respond(exc.status, orjson.dumps({"error": exc.payload()}))
-            return
-        except Exception:
-            log.exception("publish failed")
-            error = BloomrError("internal", "internal error")
-            self._respond(error.status, orjson.dumps({"error": error.payload()}))
+        except Exception as exc:
+            self._respond(*_failure(exc))
             return
         if messages is None:
             cast(dict[str, Any], self.scope)[_HANDED_OVER] = request
