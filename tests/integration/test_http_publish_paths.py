@@ -152,8 +152,8 @@ async def test_pipelined_publishes_are_answered_and_stored_in_request_order(
 
 @pytest.mark.parametrize(
     ("version", "extra"),
-    [("1.0", ()), ("1.1", ("Connection: close",))],
-    ids=["http-1.0", "connection-close"],
+    [("1.0", ()), ("1.0", ("Connection: keep-alive",)), ("1.1", ("Connection: close",))],
+    ids=["http-1.0", "http-1.0-keep-alive", "connection-close"],
 )
 async def test_a_publish_on_a_connection_that_closes_after_it(
     api: Api, version: str, extra: tuple[str, ...]

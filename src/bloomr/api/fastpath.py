@@ -164,13 +164,16 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
     def _intercept(self) -> _Request | None:
         """A publish this protocol can take: one the route would accept without waiting
         for anything. Pipelined requests, `Expect: 100-continue`, chunked or oversized
-        bodies, connections closing after the request, and cache misses go the usual way."""
+        bodies, HTTP/1.0, connections closing after the request, and cache misses go
+        the usual way."""
         parser = self.parser
         if parser.get_method() != b"POST" or parser.should_upgrade():
             return None
         if not self.ctx.hub.publishes_on_the_spot:
             return None
-        if self.expect_100_continue or not parser.should_keep_alive():
+        if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+            return None  # answered the usual way, with the headers that closing needs
+        if self.expect_100_continue:
             return None
         if self.cycle is not None and not self.cycle.response_complete:
             return None  # the request before it is still being answered
