@@ -29,7 +29,7 @@ from ..auth import Principal, check_access
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream
 from .context import Context
-from .messages import parse_publish_body, publish_body
+from .messages import parse_publish_body, publish_body, published_body
 
 log = logging.getLogger("bloomr.api")
 
@@ -56,7 +56,7 @@ class FastPublish:
             handed: _Request | None = scope.get(_HANDED_OVER)
             if handed is not None:  # authorized and parsed already, in PublishingHttp
                 messages = await self.ctx.hub.publish(handed.stream, handed.drafts)
-                await _respond(send, 201, orjson.dumps({"ids": [m.id for m in messages]}))
+                await _respond(send, 201, published_body(messages))
                 return
             caller = await self.ctx.auth.identify(_secret(scope))
             raw = await _body(receive)
@@ -159,7 +159,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
             cast(dict[str, Any], self.scope)[_HANDED_OVER] = request
             self._hand_over(body)
             return
-        self._respond(201, orjson.dumps({"ids": [m.id for m in messages]}))
+        self._respond(201, published_body(messages))
 
     def _intercept(self) -> _Request | None:
         """A publish this protocol can take: one the route would accept without waiting

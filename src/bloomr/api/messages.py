@@ -92,6 +92,11 @@ async def publish_body(ctx: Context, caller: Principal, stream_id: str, raw: byt
     stream = await _authorized_stream(ctx, caller, stream_id, "publish")
     drafts = parse_publish_body(raw)
     messages = await ctx.hub.publish(stream, drafts) if drafts else []
+    return published_body(messages)
+
+
+def published_body(messages: list[Message]) -> bytes:
+    """The 201 answer to a publish: `{"ids": [...]}`, in the order published."""
     return orjson.dumps({"ids": [m.id for m in messages]})
 
 
