@@ -18,6 +18,7 @@ from bloomr.model import (
     Message,
     Stream,
     Token,
+    _format_ids,
     build_envelope,
     hash_secret,
     is_valid_channel,
@@ -147,6 +148,21 @@ def test_message_ids_are_uuidv7() -> None:
     assert message_id[14] == "7" and message_id[19] in "89ab"
     assert parsed.int >> 80 == ms  # the 48-bit unix_ts_ms field is the message's time
     assert before <= ms <= after + 1
+
+
+@pytest.mark.parametrize("first", [1, (1 << 48) - 3, (5 << 48) - 1, (1 << 74) - 9, 12345 << 40])
+def test_a_batch_of_ids_is_its_counters_in_order(first: int) -> None:
+    """Each id holds the millisecond, version 7, its 74-bit counter (12 bits of rand_a,
+    then rand_b after the variant), even where the counter carries out of the low 48
+    bits in the middle of a batch."""
+    ms = 1_711_466_697_123
+    ids = _format_ids(ms, first, 8)
+    for i, message_id in enumerate(ids):
+        counter = first + i
+        rand_a, rand_b = counter >> 62, counter & ((1 << 62) - 1)
+        expected = uuid.UUID(int=ms << 80 | 7 << 76 | rand_a << 64 | 2 << 62 | rand_b)
+        assert message_id == str(expected)
+    assert ids == sorted(ids)
 
 
 def test_message_id_time_never_decreases() -> None:

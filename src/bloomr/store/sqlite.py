@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,7 +25,8 @@ from ..model import (
     Message,
     Stream,
     Token,
-    new_message_ids,
+    messages_from_rows,
+    new_messages,
     stream_from_json,
     token_from_doc,
     token_to_doc,
@@ -62,7 +64,7 @@ _MIGRATIONS = (
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 log = logging.getLogger("bloomr.store")
-_COLUMNS = "id, stream_id, channel, ts_ms, seq, data"
+_COLUMNS = "id, stream_id, channel, ts_ms, seq, data"  # in Message's field order
 _READERS = 2
 
 Row = tuple[Any, ...]
@@ -82,10 +84,6 @@ def _run_to_completion(
         return await asyncio.shield(method(*args, **kwargs))
 
     return call
-
-
-def _message(row: Row) -> Message:
-    return Message(*row)  # the columns are in Message's field order (_COLUMNS)
 
 
 # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
@@ -127,20 +125,10 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
         log.warning("checkpointing the write-ahead log failed", exc_info=True)
 
 
-def _order(batch: AppendBatch, head: int) -> list[Message]:
-    ids, ts_ms = new_message_ids(len(batch.drafts))
-    stream_id = batch.stream_id
-    return [
-        Message(message_id, stream_id, draft.channel, ts_ms, seq, draft.data_json)
-        for seq, message_id, draft in zip(
-            range(head + 1, head + 1 + len(ids)), ids, batch.drafts, strict=True
-        )
-    ]
-
-
 _COLUMN_COUNT = 6
 _ROWS_PER_INSERT = 256
-_INSERT = "INSERT INTO messages (stream_id, seq, id, channel, ts_ms, data) VALUES "
+# a message is its own row of parameters
+_INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES "
 
 
 def _insert_sql(rows: int) -> str:
@@ -177,12 +165,11 @@ def _append_sync(
                 "SELECT last_seq FROM heads WHERE stream_id = ?", (batch.stream_id,)
             ).fetchone()
             head = int(found[0]) if found else 0
-        messages = _order(batch, head)
+        messages = new_messages(batch.stream_id, batch.drafts, head + 1)
         heads[batch.stream_id] = head + len(messages)
         ordered.append(messages)
         if batch.keep and messages:
-            for m in messages:
-                values += (m.stream, m.seq, m.id, m.channel, m.ts_ms, m.data_json)
+            values += chain.from_iterable(messages)
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -591,7 +578,7 @@ class _Query:
             "ORDER BY seq DESC LIMIT ?"
         )
         rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
-        return [_message(r) for r in reversed(rows)]
+        return messages_from_rows(reversed(rows))
 
     async def oldest_from(self, first: int, limit: int) -> list[Message]:
         sql = (
@@ -599,7 +586,7 @@ class _Query:
             "ORDER BY seq LIMIT ?"
         )
         rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
-        return [_message(r) for r in rows]
+        return messages_from_rows(rows)
 
     async def id_before(self, first: int) -> str | None:
         sql = (

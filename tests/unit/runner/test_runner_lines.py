@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bloomr.model import Draft
+from bloomr.model import Draft, json_bytes
 from bloomr.runner.events import utf8_cut
 from bloomr.runner.lines import MAX_LINE, EmitLines, OutputLines, parse_emit_line
 
@@ -108,6 +108,27 @@ def test_pieces_of_text_rejoin_into_the_lines(lines: list[str]) -> None:
     out = texts(feed_all(OutputLines("", max_line=8), *(line.encode() + b"\n" for line in lines)))
     assert all(len(piece.encode()) <= 8 for piece in out)
     assert "".join(out) == "".join(lines)
+
+
+@given(
+    st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=30), max_size=20),
+    st.integers(min_value=1, max_value=50),
+)
+def test_each_line_is_encoded_as_json_encodes_its_text(lines: list[str], size: int) -> None:
+    """Byte for byte, whichever way a read is decoded (whole reads of plain lines take
+    a shortcut past the JSON encoder)."""
+    data = "".join(line.replace("\n", " ") + "\n" for line in lines).encode()
+    chunks = [data[at : at + size] for at in range(0, len(data), size)]
+    out = feed_all(OutputLines("out", max_line=200), *chunks)
+    expected = [line.replace("\n", " ").removesuffix("\r") for line in lines]
+    assert [d.data_json for d in out] == [json_bytes(text) for text in expected]
+    assert all(d.channel == "out" for d in out)
+
+
+def test_a_flood_of_plain_lines_arrives_whole() -> None:
+    data = b"".join(b"line %d \xc3\xa9\x7f\n" % i for i in range(5000))
+    out = feed_all(OutputLines(""), data[:30_000], data[30_000:])
+    assert texts(out) == [f"line {i} \u00e9\x7f" for i in range(5000)]
 
 
 def test_utf8_cut() -> None:
