@@ -111,6 +111,7 @@ class _UUIDv7:
 
 
 _LOW_48 = (1 << 48) - 1
+_PREFIX = 24  # the id up to its last group: the last 48 bits of the counter
 
 
 def _format_ids(ms: int, first: int, n: int) -> list[str]:
@@ -124,10 +125,45 @@ def _format_ids(ms: int, first: int, n: int) -> list[str]:
     while first < stop:
         high = first >> 48  # rand_a, then the top 14 bits of rand_b
         end = min(stop, (high + 1) << 48)
-        template = f"{time_part}{high >> 14:03x}-{0x8000 | high & 0x3FFF:04x}-%012x"
-        ids += map(template.__mod__, range(first & _LOW_48, ((end - 1) & _LOW_48) + 1))
+        prefix = f"{time_part}{high >> 14:03x}-{0x8000 | high & 0x3FFF:04x}-"
+        ids += _segment_ids(prefix, first & _LOW_48, end - first)
         first = end
     return ids
+
+
+def _segment_ids(prefix: str, low: int, n: int) -> list[str]:
+    return list(map((prefix + "%012x").__mod__, range(low, low + n)))
+
+
+def same_id_segment(a: str, b: str) -> bool:
+    """Whether two ids differ only in their last 48 bits: then the ids between them are
+    known from either, which lets the store keep one id for a whole run of messages."""
+    return a[:_PREFIX] == b[:_PREFIX]
+
+
+def ids_following(first_id: str, start: int, stop: int) -> list[str]:
+    """The ids `start` .. `stop - 1` places after `first_id` in its segment."""
+    low = int(first_id[_PREFIX:], 16)
+    return _segment_ids(first_id[:_PREFIX], low + start, stop - start)
+
+
+def id_at(first_id: str, place: int) -> str:
+    """The id `place` places after `first_id` in its segment."""
+    return ids_following(first_id, place, place + 1)[0]
+
+
+def id_place(first_id: str, message_id: str) -> int | None:
+    """How many places after `first_id` `message_id` comes in its segment (None: it is
+    not in that segment, or is not written as bloomr writes ids)."""
+    if not same_id_segment(first_id, message_id):
+        return None
+    try:
+        place = int(message_id[_PREFIX:], 16) - int(first_id[_PREFIX:], 16)
+    except ValueError:
+        return None
+    if place < 0 or id_at(first_id, place) != message_id:
+        return None
+    return place
 
 
 def uuid7_ms(message_id: str) -> int | None:

@@ -25,7 +25,8 @@ from ..model import (
     Message,
     Stream,
     Token,
-    messages_from_rows,
+    id_at,
+    id_place,
     new_messages,
     stream_from_json,
     token_from_doc,
@@ -34,6 +35,7 @@ from ..model import (
 )
 from ..replay import AfterId, ReplayStart, Since
 from .base import AppendBatch, ReplaySlice
+from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS ticks (
     stream_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, first_seq INTEGER NOT NULL,
     PRIMARY KEY (stream_id, ts_ms)) WITHOUT ROWID;
 """
+# `messages` gets two more columns from the migrations below: n and ends (store/runs.py).
 # The time index: a row per stream and millisecond, holding the first seq stored in it.
 # Timestamps never decrease along seq, so a millisecond's messages are the seqs from its
 # tick up to the next tick, which answers both "since a time" and "where is this id" (a
@@ -61,10 +64,14 @@ _MIGRATIONS = (
     DROP INDEX IF EXISTS messages_by_ts;
     DROP INDEX IF EXISTS messages_by_id;
     """,
+    # 2 -> 3: a row holds a run of messages (store/runs.py); a row of before is a run of 1
+    """
+    ALTER TABLE messages ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN ends BLOB;
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 log = logging.getLogger("bloomr.store")
-_COLUMNS = "id, stream_id, channel, ts_ms, seq, data"  # in Message's field order
 _READERS = 2
 
 Row = tuple[Any, ...]
@@ -125,28 +132,25 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
         log.warning("checkpointing the write-ahead log failed", exc_info=True)
 
 
-_COLUMN_COUNT = 6
-_ROWS_PER_INSERT = 256
-# a message is its own row of parameters
-_INSERT = f"INSERT INTO messages ({_COLUMNS}) VALUES "
+_ROWS_PER_INSERT = 128
+_INSERT = f"INSERT INTO messages ({RUN_COLUMNS}) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_FULL = _INSERT + ", ".join([_ROW] * _ROWS_PER_INSERT)
 
 
-def _insert_sql(rows: int) -> str:
-    return _INSERT + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-
-
-_INSERT_FULL = _insert_sql(_ROWS_PER_INSERT)
-
-
-def _insert_messages(conn: sqlite3.Connection, values: list[Any]) -> None:
+def _insert_runs(conn: sqlite3.Connection, runs: list[Run]) -> None:
     """Many rows per statement: sqlite3 releases the GIL around each statement it steps
     and must win it back after, which, one row at a time, made the appender wait on the
-    event loop's thread for most of a flood."""
-    step = _COLUMN_COUNT * _ROWS_PER_INSERT
-    full = len(values) - len(values) % step
-    conn.executemany(_INSERT_FULL, (values[i : i + step] for i in range(0, full, step)))
-    if full < len(values):
-        conn.execute(_insert_sql((len(values) - full) // _COLUMN_COUNT), values[full:])
+    event loop's thread (a group of many single-message publishes is many rows)."""
+    full = len(runs) - len(runs) % _ROWS_PER_INSERT
+    blocks = (
+        chain.from_iterable(runs[i : i + _ROWS_PER_INSERT])
+        for i in range(0, full, _ROWS_PER_INSERT)
+    )
+    conn.executemany(_INSERT_FULL, (list(block) for block in blocks))
+    if full < len(runs):
+        rest = runs[full:]
+        conn.execute(_INSERT + ", ".join([_ROW] * len(rest)), list(chain.from_iterable(rest)))
 
 
 def _append_sync(
@@ -156,7 +160,7 @@ def _append_sync(
     a publish more latency than the insert itself."""
     heads: dict[str, int] = {}
     ordered: list[list[Message]] = []
-    values: list[Any] = []  # the messages' columns, row after row
+    runs: list[Run] = []
     ticks: list[Row] = []
     for batch in batches:
         head = heads.get(batch.stream_id, known.get(batch.stream_id))
@@ -169,11 +173,11 @@ def _append_sync(
         heads[batch.stream_id] = head + len(messages)
         ordered.append(messages)
         if batch.keep and messages:
-            values += chain.from_iterable(messages)
+            runs += runs_of(messages)
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _insert_messages(conn, values)
+        _insert_runs(conn, runs)
         # a millisecond's first seq: an earlier batch of that millisecond already has it
         conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
         conn.executemany(
@@ -484,23 +488,65 @@ class SQLiteStore:
     @_run_to_completion
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
         async with self._transaction() as conn:
-            by_age = await conn.execute(
-                "DELETE FROM messages WHERE stream_id = ?1 AND seq < coalesce((SELECT first_seq "
-                "FROM ticks WHERE stream_id = ?1 AND ts_ms >= ?2 ORDER BY ts_ms LIMIT 1), ?3)",
-                (stream_id, min_ts_ms, _FOREVER),
-            )
-            by_count = await conn.execute(
-                "DELETE FROM messages WHERE stream_id = ?1 AND seq <= (SELECT seq FROM messages "
-                "WHERE stream_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                (stream_id, max_messages),
-            )
+            trim = _Trim(conn, stream_id)
+            removed = await trim.older_than(min_ts_ms) + await trim.beyond(max_messages)
             # ticks before the oldest message left describe nothing any more
             await conn.execute(
                 "DELETE FROM ticks WHERE stream_id = ?1 AND ts_ms < coalesce((SELECT ts_ms "
                 "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
                 (stream_id, _FOREVER),
             )
-            return int(by_age.rowcount) + int(by_count.rowcount)
+            return removed
+
+
+class _Trim:
+    """Trimming one stream's history, inside the caller's write transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection, stream_id: str) -> None:
+        self.conn, self.stream_id = conn, stream_id
+
+    async def older_than(self, min_ts_ms: int) -> int:
+        """Messages of milliseconds before `min_ts_ms`: whole runs, as a run never spans
+        two milliseconds."""
+        sql = (
+            "SELECT first_seq FROM ticks WHERE stream_id = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 1"
+        )
+        rows = await self.conn.execute_fetchall(sql, (self.stream_id, min_ts_ms))
+        return await self._before(next(iter(rows))[0] if rows else _FOREVER)
+
+    async def beyond(self, max_messages: int) -> int:
+        """All but the newest `max_messages`, cutting the run that holds the boundary."""
+        sql = (
+            f"SELECT {RUN_COLUMNS}, acc FROM (SELECT *, sum(n) OVER "
+            "(ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS acc FROM (SELECT * FROM messages "
+            "WHERE stream_id = ?1 ORDER BY seq DESC LIMIT ?2 + 1)) "
+            "WHERE acc > ?2 ORDER BY seq DESC LIMIT 1"
+        )
+        rows = list(await self.conn.execute_fetchall(sql, (self.stream_id, max_messages)))
+        if not rows:
+            return 0
+        *run, acc = rows[0]
+        seq, n = run[4], run[6]
+        drop = acc - max_messages  # the run's oldest messages, past the newest max_messages
+        if drop == n:
+            return await self._before(seq + 1)
+        removed = await self._before(seq)
+        await self.conn.execute(
+            f"UPDATE messages SET ({RUN_COLUMNS}) = (?, ?, ?, ?, ?, ?, ?, ?) "
+            "WHERE stream_id = ? AND seq = ?",
+            (*without_first(tuple(run), drop), self.stream_id, seq),
+        )
+        return removed + int(drop)
+
+    async def _before(self, seq: int) -> int:
+        """Delete the rows before `seq`; how many messages they held."""
+        params = (self.stream_id, seq)
+        where = "WHERE stream_id = ? AND seq < ?"
+        rows = await self.conn.execute_fetchall(
+            f"SELECT coalesce(sum(n), 0) FROM messages {where}", params
+        )
+        await self.conn.execute(f"DELETE FROM messages {where}", params)
+        return int(next(iter(rows))[0])
 
 
 def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[list[Message] | BloomrError]:
@@ -514,10 +560,13 @@ _LAZY: Any = object()  # "the boundary id, if needed, is the channel message bef
 
 
 class _Query:
-    """The read queries of one snapshot, for one stream and channel."""
+    """The read queries of one snapshot, for one stream and channel. A row is a run of
+    messages (store/runs.py): a query finds rows, and a boundary seq may fall inside
+    one, the run that starts before it and reaches it (`straddling`)."""
 
     def __init__(self, conn: aiosqlite.Connection, stream_id: str, channel: str) -> None:
         self.conn, self.stream_id, self.channel = conn, stream_id, channel
+        self._straddling: dict[int, Run | None] = {}
 
     async def _rows(self, sql: str, *params: Any) -> list[Row]:
         return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
@@ -528,22 +577,28 @@ class _Query:
 
     async def seq_of(self, message_id: str) -> int | None:
         """Through the ticks: a UUIDv7 id carries its message's millisecond, whose
-        messages are one range of seqs."""
+        messages are one range of seqs; ids grow with seqs, so the run that may hold it
+        is the last one there whose first id is not past it."""
         ts_ms = uuid7_ms(message_id)
         if ts_ms is None:
             return None
         sql = (
-            "SELECT seq FROM messages WHERE stream_id = ?1 AND seq >= (SELECT first_seq "
+            "SELECT seq, id, n FROM messages WHERE stream_id = ?1 AND seq >= (SELECT first_seq "
             "FROM ticks WHERE stream_id = ?1 AND ts_ms = ?2) AND seq < coalesce((SELECT "
             "first_seq FROM ticks WHERE stream_id = ?1 AND ts_ms > ?2 ORDER BY ts_ms LIMIT 1), "
-            "?4) AND id = ?3"
+            "?4) AND id <= ?3 ORDER BY seq DESC LIMIT 1"
         )
         rows = await self._rows(sql, self.stream_id, ts_ms, message_id, _FOREVER)
-        return int(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        seq, first_id, n = rows[0]
+        place = id_place(first_id, message_id)
+        return int(seq) + place if place is not None and place < n else None
 
     async def first_seq_since(self, ts_ms: int) -> int:
         """Timestamps never decrease along seq, so the first message at or after `ts_ms`
-        (any channel) starts the matching range."""
+        (any channel) starts the matching range. It starts a run too: a run is one
+        millisecond's."""
         sql = (
             "SELECT first_seq FROM ticks WHERE stream_id = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 1"
         )
@@ -560,38 +615,83 @@ class _Query:
             return await self.first_seq_since(start.ts_ms), _LAZY
         if window is None:
             return 0, None
+        # The channel's newest `window` messages: the boundary is the message before them,
+        # in the run where the count of messages, newest first, passes `window`. Each
+        # row holds a message at least, so window + 1 rows are enough to look at.
         sql = (
-            "SELECT seq, id FROM messages WHERE stream_id = ? AND channel = ? "
-            "ORDER BY seq DESC LIMIT 1 OFFSET ?"
+            "SELECT seq, id, acc FROM (SELECT seq, id, sum(n) OVER (ORDER BY seq DESC ROWS "
+            "UNBOUNDED PRECEDING) AS acc FROM (SELECT seq, id, n FROM messages WHERE "
+            "stream_id = ?1 AND channel = ?2 ORDER BY seq DESC LIMIT ?3 + 1)) "
+            "WHERE acc > ?3 ORDER BY seq DESC LIMIT 1"
         )
         rows = await self._rows(sql, self.stream_id, self.channel, window)
-        return (int(rows[0][0]) + 1, rows[0][1]) if rows else (0, None)
+        if not rows:
+            return 0, None
+        seq, first_id, acc = rows[0]
+        place = acc - 1 - window  # newest first, the run's message at `place` is number window
+        return seq + place + 1, id_at(first_id, place)
+
+    async def straddling(self, first: int) -> Run | None:
+        """The channel's run that starts before `first` and reaches it, if one does."""
+        if first not in self._straddling:
+            sql = (
+                f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+                "AND seq < ? ORDER BY seq DESC LIMIT 1"
+            )
+            rows = await self._rows(sql, self.stream_id, self.channel, first)
+            reaches = rows and rows[0][4] + rows[0][6] > first
+            self._straddling[first] = rows[0] if reaches else None
+        return self._straddling[first]
 
     async def count_from(self, first: int) -> int:
-        sql = "SELECT count(*) FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ?"
+        sql = (
+            "SELECT coalesce(sum(n), 0) FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ?"
+        )
         rows = await self._rows(sql, self.stream_id, self.channel, first)
-        return int(rows[0][0])
+        run = await self.straddling(first)
+        return int(rows[0][0]) + (run[4] + run[6] - first if run else 0)
 
     async def newest_from(self, first: int, limit: int) -> list[Message]:
         sql = (
-            f"SELECT {_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ? "
-            "ORDER BY seq DESC LIMIT ?"
+            f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ? ORDER BY seq DESC LIMIT ?"
         )
-        rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
-        return messages_from_rows(reversed(rows))
+        runs = await self._rows(sql, self.stream_id, self.channel, first, limit)
+        newest_first: list[list[Message]] = []
+        need = limit
+        for run in runs:
+            if need <= 0:
+                break
+            newest_first.append(run_messages(run, run[6] - need))
+            need -= run[6]
+        straddling = await self.straddling(first) if need > 0 else None
+        if straddling is not None:
+            start = max(first - straddling[4], straddling[6] - need)
+            newest_first.append(run_messages(straddling, start))
+        return list(chain.from_iterable(reversed(newest_first)))
 
     async def oldest_from(self, first: int, limit: int) -> list[Message]:
+        messages: list[Message] = []
+        if (run := await self.straddling(first)) is not None:
+            messages += run_messages(run, first - run[4], first - run[4] + limit)
         sql = (
-            f"SELECT {_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? AND seq >= ? "
-            "ORDER BY seq LIMIT ?"
+            f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ? ORDER BY seq LIMIT ?"
         )
-        rows = await self._rows(sql, self.stream_id, self.channel, first, limit)
-        return messages_from_rows(rows)
+        for run in await self._rows(sql, self.stream_id, self.channel, first, limit):
+            if len(messages) >= limit:
+                break
+            messages += run_messages(run, 0, limit - len(messages))
+        return messages
 
     async def id_before(self, first: int) -> str | None:
         sql = (
-            "SELECT id FROM messages WHERE stream_id = ? AND channel = ? AND seq < ? "
+            "SELECT seq, id, n FROM messages WHERE stream_id = ? AND channel = ? AND seq < ? "
             "ORDER BY seq DESC LIMIT 1"
         )
         rows = await self._rows(sql, self.stream_id, self.channel, first)
-        return str(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        seq, first_id, n = rows[0]
+        return id_at(first_id, min(n, first - seq) - 1)
