@@ -739,7 +739,12 @@ def plans(quick: bool) -> dict[str, Any]:
         }
     return {
         "fanout": [
-            Fanout(30, 10_000, 100, 2),
+            # 5000, not 10 000 msg/s: on a machine where the two loadgen processes read
+            # at most ~210k deliveries/s, 300k/s offered left each of these 30
+            # subscribers 10 000 messages behind within seconds, and bloomr cut one off
+            # as a slow consumer (bench/RESULTS.md, run at 1a9387c). Node saturates
+            # well below either rate.
+            Fanout(30, 5000, 50, 2),
             Fanout(100, 3000, 30, 2),
             Fanout(300, 1000, 10, 2),
             Fanout(1000, 300, 10, 2),
