@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count, repeat
-from operator import itemgetter
+from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -271,10 +271,10 @@ class Message(_MessageFields):
     """A stored (or at least ordered) message. `seq` is its place in the stream's total
     order; it never leaves the server, clients see the time-ordered `id`.
 
-    A tuple of its columns, in the store's column order: the store makes a batch of them
-    with `new_messages` and hands them to SQLite as they are, without a Python call per
-    message. Having no `__slots__`, each may keep a cache of its encodings, in a
-    `__dict__` made only when one is first cached."""
+    A tuple, so that `new_messages` makes a batch of them without a Python call per
+    message, and its fields are the first columns of the SQLite store's rows. Having no
+    `__slots__`, each may keep a cache of its encodings, in a `__dict__` made only when
+    one is first cached."""
 
     _cache: dict[object, bytes] | None = None
 
@@ -316,10 +316,10 @@ def new_messages(stream_id: str, drafts: Sequence[Draft], first_seq: int) -> lis
     rows = zip(
         ids,
         repeat(stream_id),
-        map(_CHANNEL_OF, drafts),
+        map(channel_of, drafts),
         repeat(ts_ms),
         count(first_seq),
-        map(_DATA_OF, drafts),
+        map(data_of, drafts),
     )
     return messages_from_rows(rows)
 
@@ -334,8 +334,9 @@ def messages_from_rows(rows: Iterable[Iterable[Any]]) -> list[Message]:
     return list(map(_new_tuple, repeat(Message), rows))
 
 
-_CHANNEL_OF = itemgetter(0)
-_DATA_OF = itemgetter(1)
+# of a Draft or a Message, for maps over many
+channel_of = attrgetter("channel")
+data_of = attrgetter("data_json")
 
 
 def build_envelope(message: Message, replayed: bool | None) -> bytes:

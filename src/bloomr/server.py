@@ -18,6 +18,9 @@ from .config import Settings, explicit_admin_key, load_admin_key
 OnReady = Callable[[Bloomr, str], Awaitable[None]]
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
     return uvicorn.Config(
         build_asgi(node),
@@ -32,6 +35,11 @@ def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
         access_log=False,
         proxy_headers=False,  # bloomr never looks at client addresses: one layer less per request
         timeout_graceful_shutdown=5,
+        # Closing an idle keep-alive connection races the client's next request on it
+        # (the client gets a reset and its publish fails): uvicorn's 5 s did that to the
+        # bench's publisher once in 20 000 POSTs. Load balancers keep idle connections to
+        # a backend 60 s (AWS ALB) and need the backend to keep them longer.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

@@ -125,6 +125,22 @@ async def test_one_keep_alive_publisher_gets_every_answer_in_order(api: Api) -> 
     assert await stored(api, stream_id, secret) == expected
 
 
+async def test_an_idle_keep_alive_connection_outlasts_five_seconds(api: Api) -> None:
+    """A publisher's pooled connection, idle a while, still takes the next publish: a
+    server that closes it first races that request (the client sees a reset)."""
+    stream_id, secret = await api.stream_and_token()
+    raw = await RawHttp.open(api.server)
+    try:
+        await raw.send(post(stream_id, secret, {"data": 1}))
+        assert (await raw.response())[0] == 201
+        await asyncio.sleep(6)  # past uvicorn's default of 5 s
+        await raw.send(post(stream_id, secret, {"data": 2}))
+        assert (await raw.response())[0] == 201
+    finally:
+        await raw.close()
+    assert await stored(api, stream_id, secret) == [1, 2]
+
+
 async def test_pipelined_publishes_are_answered_and_stored_in_request_order(
     api: Api,
 ) -> None:

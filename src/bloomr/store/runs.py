@@ -16,10 +16,17 @@ import sys
 from array import array
 from collections.abc import Sequence
 from itertools import accumulate, count, repeat
-from operator import itemgetter
 from typing import Any
 
-from ..model import Message, id_at, ids_following, messages_from_rows, same_id_segment
+from ..model import (
+    Message,
+    channel_of,
+    data_of,
+    id_at,
+    ids_following,
+    messages_from_rows,
+    same_id_segment,
+)
 
 # A run's data is read whole to get any one message of it: this bounds what is read
 # beside a message, and how much of a batch of big messages one row holds.
@@ -28,8 +35,6 @@ RUN_BYTES = 256 * 1024
 RUN_COLUMNS = "id, stream_id, channel, ts_ms, seq, data, n, ends"
 
 Run = tuple[Any, ...]  # the RUN_COLUMNS of a row
-_DATA_OF = itemgetter(5)
-_CHANNEL_OF = itemgetter(2)
 _SWAP = sys.byteorder != "little"  # ends are stored little-endian, whatever the machine
 
 
@@ -39,9 +44,9 @@ def runs_of(messages: Sequence[Message]) -> list[Run]:
         return []
     first, last = messages[0], messages[-1]
     if (
-        len(set(map(_CHANNEL_OF, messages))) == 1
+        len(set(map(channel_of, messages))) == 1
         and same_id_segment(first.id, last.id)
-        and sum(map(len, map(_DATA_OF, messages))) <= RUN_BYTES
+        and sum(map(len, map(data_of, messages))) <= RUN_BYTES
     ):
         return [_run(messages)]  # the common case: a single run, no walk through the batch
     runs: list[Run] = []
@@ -64,7 +69,7 @@ def _run(messages: Sequence[Message]) -> Run:
     first = messages[0]
     if len(messages) == 1:
         return (*first, 1, None)
-    datas = list(map(_DATA_OF, messages))
+    datas = list(map(data_of, messages))
     return (*first[:5], b"".join(datas), len(messages), _pack(accumulate(map(len, datas))))
 
 
