@@ -566,7 +566,7 @@ class _Query:
 
     def __init__(self, conn: aiosqlite.Connection, stream_id: str, channel: str) -> None:
         self.conn, self.stream_id, self.channel = conn, stream_id, channel
-        self._straddling: dict[int, Run | None] = {}
+        self._before: dict[int, Run | None] = {}
 
     async def _rows(self, sql: str, *params: Any) -> list[Row]:
         return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
@@ -631,17 +631,21 @@ class _Query:
         place = acc - 1 - window  # newest first, the run's message at `place` is number window
         return seq + place + 1, id_at(first_id, place)
 
-    async def straddling(self, first: int) -> Run | None:
-        """The channel's run that starts before `first` and reaches it, if one does."""
-        if first not in self._straddling:
+    async def last_before(self, first: int) -> Run | None:
+        """The channel's last run that starts before `first` (read once per snapshot)."""
+        if first not in self._before:
             sql = (
                 f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
                 "AND seq < ? ORDER BY seq DESC LIMIT 1"
             )
             rows = await self._rows(sql, self.stream_id, self.channel, first)
-            reaches = rows and rows[0][4] + rows[0][6] > first
-            self._straddling[first] = rows[0] if reaches else None
-        return self._straddling[first]
+            self._before[first] = rows[0] if rows else None
+        return self._before[first]
+
+    async def straddling(self, first: int) -> Run | None:
+        """The channel's run that starts before `first` and reaches it, if one does."""
+        run = await self.last_before(first)
+        return run if run is not None and run[4] + run[6] > first else None
 
     async def count_from(self, first: int) -> int:
         sql = (
@@ -686,12 +690,8 @@ class _Query:
         return messages
 
     async def id_before(self, first: int) -> str | None:
-        sql = (
-            "SELECT seq, id, n FROM messages WHERE stream_id = ? AND channel = ? AND seq < ? "
-            "ORDER BY seq DESC LIMIT 1"
-        )
-        rows = await self._rows(sql, self.stream_id, self.channel, first)
-        if not rows:
+        run = await self.last_before(first)
+        if run is None:
             return None
-        seq, first_id, n = rows[0]
-        return id_at(first_id, min(n, first - seq) - 1)
+        message_id, seq, n = run[0], run[4], run[6]
+        return id_at(message_id, min(n, first - seq) - 1)
