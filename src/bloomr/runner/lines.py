@@ -86,12 +86,11 @@ class OutputLines:
             self._continued = False
             if lines[0] in (b"", b"\r"):
                 del lines[0]
-        channel, limit, as_json = self._channel, self._max, json_bytes
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
-            if len(line) <= limit:
-                out.append(Draft(channel, as_json(line.decode("utf-8", "replace"))))
+            if len(line) <= self._max:
+                out.append(_text(self._channel, line))
             else:
                 self._split(line, out)
         return out
