@@ -18,8 +18,8 @@ from .api.fastpath import FastPublish
 from .api.limits import BodyLimit
 from .auth import Authenticator
 from .backends import Backends, for_settings
-from .bus.base import ControlEvent
 from .config import Settings, new_admin_key
+from .control import Control, ControlEvent
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
@@ -41,6 +41,7 @@ class Bloomr:
     admin_key: str | None
     backends: Backends = field(init=False)
     store: MetadataStore = field(init=False)
+    control: Control = field(init=False)
     hub: Hub = field(init=False)
     auth: Authenticator = field(init=False)
     gateway: Gateway = field(init=False)
@@ -62,19 +63,20 @@ class Bloomr:
             backlog_bytes=s.backlog_bytes,
             trim_interval=s.trim_interval,
         )
-        self.hub = Hub(b.meta, b.history, b.bus, limits)
+        self.control = Control(b.control)
+        self.hub = Hub(b.meta, b.history, b.bus, self.control, limits)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
-            self.hub, b.meta, b.leases, b.script_status, s.node_id, s.script_grace, s.lease_ttl,
-            cluster=b.cluster,
+            self.hub, self.control, b.meta, b.leases, b.script_status, s.node_id,
+            s.script_grace, s.lease_ttl, cluster=b.cluster,
         )  # fmt: skip
         self.webhook_store = b.webhooks
         cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
         self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
         if cluster is not None:
-            self.hub.watch_control(self.webhooks.on_control)
+            self.control.watch(self.webhooks.on_control)
         self.hub.add_listener(self.webhooks)
         self.counters = Counters()
         self.hub.add_listener(self.counters)
@@ -90,7 +92,7 @@ class Bloomr:
         )
 
     async def _signal(self, event: ControlEvent) -> None:
-        await self.hub.control(event)
+        await self.control.send(event)
 
     def _collector(self) -> NodeCollector:
         hub, counters = self.hub, self.counters
@@ -137,6 +139,7 @@ class Bloomr:
 
     async def start(self) -> None:
         await self.connect()
+        await self.control.start()
         await self.hub.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
@@ -147,6 +150,7 @@ class Bloomr:
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.hub.stop()
+        await self.control.stop()
         await self.backends.close()
         self._connected = False
 

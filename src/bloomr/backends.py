@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .bus.base import Bus
 from .config import Settings
+from .control import ControlChannel
 from .store.base import HistoryStore, LeaseStore, MetadataStore, ScriptStatusStore, WebhookStore
 
 Step = Callable[[], Awaitable[None]]
@@ -40,6 +41,7 @@ class Backends:
     meta: MetadataStore
     history: HistoryStore
     bus: Bus
+    control: ControlChannel
     webhooks: WebhookStore
     leases: LeaseStore
     script_status: ScriptStatusStore
@@ -67,6 +69,7 @@ class Backends:
 
 def embedded(settings: Settings) -> Backends:
     from .bus.local import LocalBus
+    from .control.local import LocalControl
     from .store.leases import LocalLeases, LocalScriptStatus
     from .store.sqlite import SQLiteStore
     from .store.sqlite_webhooks import SQLiteWebhookStore
@@ -78,6 +81,7 @@ def embedded(settings: Settings) -> Backends:
         meta=store,
         history=store,
         bus=LocalBus(),
+        control=LocalControl(),
         webhooks=webhooks,
         leases=LocalLeases(),
         script_status=LocalScriptStatus(),
@@ -88,6 +92,7 @@ def embedded(settings: Settings) -> Backends:
 
 def cluster(settings: Settings) -> Backends:
     from .bus.redis import RedisBus
+    from .control.redis import RedisControl
     from .store.postgres import PostgresStore
     from .store.redis_history import RedisHistory
 
@@ -103,6 +108,7 @@ def cluster(settings: Settings) -> Backends:
         meta=pg,
         history=history,
         bus=RedisBus(settings.redis_url, history, name),
+        control=RedisControl(settings.redis_url, name),
         webhooks=pg,
         leases=pg,
         script_status=pg,

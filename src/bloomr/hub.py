@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from .bus.base import Bus, ControlEvent
+from .bus.base import Bus
 from .bus.local import LocalBus
+from .control import Control, ControlEvent
 from .errors import BloomrError, warning
 from .model import Draft, Message, Stream, now_ms
 from .replay import MAX_REPLAY, AfterId, ReplayRequest, parse_age_ms
@@ -64,11 +65,18 @@ class _Pending:
 
 class Hub:
     def __init__(
-        self, meta: MetadataStore, history: HistoryStore, bus: Bus, limits: Limits | None = None
+        self,
+        meta: MetadataStore,
+        history: HistoryStore,
+        bus: Bus,
+        control: Control,
+        limits: Limits | None = None,
     ) -> None:
         self.meta = meta
         self.history = history
         self.bus = bus
+        self.control = control
+        control.watch(self.on_control)  # first: sessions end before anything else reacts
         self.limits = limits or Limits()
         self._streams: dict[str, Stream] = {}
         self._deleted: set[str] = set()
@@ -80,7 +88,6 @@ class Hub:
         self._in_process = isinstance(bus, LocalBus)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
-        self._watchers: list[Callable[[ControlEvent], None]] = []
         self._generation = 0  # counts stream_updated events: a read that raced one is not cached
         self.slow_consumers = 0  # subscribers cut off so far
         # tokens revoked while this node runs: a session that authenticated just before
@@ -89,15 +96,6 @@ class Hub:
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
-
-    def watch_control(self, watcher: Callable[[ControlEvent], None]) -> None:
-        """Call `watcher` with every control event this node hears (from any node,
-        this one included), after the hub has acted on it. It must not block."""
-        self._watchers.append(watcher)
-
-    async def control(self, event: ControlEvent) -> None:
-        """Send a control event to every node."""
-        await self.bus.control(event)
 
     def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
         for listener in self._listeners:
@@ -167,18 +165,18 @@ class Hub:
         """A stream was changed in the metadata store: every node's cache forgets it
         (this node's is updated at once) and every node's scripts look at it."""
         self.stream_updated(stream)
-        await self.bus.control(ControlEvent("stream_updated", stream.id))
+        await self.control.send(ControlEvent("stream_updated", stream.id))
 
     async def delete_stream(self, stream_id: str) -> None:
         """Forget the stream, end its live sessions, drop its history."""
         self._deleted.add(stream_id)
         self._streams.pop(stream_id, None)
-        await self.bus.control(ControlEvent("stream_deleted", stream_id))
+        await self.control.send(ControlEvent("stream_deleted", stream_id))
         await self.history.drop(stream_id)
         self._tell_deleted(stream_id)
 
     async def revoke_token(self, token_id: str) -> None:
-        await self.bus.control(ControlEvent("token_revoked", token_id))
+        await self.control.send(ControlEvent("token_revoked", token_id))
 
     # -- publish ----------------------------------------------------------------------
 
@@ -290,6 +288,7 @@ class Hub:
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
             self._streams.pop(event.target, None)
+            self.bus.forget(event.target)
             error = BloomrError("stream_deleted", "the stream was deleted")
             for subs in self._subs.get(event.target, {}).values():
                 for sub in subs:
@@ -297,11 +296,6 @@ class Hub:
         elif event.kind == "stream_updated":
             self._generation += 1
             self._streams.pop(event.target, None)
-        for watcher in self._watchers:
-            try:
-                watcher(event)
-            except Exception:
-                log.exception("control watcher %r failed", watcher)
 
     # -- subscribe --------------------------------------------------------------------
 

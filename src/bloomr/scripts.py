@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .bus.base import ControlEvent
+from .control import Control, ControlEvent
 from .errors import BloomrError
 from .hub import Hub
 from .model import Draft, Stream
@@ -60,6 +60,7 @@ class ScriptManager:
     def __init__(
         self,
         hub: Hub,
+        control: Control,
         meta: MetadataStore,
         leases: LeaseStore,
         status: ScriptStatusStore,
@@ -70,6 +71,7 @@ class ScriptManager:
         cluster: bool = False,
     ) -> None:
         self._hub = hub
+        self._control = control
         self._meta = meta
         self._leases = leases
         self._status = status
@@ -87,7 +89,7 @@ class ScriptManager:
         self._renewed_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        hub.watch_control(self._on_control)
+        control.watch(self._on_control)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class ScriptManager:
         if action == "start" and before is not None and before["state"] in _ALIVE:
             raise BloomrError("conflict", f"the script is already {before['state']}")
         await self._set_enabled(stream, True)
-        await self._hub.control(ControlEvent(f"script_{action}", stream.id))  # type: ignore[arg-type]
+        await self._control.send(ControlEvent(f"script_{action}", stream.id))  # type: ignore[arg-type]
         wait = _REMOTE_WAIT + (self._grace if action == "restart" else 0)
         await self._await_report(stream.id, lambda r: _settled(r) and r != before, wait)
 

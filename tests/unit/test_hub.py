@@ -12,6 +12,8 @@ import orjson
 import pytest
 
 from bloomr.bus.local import LocalBus
+from bloomr.control import Control
+from bloomr.control.local import LocalControl
 from bloomr.errors import BloomrError
 from bloomr.hub import Hub
 from bloomr.model import Draft, Stream
@@ -39,7 +41,7 @@ class RecordingSink:
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     store = SQLiteStore(tmp_path / "bloomr.db")
     await store.open()
-    made = Hub(store, store, LocalBus())
+    made = Hub(store, store, LocalBus(), Control(LocalControl()))
     await made.start()
     try:
         yield made

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model import Message
-from .base import BusHandler, ControlEvent
+from .base import BusHandler
 
 
 class LocalBus:
@@ -20,6 +20,5 @@ class LocalBus:
         if self._handler is not None:
             self._handler.on_messages(stream_id, messages)
 
-    async def control(self, event: ControlEvent) -> None:
-        if self._handler is not None:
-            self._handler.on_control(event)
+    def forget(self, stream_id: str) -> None:
+        pass

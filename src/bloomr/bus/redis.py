@@ -2,60 +2,29 @@
 
 The history's append script PUBLISHes every batch on its stream's bus channel in the
 same atomic step that gives it its seqs, so Redis holds one order per stream for every
-node. This bus listens to all streams' bus channels (one pattern subscription) and to
-a control channel, on one pub/sub connection, and hands what arrives to this node's
-handler from one task: each stream's messages exactly once, in seq order. A gap (a
-reconnection, a lost publish) is filled from the history before anything after it is
-delivered; a repeated seq is dropped."""
+node. This bus listens to all streams' bus channels (one pattern subscription) and
+hands what arrives to this node's handler from one task: each stream's messages exactly
+once, in seq order. A gap (a reconnection, a lost publish) is filled from the history
+before anything after it is delivered; a repeated seq is dropped."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
-from typing import Any, get_args
-
-import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from typing import Any
 
 from ..model import Message
+from ..redis_pubsub import Subscription
 from ..store.redis_history import (
     RedisHistory,
     bus_pattern,
     decode_published,
     stream_of_channel,
 )
-from .base import BusHandler, ControlEvent, ControlKind
+from .base import BusHandler
 
 log = logging.getLogger("bloomr.bus.redis")
 
 _FILL_PAGE = 1000
-_CONTROL_KINDS = frozenset(get_args(ControlKind))
-
-
-def control_channel(prefix: str) -> str:
-    return f"{prefix}:control"
-
-
-def encode_control(event: ControlEvent) -> bytes:
-    return orjson.dumps({"kind": event.kind, "target": event.target})
-
-
-def decode_control(payload: bytes) -> ControlEvent | None:
-    """None for anything that is not a control event this version knows."""
-    try:
-        doc = orjson.loads(payload)
-        kind, target = doc["kind"], doc["target"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if kind not in _CONTROL_KINDS or not isinstance(target, str):
-        return None
-    return ControlEvent(kind, target)
 
 
 class Sequencer:
@@ -91,34 +60,32 @@ class RedisBus:
     on the same Redis and prefix."""
 
     def __init__(
-        self,
-        url: str,
-        history: RedisHistory,
-        prefix: str = "bloomr",
-        *,
-        reconnect_delay: float = 0.05,
-        max_reconnect_delay: float = 5.0,
-        idle_ping: float = 5.0,
+        self, url: str, history: RedisHistory, prefix: str = "bloomr", **options: Any
     ) -> None:
         if prefix != history.prefix:
             raise ValueError("the bus must listen where its history publishes (same prefix)")
-        self.url = url
         self.history = history
         self.prefix = prefix
-        self.reconnect_delay = reconnect_delay
-        self.max_reconnect_delay = max_reconnect_delay
-        self.idle_ping = idle_ping
-        self.reconnects = 0  # how many times the pub/sub connection was made again
         self.filled = 0  # messages delivered from the history rather than from pub/sub
         self.sequencer = Sequencer()
         self._handler: BusHandler | None = None
-        self._client: aioredis.Redis | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.subscription = Subscription(
+            url,
+            f"bloomr-bus:{prefix}",
+            self._dispatch,
+            patterns=[bus_pattern(prefix)],
+            on_reconnect=self._catch_up,
+            **options,
+        )
+
+    @property
+    def reconnects(self) -> int:
+        return self.subscription.reconnects
 
     @property
     def client_name(self) -> str:
         """The name of this bus's Redis connections (CLIENT LIST shows it)."""
-        return f"bloomr-bus:{self.prefix}"
+        return self.subscription.name
 
     # -- Bus --------------------------------------------------------------------------
 
@@ -126,27 +93,10 @@ class RedisBus:
         """Returns once subscribed: whatever is published from then on reaches the
         handler. Raises if Redis cannot be reached now; later outages are retried."""
         self._handler = handler
-        # No retries inside the client: this bus reconnects itself, so that it knows
-        # when it did and can fill what it missed meanwhile.
-        self._client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), client_name=self.client_name
-        )
-        try:
-            pubsub = await self._subscribe()
-        except BaseException:
-            await self.stop()
-            raise
-        self._task = asyncio.create_task(self._run(pubsub), name="bloomr-redis-bus")
+        await self.subscription.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.subscription.stop()
         self._handler = None
 
     async def publish(self, stream_id: str, messages: list[Message]) -> None:
@@ -154,104 +104,21 @@ class RedisBus:
         atomically with ordering and storing them. Every node, this one included, gets
         them from Redis, which is what gives all nodes one order."""
 
-    async def control(self, event: ControlEvent) -> None:
-        """Publish to every node, this one included (it hears it back from Redis)."""
-        assert self._client is not None, "bus is not started"
-        await self._client.publish(control_channel(self.prefix), encode_control(event))
-
-    # -- the connection -----------------------------------------------------------------
-
-    async def _subscribe(self) -> PubSub:
-        """A pub/sub connection subscribed to the control channel and every stream,
-        returned once Redis confirmed the pattern: from then on nothing is missed."""
-        assert self._client is not None
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.subscribe(control_channel(self.prefix))
-            await pubsub.psubscribe(bus_pattern(self.prefix))
-            await self._confirmed(pubsub)
-        except BaseException:
-            await _close(pubsub)
-            raise
-        return pubsub
-
-    async def _confirmed(self, pubsub: PubSub) -> None:
-        """Wait for the pattern's confirmation; control events may come first (the
-        pattern is asked for last, so no stream message can)."""
-        async with asyncio.timeout(max(self.idle_ping, 1.0)):
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None:
-                    continue
-                if message["type"] == "psubscribe":
-                    return
-                await self._dispatch(message)
-
-    async def _run(self, pubsub: PubSub) -> None:
-        while True:
-            try:
-                await self._listen(pubsub)
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis bus connection lost (%s): reconnecting", exc)
-            except Exception:  # a bug: start over on a new connection rather than stop
-                log.exception("redis bus failed: reconnecting")
-            finally:
-                await _close(pubsub)
-            pubsub = await self._reconnect()
-            self.reconnects += 1
-
-    async def _reconnect(self) -> PubSub:
-        """Subscribe again, with backoff, then fill what every known stream missed."""
-        delay = self.reconnect_delay
-        while True:
-            await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: nodes apart
-            try:
-                pubsub = await self._subscribe()
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis bus cannot reconnect yet (%s)", exc)
-                delay = min(delay * 2, self.max_reconnect_delay)
-                continue
-            try:
-                await self._catch_up()
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis bus cannot catch up yet (%s)", exc)
-                await _close(pubsub)
-                delay = min(delay * 2, self.max_reconnect_delay)
-                continue
-            return pubsub
-
-    async def _listen(self, pubsub: PubSub) -> None:
-        """Dispatch until the connection fails. A connection quiet for `idle_ping` gets
-        a PING; quiet for another `idle_ping` it is taken for dead (a peer that vanished
-        without closing it would otherwise be waited on forever)."""
-        pinged = False
-        while True:
-            message = await pubsub.get_message(timeout=self.idle_ping)
-            if message is not None:
-                pinged = False
-                await self._dispatch(message)
-            elif pinged:
-                raise TimeoutError("no answer to PING")
-            else:
-                await pubsub.ping()
-                pinged = True
+    def forget(self, stream_id: str) -> None:
+        self.sequencer.forget(stream_id)
 
     # -- delivery -------------------------------------------------------------------------
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "pmessage":
-            stream_id = stream_of_channel(self.prefix, message["channel"])
-            try:
-                messages = decode_published(stream_id, message["data"])
-            except Exception:  # not from our script: skip it, the seqs tell if it mattered
-                log.exception("undecodable publish on %r", message["channel"])
-                return
-            await self._deliver(stream_id, messages)
-        elif kind == "message":
-            event = decode_control(message["data"])
-            if event is not None:
-                self._on_control(event)
+        if message["type"] != "pmessage":
+            return
+        stream_id = stream_of_channel(self.prefix, message["channel"])
+        try:
+            messages = decode_published(stream_id, message["data"])
+        except Exception:  # not from our script: skip it, the seqs tell if it mattered
+            log.exception("undecodable publish on %r", message["channel"])
+            return
+        await self._deliver(stream_id, messages)
 
     async def _deliver(self, stream_id: str, messages: list[Message]) -> None:
         """Give the handler what it has not had of `messages`, after whatever it
@@ -296,18 +163,3 @@ class RedisBus:
             self._handler.on_messages(stream_id, messages)
         except Exception:  # one handler bug must not stop the bus for every stream
             log.exception("bus handler failed on messages of %s", stream_id)
-
-    def _on_control(self, event: ControlEvent) -> None:
-        if event.kind == "stream_deleted":
-            self.sequencer.forget(event.target)
-        if self._handler is None:
-            return
-        try:
-            self._handler.on_control(event)
-        except Exception:
-            log.exception("bus handler failed on %r", event)
-
-
-async def _close(pubsub: PubSub) -> None:
-    with contextlib.suppress(RedisError, OSError):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]

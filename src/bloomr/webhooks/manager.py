@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..bus.base import ControlEvent
+from ..control import ControlEvent
 from ..errors import BloomrError
 from ..model import DEFAULT_CHANNEL, Message
 from ..store.base import LeaseStore, MetadataStore, OutboxItem, WebhookStore
