@@ -64,7 +64,7 @@ class Bloomr:
             trim_interval=s.trim_interval,
         )
         self.control = Control(b.control)
-        self.hub = Hub(b.meta, b.history, b.bus, self.control, limits)
+        self.hub = Hub(b.meta, b.broker, self.control, limits)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)

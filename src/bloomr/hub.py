@@ -1,9 +1,10 @@
 """The heart of bloomr: publish (order + store + fan out) and subscribe (replay -> live).
 
-Publishing goes through one pipeline task: it takes every publish request waiting,
-appends them to the history store in one transaction (group commit), then hands the
-ordered messages to the bus in that same order. One task means the order messages are
-stored in is the order every subscriber sees, without a lock per stream."""
+Publishing goes through one pipeline task: it takes every publish request waiting and
+hands them to the broker as one group (one transaction, one Lua call), which orders,
+stores and fans them out. One task means the order messages are stored in is the order
+every subscriber sees, without a lock per stream. The broker delivers back to the hub
+(`on_messages`), which hands each channel's messages to its subscribers."""
 
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from .bus.base import Bus
-from .bus.local import LocalBus
+from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError, warning
 from .model import Draft, Message, Stream, now_ms
 from .replay import MAX_REPLAY, AfterId, ReplayRequest, parse_age_ms
-from .store.base import AppendBatch, HistoryStore, MetadataStore, ReplaySlice
+from .store.base import AppendBatch, MetadataStore, ReplaySlice
 from .subscription import Delivery, Subscription
 
 log = logging.getLogger("bloomr.hub")
@@ -50,7 +50,7 @@ class HubListener(Protocol):
     the work). Called on the node that did it only, once per event cluster-wide."""
 
     def on_published(self, stream_id: str, messages: list[Message]) -> None:
-        """Messages just stored (or, without history, ordered) and handed to the bus,
+        """Messages just stored (or, without history, ordered) and handed to the broker,
         in the stream's order, every channel, whether or not the stream keeps history."""
         ...
 
@@ -67,14 +67,12 @@ class Hub:
     def __init__(
         self,
         meta: MetadataStore,
-        history: HistoryStore,
-        bus: Bus,
+        broker: Broker,
         control: Control,
         limits: Limits | None = None,
     ) -> None:
         self.meta = meta
-        self.history = history
-        self.bus = bus
+        self.broker = broker
         self.control = control
         control.watch(self.on_control)  # first: sessions end before anything else reacts
         self.limits = limits or Limits()
@@ -84,8 +82,6 @@ class Hub:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
-        # the bus calls back into this hub at once: a publish can be fanned out on the spot
-        self._in_process = isinstance(bus, LocalBus)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
         self._generation = 0  # counts stream_updated events: a read that raced one is not cached
@@ -114,7 +110,7 @@ class Hub:
     # -- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.bus.start(self)
+        await self.broker.start(self)
         self._tasks = [
             asyncio.create_task(self._pipeline(), name="bloomr-publish"),
             asyncio.create_task(self._trimmer(), name="bloomr-trim"),
@@ -133,7 +129,7 @@ class Hub:
         self._queue.clear()
         for sub in list(self._all_subscriptions()):
             sub.close(BloomrError("unavailable", "server is stopping"))
-        await self.bus.stop()
+        await self.broker.stop()
 
     # -- streams ----------------------------------------------------------------------
 
@@ -172,7 +168,7 @@ class Hub:
         self._deleted.add(stream_id)
         self._streams.pop(stream_id, None)
         await self.control.send(ControlEvent("stream_deleted", stream_id))
-        await self.history.drop(stream_id)
+        await self.broker.drop(stream_id)
         self._tell_deleted(stream_id)
 
     async def revoke_token(self, token_id: str) -> None:
@@ -191,24 +187,22 @@ class Hub:
     @property
     def publishes_on_the_spot(self) -> bool:
         """Whether `try_publish_now` can ever succeed here (a single node)."""
-        return self._in_process
+        return self.broker.capabilities.publishes_on_the_spot
 
     def try_publish_now(self, stream: Stream, drafts: list[Draft]) -> list[Message] | None:
-        """`publish`, done before returning, when nothing is ahead of it: no publish
-        queued or being stored, a store that can commit on the spot, and subscribers on
-        this node only (the in-process bus). None when it cannot be: nothing was stored,
-        use `publish`. Saves a publish the pipeline's turn of the loop, which is most of
-        what separates a request from its fan-out."""
-        if self._queue or self._committing or not self._in_process or stream.id in self._deleted:
+        """`publish`, done before returning, when nothing is ahead of it (no publish
+        queued or being stored) and the broker can (`publishes_on_the_spot`). None when
+        it cannot be: nothing was stored, use `publish`. Saves a publish the pipeline's
+        turn of the loop, which is most of what separates a request from its fan-out."""
+        if self._queue or self._committing or stream.id in self._deleted:
             return None
         batch = AppendBatch(stream.id, drafts, stream.store_history)
-        results = self.history.try_append_now([batch])
+        results = self.broker.publish_now([batch])
         if results is None:
             return None
         result = results[0]
         if isinstance(result, BloomrError):
             raise result
-        self.on_messages(stream.id, result)
         self._tell_published(stream.id, result)
         return result
 
@@ -246,16 +240,12 @@ class Hub:
     async def _commit(self, group: list[_Pending]) -> None:
         if not group:
             return
-        results = await self.history.append([p.batch for p in group])
+        results = await self.broker.publish([p.batch for p in group])
         stored: dict[str, list[Message]] = {}
         for pending, result in zip(group, results, strict=True):
             if not isinstance(result, BloomrError):
                 stored.setdefault(pending.batch.stream_id, []).extend(result)
-        # One fan-out per stream for the whole group: publishes that queued up while the
-        # loop was busy reach each subscriber in one write, not one write each, which is
-        # what lets a node (and its clients) catch up after a stall.
         for stream_id, messages in stored.items():
-            await self.bus.publish(stream_id, messages)
             self._tell_published(stream_id, messages)
         for pending, result in zip(group, results, strict=True):
             if pending.future.done():
@@ -265,7 +255,7 @@ class Hub:
             else:
                 pending.future.set_result(result)
 
-    # -- bus handler ------------------------------------------------------------------
+    # -- broker handler ------------------------------------------------------------------
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
         channels = self._subs.get(stream_id)
@@ -288,7 +278,6 @@ class Hub:
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
             self._streams.pop(event.target, None)
-            self.bus.forget(event.target)
             error = BloomrError("stream_deleted", "the stream was deleted")
             for subs in self._subs.get(event.target, {}).values():
                 for sub in subs:
@@ -364,7 +353,7 @@ class Hub:
             )
             return plan
         window = request.requested if request.start is None else None
-        found = await self.history.replay(
+        found = await self.broker.replay(
             stream.id, sub.channel, request.start, request.limit, window
         )
         plan.messages, plan.head_seq = found.messages, found.head_seq
@@ -381,6 +370,12 @@ class Hub:
         if found.matched > request.limit:
             plan.warnings.append(_truncated(request.limit, found.matched, found))
         return plan
+
+    async def page(
+        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
+    ) -> list[Message]:
+        """A page of a channel's history, oldest first (HTTP polling): `Broker.page`."""
+        return await self.broker.page(stream_id, channel, after_id, since_ms, limit)
 
     def _all_subscriptions(self) -> Iterator[Subscription]:
         for channels in self._subs.values():
@@ -401,7 +396,7 @@ class Hub:
         for stream in await self.meta.list_streams():
             age = parse_age_ms(stream.retention.max_age)
             min_ts = now_ms() - age if age is not None else 0
-            await self.history.trim(stream.id, min_ts, stream.retention.max_messages)
+            await self.broker.trim(stream.id, min_ts, stream.retention.max_messages)
 
 
 def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bloomr.bus.local import LocalBus
+from bloomr.broker.embedded import EmbeddedBroker
 from bloomr.control import Control
 from bloomr.control.local import LocalControl
 from bloomr.errors import BloomrError
@@ -41,7 +41,7 @@ class RecordingSink:
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     store = SQLiteStore(tmp_path / "bloomr.db")
     await store.open()
-    made = Hub(store, store, LocalBus(), Control(LocalControl()))
+    made = Hub(store, EmbeddedBroker(store), Control(LocalControl()))
     await made.start()
     try:
         yield made

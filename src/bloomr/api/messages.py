@@ -135,7 +135,7 @@ async def poll(
     wait_seconds = _wait_seconds(wait)
 
     async def fetch() -> list[Message]:
-        return await ctx.hub.history.page(stream.id, channel, after_id, since_ms, page_limit)
+        return await ctx.hub.page(stream.id, channel, after_id, since_ms, page_limit)
 
     messages = await fetch()
     if not messages and wait_seconds > 0:

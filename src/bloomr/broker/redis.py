@@ -1,8 +1,8 @@
-"""Cluster fan-out through Redis pub/sub.
+"""The cluster broker: history and fan-out in Redis, shared by every node.
 
-The history's append script PUBLISHes every batch on its stream's bus channel in the
-same atomic step that gives it its seqs, so Redis holds one order per stream for every
-node. This bus listens to all streams' bus channels (one pattern subscription) and
+The history's append script (`store/redis_history.py`) PUBLISHes every batch on its
+stream's bus channel in the same atomic step that gives it its seqs, so Redis holds one
+order per stream for every node. This broker listens to all streams' bus channels (one pattern subscription) and
 hands what arrives to this node's handler from one task: each stream's messages exactly
 once, in seq order. A gap (a reconnection, a lost publish) is filled from the history
 before anything after it is delivered; a repeated seq is dropped."""
@@ -10,19 +10,21 @@ before anything after it is delivered; a repeated seq is dropped."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..model import Message
 from ..redis_pubsub import Subscription
+from ..replay import ReplayStart
 from ..store.redis_history import (
     RedisHistory,
     bus_pattern,
     decode_published,
     stream_of_channel,
 )
-from .base import BusHandler
+from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
 
-log = logging.getLogger("bloomr.bus.redis")
+log = logging.getLogger("bloomr.broker.redis")
 
 _FILL_PAGE = 1000
 
@@ -55,20 +57,19 @@ class Sequencer:
         self.last.pop(stream_id, None)
 
 
-class RedisBus:
-    """Implements Bus over Redis pub/sub, for a cluster whose history is a RedisHistory
-    on the same Redis and prefix."""
+class RedisBroker:
+    """Implements Broker on Redis: `publish` is one Lua call per group commit, which
+    orders, stores and PUBLISHes; every node, this one included, delivers what Redis
+    publishes, which is what gives all nodes one order."""
 
-    def __init__(
-        self, url: str, history: RedisHistory, prefix: str = "bloomr", **options: Any
-    ) -> None:
-        if prefix != history.prefix:
-            raise ValueError("the bus must listen where its history publishes (same prefix)")
-        self.history = history
+    capabilities = Capabilities(publishes_on_the_spot=False)  # a round trip to Redis
+
+    def __init__(self, url: str, prefix: str = "bloomr", **options: Any) -> None:
+        self.history = RedisHistory(url, prefix)
         self.prefix = prefix
         self.filled = 0  # messages delivered from the history rather than from pub/sub
         self.sequencer = Sequencer()
-        self._handler: BusHandler | None = None
+        self._handler: BrokerHandler | None = None
         self.subscription = Subscription(
             url,
             f"bloomr-bus:{prefix}",
@@ -84,14 +85,12 @@ class RedisBus:
 
     @property
     def client_name(self) -> str:
-        """The name of this bus's Redis connections (CLIENT LIST shows it)."""
+        """The name of this broker's pub/sub connection (CLIENT LIST shows it)."""
         return self.subscription.name
 
-    # -- Bus --------------------------------------------------------------------------
+    # -- Broker -----------------------------------------------------------------------
 
-    async def start(self, handler: BusHandler) -> None:
-        """Returns once subscribed: whatever is published from then on reaches the
-        handler. Raises if Redis cannot be reached now; later outages are retried."""
+    async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
         await self.subscription.start()
 
@@ -99,12 +98,32 @@ class RedisBus:
         await self.subscription.stop()
         self._handler = None
 
-    async def publish(self, stream_id: str, messages: list[Message]) -> None:
-        """Nothing to do: the history's append script already published these messages,
-        atomically with ordering and storing them. Every node, this one included, gets
-        them from Redis, which is what gives all nodes one order."""
+    async def publish(self, batches: Sequence[AppendBatch]) -> list[Published]:
+        return await self.history.append(batches)
 
-    def forget(self, stream_id: str) -> None:
+    def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:
+        return None
+
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        return await self.history.replay(stream_id, channel, start, limit, window)
+
+    async def page(
+        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
+    ) -> list[Message]:
+        return await self.history.page(stream_id, channel, after_id, since_ms, limit)
+
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        return await self.history.trim(stream_id, min_ts_ms, max_messages)
+
+    async def drop(self, stream_id: str) -> None:
+        await self.history.drop(stream_id)
         self.sequencer.forget(stream_id)
 
     # -- delivery -------------------------------------------------------------------------
