@@ -24,8 +24,10 @@ from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
+from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
+from .streams import Streams
 from .webhooks.manager import Cluster, WebhookManager
 
 log = logging.getLogger("bloomr")
@@ -43,6 +45,8 @@ class Bloomr:
     store: MetadataStore = field(init=False)
     control: Control = field(init=False)
     hub: Hub = field(init=False)
+    trimmer: Trimmer = field(init=False)
+    streams: Streams = field(init=False)
     auth: Authenticator = field(init=False)
     gateway: Gateway = field(init=False)
     scripts: ScriptManager = field(init=False)
@@ -61,17 +65,20 @@ class Bloomr:
         limits = Limits(
             backlog_messages=s.backlog_messages,
             backlog_bytes=s.backlog_bytes,
-            trim_interval=s.trim_interval,
         )
         self.control = Control(b.control)
-        self.hub = Hub(b.meta, b.broker, self.control, limits)
+        revoked: set[str] = set()  # token ids revoked while this node runs
+        self.hub = Hub(b.broker, self.control, limits, revoked)
+        self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
+        self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
-        self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
-        self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
+        self.auth = Authenticator(b.meta, key_hash, revoked)
+        self.gateway = build_gateway(s.gateway, self.hub, self.streams, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
-            self.hub, self.control, b.meta, b.leases, b.script_status, s.node_id,
+            self.hub, self.streams, self.control, b.meta, b.leases, b.script_status, s.node_id,
             s.script_grace, s.lease_ttl, cluster=b.cluster,
         )  # fmt: skip
+        self.streams.hook(self.scripts)
         self.webhook_store = b.webhooks
         cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
         self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
@@ -85,6 +92,7 @@ class Bloomr:
             settings=s,
             meta=self.store,
             hub=self.hub,
+            streams=self.streams,
             auth=self.auth,
             scripts=self.scripts,
             metrics=self.metrics,
@@ -141,6 +149,7 @@ class Bloomr:
         await self.connect()
         await self.control.start()
         await self.hub.start()
+        self.trimmer.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
@@ -149,6 +158,7 @@ class Bloomr:
         await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
+        await self.trimmer.stop()
         await self.hub.stop()
         await self.control.stop()
         await self.backends.close()

@@ -12,16 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from .broker import Broker
 from .control import Control, ControlEvent
-from .errors import BloomrError, warning
+from .errors import BloomrError
 from .model import Draft, Message, Stream, now_ms
-from .replay import MAX_REPLAY, AfterId, ReplayRequest, parse_age_ms
-from .store.base import AppendBatch, MetadataStore, ReplaySlice
+from .replay import ReplayRequest
+from .replay_plan import ReplayPlan, plan_replay
+from .store.base import AppendBatch
 from .subscription import Delivery, Subscription
 
 log = logging.getLogger("bloomr.hub")
@@ -33,16 +35,6 @@ _GROUP_MAX_MESSAGES = 10_000
 class Limits:
     backlog_messages: int = 10_000
     backlog_bytes: int = 16 * 1024 * 1024
-    trim_interval: float = 30.0
-
-
-@dataclass(slots=True)
-class ReplayPlan:
-    """What a new subscriber gets before going live."""
-
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[Message] = field(default_factory=list)
-    head_seq: int = 0
 
 
 class HubListener(Protocol):
@@ -66,29 +58,26 @@ class _Pending:
 class Hub:
     def __init__(
         self,
-        meta: MetadataStore,
         broker: Broker,
         control: Control,
         limits: Limits | None = None,
+        revoked_tokens: AbstractSet[str] = frozenset(),
     ) -> None:
-        self.meta = meta
         self.broker = broker
         self.control = control
         control.watch(self.on_control)  # first: sessions end before anything else reacts
         self.limits = limits or Limits()
-        self._streams: dict[str, Stream] = {}
-        self._deleted: set[str] = set()
+        self._deleted: set[str] = set()  # streams deleted while this node runs
         self._subs: dict[str, dict[str, set[Subscription]]] = {}
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
-        self._generation = 0  # counts stream_updated events: a read that raced one is not cached
         self.slow_consumers = 0  # subscribers cut off so far
-        # tokens revoked while this node runs: a session that authenticated just before
-        # the revocation arrived must not outlive it
-        self.revoked_tokens: set[str] = set()
+        # tokens revoked while this node runs (kept by the streams service): a session
+        # that authenticated just before the revocation arrived must not outlive it
+        self.revoked_tokens = revoked_tokens
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
@@ -113,7 +102,6 @@ class Hub:
         await self.broker.start(self)
         self._tasks = [
             asyncio.create_task(self._pipeline(), name="bloomr-publish"),
-            asyncio.create_task(self._trimmer(), name="bloomr-trim"),
         ]
 
     async def stop(self) -> None:
@@ -133,46 +121,12 @@ class Hub:
 
     # -- streams ----------------------------------------------------------------------
 
-    def cached_stream(self, stream_id: str) -> Stream | None:
-        """A stream by id if this node has it cached (None: ask `stream`)."""
-        if stream_id in self._deleted:
-            return None
-        return self._streams.get(stream_id)
-
-    async def stream(self, stream_id: str) -> Stream | None:
-        """A stream by id, from the cache (the metadata store on a miss)."""
-        if stream_id in self._deleted:
-            return None
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            generation = self._generation
-            stream = await self.meta.get_stream(stream_id)
-            fresh = generation == self._generation  # no update announced meanwhile
-            if stream is not None and fresh and stream_id not in self._deleted:
-                self._streams[stream_id] = stream
-        return stream
-
-    def stream_updated(self, stream: Stream) -> None:
-        """This node's cache only (a stream just created here)."""
-        self._deleted.discard(stream.id)
-        self._streams[stream.id] = stream
-
-    async def announce_stream(self, stream: Stream) -> None:
-        """A stream was changed in the metadata store: every node's cache forgets it
-        (this node's is updated at once) and every node's scripts look at it."""
-        self.stream_updated(stream)
-        await self.control.send(ControlEvent("stream_updated", stream.id))
-
-    async def delete_stream(self, stream_id: str) -> None:
-        """Forget the stream, end its live sessions, drop its history."""
+    async def drop_stream(self, stream_id: str) -> None:
+        """A stream was deleted (by the streams service, on this node): refuse its
+        publishes, drop its history, tell the listeners."""
         self._deleted.add(stream_id)
-        self._streams.pop(stream_id, None)
-        await self.control.send(ControlEvent("stream_deleted", stream_id))
         await self.broker.drop(stream_id)
         self._tell_deleted(stream_id)
-
-    async def revoke_token(self, token_id: str) -> None:
-        await self.control.send(ControlEvent("token_revoked", token_id))
 
     # -- publish ----------------------------------------------------------------------
 
@@ -270,21 +224,16 @@ class Hub:
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
-            self.revoked_tokens.add(event.target)
             error = BloomrError("token_revoked", "the token was revoked")
             for sub in self._all_subscriptions():
                 if sub.token_id == event.target:
                     sub.close(error)
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
-            self._streams.pop(event.target, None)
             error = BloomrError("stream_deleted", "the stream was deleted")
             for subs in self._subs.get(event.target, {}).values():
                 for sub in subs:
                     sub.close(error)
-        elif event.kind == "stream_updated":
-            self._generation += 1
-            self._streams.pop(event.target, None)
 
     # -- subscribe --------------------------------------------------------------------
 
@@ -335,41 +284,7 @@ class Hub:
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None
     ) -> ReplayPlan:
         """Read what `sub` must get before going live (call after `subscribe`)."""
-        plan = ReplayPlan()
-        if request is None:
-            return plan
-        if request.capped:
-            plan.warnings.append(
-                warning(
-                    "replay_limit_capped",
-                    f"replayLimit is capped at {MAX_REPLAY}",
-                    limit=MAX_REPLAY,
-                    requested=request.requested,
-                )
-            )
-        if not stream.store_history:
-            plan.warnings.append(
-                warning("history_disabled", "this stream does not store history: nothing to replay")
-            )
-            return plan
-        window = request.requested if request.start is None else None
-        found = await self.broker.replay(
-            stream.id, sub.channel, request.start, request.limit, window
-        )
-        plan.messages, plan.head_seq = found.messages, found.head_seq
-        if found.unknown_id:
-            assert isinstance(request.start, AfterId)
-            plan.warnings.append(
-                warning(
-                    "unknown_message_id",
-                    "that message id is not in this stream's history: replaying the newest "
-                    "messages instead",
-                    id=request.start.id,
-                )
-            )
-        if found.matched > request.limit:
-            plan.warnings.append(_truncated(request.limit, found.matched, found))
-        return plan
+        return await plan_replay(self.broker, stream, sub.channel, request)
 
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
@@ -382,22 +297,6 @@ class Hub:
             for subs in channels.values():
                 yield from subs
 
-    # -- retention --------------------------------------------------------------------
-
-    async def _trimmer(self) -> None:
-        while True:
-            await asyncio.sleep(self.limits.trim_interval)
-            try:
-                await self.trim_all()
-            except Exception:
-                log.exception("trimming history failed")
-
-    async def trim_all(self) -> None:
-        for stream in await self.meta.list_streams():
-            age = parse_age_ms(stream.retention.max_age)
-            min_ts = now_ms() - age if age is not None else 0
-            await self.broker.trim(stream.id, min_ts, stream.retention.max_messages)
-
 
 def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
     """Each channel's messages, in order (one channel in the common case). A subscriber
@@ -409,15 +308,3 @@ def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
     for message in messages:
         runs.setdefault(message.channel, []).append(message)
     return list(runs.items())
-
-
-def _truncated(limit: int, matched: int, found: ReplaySlice) -> dict[str, Any]:
-    return warning(
-        "replay_truncated",
-        f"{matched} messages match, only the newest {limit} are replayed",
-        limit=limit,
-        matched=matched,
-        omitted=matched - limit,
-        firstReplayedId=found.messages[0].id if found.messages else None,
-        backfillAfterId=found.backfill_after_id,
-    )

@@ -47,7 +47,7 @@ async def _authorized_stream(
     ctx: Context, principal: Principal, stream_id: str, scope: Scope
 ) -> Stream:
     check_access(principal, stream_id, scope)
-    return require_stream(await ctx.hub.stream(stream_id), stream_id)
+    return require_stream(await ctx.streams.get(stream_id), stream_id)
 
 
 def parse_publish_body(raw: bytes) -> list[Draft]:

@@ -2,10 +2,11 @@
 
 The history's append script (`store/redis_history.py`) PUBLISHes every batch on its
 stream's bus channel in the same atomic step that gives it its seqs, so Redis holds one
-order per stream for every node. This broker listens to all streams' bus channels (one pattern subscription) and
-hands what arrives to this node's handler from one task: each stream's messages exactly
-once, in seq order. A gap (a reconnection, a lost publish) is filled from the history
-before anything after it is delivered; a repeated seq is dropped."""
+order per stream for every node. This broker listens to all streams' bus channels (one
+pattern subscription) and hands what arrives to this node's handler from one task: each
+stream's messages exactly once, in seq order. A gap (a reconnection, a lost publish) is
+filled from the history before anything after it is delivered; a repeated seq is
+dropped."""
 
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ async def two_hubs(prefix: str, tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub,
         broker = RedisBroker(REDIS_URL, prefix)
         history = broker.history
         await history.open()
-        hub = Hub(meta, broker, Control(LocalControl()))
+        hub = Hub(broker, Control(LocalControl()))
         await hub.start()
         made.append((hub, meta, history))
     try:
