@@ -72,7 +72,7 @@ class Bloomr:
         self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
-        self.auth = Authenticator(b.meta, key_hash, revoked)
+        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked)
         self.gateway = build_gateway(s.gateway, self.hub, self.streams, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
             self.hub, self.streams, self.control, b.meta, b.leases, b.script_status, s.node_id,

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
-from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
 
 @dataclass(slots=True)
