@@ -65,7 +65,9 @@ class RedisBroker:
 
     capabilities = Capabilities(publishes_on_the_spot=False)  # a round trip to Redis
 
-    def __init__(self, url: str, prefix: str = "bloomr", **options: Any) -> None:
+    def __init__(
+        self, url: str, prefix: str = "bloomr", name: str | None = None, **options: Any
+    ) -> None:
         self.history = RedisHistory(url, prefix)
         self.prefix = prefix
         self.filled = 0  # messages delivered from the history rather than from pub/sub
@@ -73,7 +75,7 @@ class RedisBroker:
         self._handler: BrokerHandler | None = None
         self.subscription = Subscription(
             url,
-            f"bloomr-bus:{prefix}",
+            name or f"bloomr-bus:{prefix}",  # its connection's name in CLIENT LIST
             self._dispatch,
             patterns=[bus_pattern(prefix)],
             on_reconnect=self._catch_up,
