@@ -50,6 +50,12 @@ _MIGRATIONS = (
     ALTER TABLE messages ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE messages ADD COLUMN ends BLOB;
     """,
+    # 3 -> 4: each stream's history has an epoch, made with its head: a resume point
+    # names the epoch it was taken in, so one from a history that was lost is refused
+    """
+    ALTER TABLE heads ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+    UPDATE heads SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _READERS = 2

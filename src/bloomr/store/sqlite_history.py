@@ -18,7 +18,7 @@ import aiosqlite
 
 from ..errors import BloomrError
 from ..model import Message, id_at, id_place, new_messages, uuid7_ms
-from ..replay import AfterId, ReplayStart, Since
+from ..replay import AfterId, AfterSeq, ReplayStart, Since
 from .base import AppendBatch, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
@@ -93,7 +93,8 @@ def _append_sync(
         # a millisecond's first seq: an earlier batch of that millisecond already has it
         conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
         conn.executemany(
-            "INSERT INTO heads (stream_id, last_seq) VALUES (?, ?) "
+            "INSERT INTO heads (stream_id, last_seq, epoch) "
+            "VALUES (?, ?, lower(hex(randomblob(8)))) "
             "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
             list(heads.items()),
         )
@@ -223,12 +224,14 @@ class SQLiteHistory(SQLiteDatabase):
     ) -> ReplaySlice:
         async with self._snapshot() as conn:
             q = _Query(conn, stream_id, channel)
-            head = await q.head()
+            head, epoch = await q.head()
             unknown = False
             if isinstance(start, AfterId):
                 seq = await q.seq_of(start.id)
                 if seq is None:
                     unknown, start, window = True, None, limit
+            elif isinstance(start, AfterSeq) and not await q.holds_after(start, head, epoch):
+                unknown, start, window = True, None, limit
             first, boundary = await q.first_seq(start, window)
             matched = await q.count_from(first)
             messages = await q.newest_from(first, limit)
@@ -240,6 +243,7 @@ class SQLiteHistory(SQLiteDatabase):
                 backfill_after_id=None if boundary is _LAZY else boundary,
                 head_seq=head,
                 unknown_id=unknown,
+                epoch=epoch,
             )
 
     @_run_to_completion
@@ -358,9 +362,22 @@ class _Query:
     async def _rows(self, sql: str, *params: Any) -> list[Row]:
         return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
 
-    async def head(self) -> int:
-        rows = await self._rows("SELECT last_seq FROM heads WHERE stream_id = ?", self.stream_id)
-        return int(rows[0][0]) if rows else 0
+    async def head(self) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        sql = "SELECT last_seq, epoch FROM heads WHERE stream_id = ?"
+        rows = await self._rows(sql, self.stream_id)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+    async def holds_after(self, start: AfterSeq, head: int, epoch: str) -> bool:
+        """Whether every stored message after `start` is still here: same epoch (or a
+        start before the first message ever), and nothing after it trimmed."""
+        if start.epoch != epoch and not (start.epoch == "" and start.seq == 0):
+            return False
+        if start.seq >= head:
+            return True
+        sql = "SELECT seq FROM messages WHERE stream_id = ? ORDER BY seq LIMIT 1"
+        rows = await self._rows(sql, self.stream_id)
+        return bool(rows) and int(rows[0][0]) <= start.seq + 1
 
     async def seq_of(self, message_id: str) -> int | None:
         """Through the ticks: a UUIDv7 id carries its message's millisecond, whose
@@ -390,7 +407,7 @@ class _Query:
             "SELECT first_seq FROM ticks WHERE stream_id = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 1"
         )
         rows = await self._rows(sql, self.stream_id, ts_ms)
-        return int(rows[0][0]) if rows else (await self.head()) + 1
+        return int(rows[0][0]) if rows else (await self.head())[0] + 1
 
     async def first_seq(self, start: ReplayStart | None, window: int | None) -> tuple[int, Any]:
         """Where the matching set starts, and the backfill boundary id (or _LAZY)."""
@@ -400,6 +417,8 @@ class _Query:
             return seq + 1, start.id
         if isinstance(start, Since):
             return await self.first_seq_since(start.ts_ms), _LAZY
+        if isinstance(start, AfterSeq):
+            return start.seq + 1, _LAZY
         if window is None:
             return 0, None
         # The channel's newest `window` messages: the boundary is the message before them,

@@ -14,6 +14,7 @@ import pytest
 from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
 from bloomr.errors import BloomrError
 from bloomr.model import Draft, Message
+from bloomr.replay import AfterSeq
 from bloomr.store.base import AppendBatch
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
@@ -132,3 +133,26 @@ async def test_trim_and_drop(nodes: Nodes) -> None:
     assert await node.broker.page(S1, "", None, None, 100) == []
     again = stored((await node.broker.publish([batch(S1, "new")]))[0])
     assert seqs(again) == [1]  # a dropped stream's sequence starts over
+
+
+async def test_a_resume_point_replays_what_followed_it_in_its_epoch_only(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    before = await node.broker.replay(S1, "", None, 10, None)
+    assert before.head_seq == 0 and before.epoch == ""
+    first = stored((await node.broker.publish([batch(S1, 1, 2)]))[0])
+    live = await node.broker.replay(S1, "", None, 10, None)
+    assert live.epoch != "" and live.head_seq == 2
+    later = stored((await node.broker.publish([batch(S1, 3), batch(S1, 4, channel="x")]))[0])
+
+    from_empty = await node.broker.replay(S1, "", AfterSeq(0, ""), 100, None)
+    assert from_empty.messages == first + later and not from_empty.unknown_id
+    resumed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    assert resumed.messages == later and not resumed.unknown_id
+    caught_up = await node.broker.replay(S1, "", AfterSeq(4, live.epoch), 100, None)
+    assert caught_up.messages == [] and not caught_up.unknown_id
+
+    elsewhere = await node.broker.replay(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    assert elsewhere.unknown_id  # another history's place means nothing here
+    await node.broker.trim(S1, 0, 1)  # only seq 4 is left: 3 is gone
+    trimmed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    assert trimmed.unknown_id
