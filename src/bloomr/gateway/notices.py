@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import warning
-from ..replay_plan import HistoryDisabled, LimitCapped, Notice, Truncated, UnknownId
+from ..replay_plan import (
+    HistoryDisabled,
+    LimitCapped,
+    Notice,
+    RecoveryFailed,
+    Truncated,
+    UnknownId,
+)
 
 
 def notice_payload(notice: Notice) -> dict[str, Any]:
@@ -34,6 +41,13 @@ def notice_payload(notice: Notice) -> dict[str, Any]:
                 "that message id is not in this stream's history: replaying the newest "
                 "messages instead",
                 id=message_id,
+            )
+        case RecoveryFailed(reason):
+            return warning(
+                "recovery_failed",
+                "this connection could not resume where the last one stopped: it starts "
+                "anew with its handshake arguments",
+                reason=reason,
             )
         case HistoryDisabled():
             return warning(
