@@ -82,6 +82,12 @@ class Broker(Protocol):
         seq reaches the handler after this snapshot was taken (the hand-over)."""
         ...
 
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch now (`(0, "")` before its first
+        publish): every message published after this read has a higher seq in that
+        epoch, or another epoch."""
+        ...
+
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
     ) -> list[Message]:

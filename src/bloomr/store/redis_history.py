@@ -524,6 +524,15 @@ class RedisHistory:
             epoch=bytes(epoch).decode(),
         )
 
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        seq, epoch = await self.client.hmget(
+            key_base(self.prefix, stream_id) + "head", ["seq", "epoch"]
+        )
+        if seq is None:
+            return 0, ""
+        return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
+
     async def page(
         self,
         stream_id: str,

@@ -247,6 +247,13 @@ class SQLiteHistory(SQLiteDatabase):
             )
 
     @_run_to_completion
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        sql = "SELECT last_seq, epoch FROM heads WHERE stream_id = ?"
+        rows = await self._read(sql, (stream_id,))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+    @_run_to_completion
     async def page(
         self,
         stream_id: str,
