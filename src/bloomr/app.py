@@ -19,14 +19,14 @@ from .api.limits import BodyLimit
 from .auth import Authenticator
 from .backends import Backends, for_settings
 from .config import Settings, new_admin_key
-from .control import Control, ControlEvent
+from .control import Control
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
-from .model import hash_secret
+from .model import Stream, hash_secret
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
-from .webhooks.manager import Cluster, WebhookManager
+from .webhooks.manager import WebhookManager
 
 log = logging.getLogger("bloomr")
 
@@ -69,15 +69,15 @@ class Bloomr:
         self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
         self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
-            self.hub, self.control, b.meta, b.leases, b.script_status, s.node_id,
-            s.script_grace, s.lease_ttl, cluster=b.cluster,
+            self.hub, self.control, b.meta, b.leases, b.script_status, self._set_enabled,
+            s.script_grace,
         )  # fmt: skip
         self.webhook_store = b.webhooks
-        cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
-        self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
-        if cluster is not None:
-            self.control.watch(self.webhooks.on_control)
+        self.webhooks = WebhookManager(
+            b.webhooks, b.meta, self.control, b.leases, s.webhook_allow_private
+        )
         self.hub.add_listener(self.webhooks)
+        self.hub.add_backpressure(self.webhooks)
         self.counters = Counters()
         self.hub.add_listener(self.counters)
         self.metrics = registry_for(self._collector())
@@ -91,8 +91,11 @@ class Bloomr:
             probes=b.probes,
         )
 
-    async def _signal(self, event: ControlEvent) -> None:
-        await self.control.send(event)
+    async def _set_enabled(self, stream: Stream, enabled: bool) -> None:
+        """Where a script's `enabled` flag is stored and announced to every node."""
+        stream.enabled = enabled
+        await self.store.update_stream(stream)
+        await self.hub.announce_stream(stream)
 
     def _collector(self) -> NodeCollector:
         hub, counters = self.hub, self.counters
@@ -140,6 +143,7 @@ class Bloomr:
     async def start(self) -> None:
         await self.connect()
         await self.control.start()
+        await self.backends.leases.start()
         await self.hub.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
@@ -149,6 +153,7 @@ class Bloomr:
         await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
+        await self.backends.leases.stop()
         await self.hub.stop()
         await self.control.stop()
         await self.backends.close()

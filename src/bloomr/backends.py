@@ -1,6 +1,7 @@
 """The storage and fan-out a node runs on, picked by mode: embedded (SQLite, the local
-bus, local leases) or cluster (PostgreSQL for metadata, webhooks, leases and script
-reports; Redis for history and fan-out). Cluster drivers are imported only when used."""
+bus, a local lease keeper, script reports in memory) or cluster (PostgreSQL for
+metadata, webhooks, leases and script reports; Redis for history and fan-out). Cluster
+drivers are imported only when used."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .bus.base import Bus
 from .config import Settings
 from .control import ControlChannel
-from .store.base import HistoryStore, LeaseStore, MetadataStore, ScriptStatusStore, WebhookStore
+from .leases import LeaseKeeper
+from .store.base import HistoryStore, MetadataStore, ScriptStatusStore, WebhookStore
 
 Step = Callable[[], Awaitable[None]]
 _CONNECT_TIMEOUT = 10.0
@@ -43,9 +45,8 @@ class Backends:
     bus: Bus
     control: ControlChannel
     webhooks: WebhookStore
-    leases: LeaseStore
+    leases: LeaseKeeper
     script_status: ScriptStatusStore
-    cluster: bool = False
     # (what, url, open): opened in order at start
     opens: list[tuple[str, str, Step]] = field(default_factory=list)
     closes: list[Step] = field(default_factory=list)  # in order at stop
@@ -70,7 +71,8 @@ class Backends:
 def embedded(settings: Settings) -> Backends:
     from .bus.local import LocalBus
     from .control.local import LocalControl
-    from .store.leases import LocalLeases, LocalScriptStatus
+    from .leases import LocalLeaseKeeper
+    from .store.leases import LocalScriptStatus
     from .store.sqlite import SQLiteStore
     from .store.sqlite_webhooks import SQLiteWebhookStore
 
@@ -83,7 +85,7 @@ def embedded(settings: Settings) -> Backends:
         bus=LocalBus(),
         control=LocalControl(),
         webhooks=webhooks,
-        leases=LocalLeases(),
+        leases=LocalLeaseKeeper(),
         script_status=LocalScriptStatus(),
         opens=[("SQLite", where, store.open), ("SQLite", where, webhooks.open)],
         closes=[store.close],
@@ -93,6 +95,7 @@ def embedded(settings: Settings) -> Backends:
 def cluster(settings: Settings) -> Backends:
     from .bus.redis import RedisBus
     from .control.redis import RedisControl
+    from .leases import RenewingLeaseKeeper
     from .store.postgres import PostgresStore
     from .store.redis_history import RedisHistory
 
@@ -110,9 +113,8 @@ def cluster(settings: Settings) -> Backends:
         bus=RedisBus(settings.redis_url, history, name),
         control=RedisControl(settings.redis_url, name),
         webhooks=pg,
-        leases=pg,
+        leases=RenewingLeaseKeeper(pg, settings.node_id, settings.lease_ttl),
         script_status=pg,
-        cluster=True,
         opens=[
             ("PostgreSQL", settings.database_url, pg.open),
             ("Redis", settings.redis_url, history.open),

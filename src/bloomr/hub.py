@@ -57,6 +57,17 @@ class HubListener(Protocol):
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
+class Backpressure(Protocol):
+    """A part that must catch up before the hub stores more (the webhook outbox writer,
+    while its store fails): no publish is stored while one pushes back."""
+
+    def pushing_back(self) -> bool: ...
+
+    async def room(self) -> None:
+        """Returns once it no longer pushes back."""
+        ...
+
+
 @dataclass(slots=True)
 class _Pending:
     batch: AppendBatch
@@ -88,6 +99,7 @@ class Hub:
         self._in_process = isinstance(bus, LocalBus)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
+        self._pressure: list[Backpressure] = []
         self._generation = 0  # counts stream_updated events: a read that raced one is not cached
         self.slow_consumers = 0  # subscribers cut off so far
         # tokens revoked while this node runs: a session that authenticated just before
@@ -96,6 +108,12 @@ class Hub:
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
+
+    def add_backpressure(self, source: Backpressure) -> None:
+        self._pressure.append(source)
+
+    def _pushed_back(self) -> bool:
+        return any(source.pushing_back() for source in self._pressure)
 
     def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
         for listener in self._listeners:
@@ -201,6 +219,8 @@ class Hub:
         what separates a request from its fan-out."""
         if self._queue or self._committing or not self._in_process or stream.id in self._deleted:
             return None
+        if self._pressure and self._pushed_back():
+            return None
         batch = AppendBatch(stream.id, drafts, stream.store_history)
         results = self.history.try_append_now([batch])
         if results is None:
@@ -217,6 +237,8 @@ class Hub:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                for source in self._pressure:  # publishes wait in the queue meanwhile
+                    await source.room()
                 group = self._take_group()
                 self._committing = True
                 try:
