@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .store.base import LeaseStore
+from .tasks import cancel
 
 log = logging.getLogger("bloomr.leases")
 
@@ -129,11 +130,8 @@ class RenewingLeaseKeeper:
         self._task = asyncio.create_task(self._keep(), name="bloomr-leases")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         for key in list(self._held):
             with contextlib.suppress(Exception):  # unreleased, it expires after the ttl
                 await self.release(key)

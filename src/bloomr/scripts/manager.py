@@ -11,7 +11,6 @@ One node or many makes no difference here: the lease keeper and the report store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +19,10 @@ from ..control import Control, ControlEvent, ControlKind
 from ..errors import BloomrError
 from ..hub import Hub
 from ..leases import LeaseKeeper
-from ..model import Stream
-from ..runner import NEVER_RAN, ScriptReport, Supervisor
+from ..model import Draft, Stream
+from ..runner import NEVER_RAN, Publish, ScriptReport, Supervisor
 from ..store.base import MetadataStore, ScriptStatusStore
+from ..tasks import cancel
 from .reconciler import Action, Reconciler, act
 from .reports import Reports
 from .running import ALIVE, Running, SetEnabled, lease_key, script_spec
@@ -50,12 +50,25 @@ class ScriptManager:
         self._set_enabled = set_enabled
         self._grace = grace_seconds
         self._reports = Reports(status, control, keeper.node)
-        self._running = Running(hub, keeper, self._reports, grace_seconds, self._wake)
+        self._hub = hub
+        self._running = Running(keeper, self._reports, self._new_supervisor)
         self._reconciler = Reconciler(self._running, meta, control, set_enabled)
         self._task: asyncio.Task[None] | None = None
 
-    def _wake(self) -> None:
-        self._reconciler.wake.set()
+    def _new_supervisor(self, stream: Stream) -> Supervisor:
+        return Supervisor(
+            stream.id, script_spec(stream), self._publisher(stream.id),
+            grace_seconds=self._grace, on_state=self._reconciler.wake.set,
+        )  # fmt: skip
+
+    def _publisher(self, stream_id: str) -> Publish:
+        async def publish(drafts: list[Draft]) -> None:
+            stream = await self._hub.stream(stream_id)
+            if stream is None:
+                raise BloomrError("not_found", f"stream {stream_id} was deleted")
+            await self._hub.publish(stream, drafts)
+
+        return publish
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -72,11 +85,8 @@ class ScriptManager:
         """Stop every script here (this node is stopping) and free its lease at once, so
         another node takes over the running ones. Those running (or waiting to restart)
         keep `enabled`; finished ones lose it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         self._reconciler.cancel_jobs()
         for stream_id in self._running.ids():
             supervisor = self._running.get(stream_id)

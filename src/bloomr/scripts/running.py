@@ -12,10 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..errors import BloomrError
-from ..hub import Hub
 from ..leases import LeaseKeeper
-from ..model import Draft, Stream
-from ..runner import Publish, ScriptError, ScriptSpec, Supervisor
+from ..model import Stream
+from ..runner import ScriptError, ScriptSpec, Supervisor
 from .reports import Reports
 
 log = logging.getLogger("bloomr.scripts")
@@ -44,18 +43,9 @@ class Running:
     (API calls, the reconciler, a lost lease), so they never interleave."""
 
     def __init__(
-        self,
-        hub: Hub,
-        keeper: LeaseKeeper,
-        reports: Reports,
-        grace_seconds: float,
-        on_state: Callable[[], None],
+        self, keeper: LeaseKeeper, reports: Reports, new: Callable[[Stream], Supervisor]
     ) -> None:
-        self._hub = hub
-        self.keeper = keeper
-        self.reports = reports
-        self._grace = grace_seconds
-        self._on_state = on_state
+        self.keeper, self.reports, self._new = keeper, reports, new
         self._supervisors: dict[str, Supervisor] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -81,11 +71,7 @@ class Running:
         lease held."""
         supervisor = self._supervisors.get(stream.id)
         if supervisor is None:
-            supervisor = Supervisor(
-                stream.id, script_spec(stream), self._publisher(stream.id),
-                grace_seconds=self._grace, on_state=self._on_state,
-            )  # fmt: skip
-            self._supervisors[stream.id] = supervisor
+            supervisor = self._supervisors[stream.id] = self._new(stream)
         return supervisor
 
     async def report(self, stream_id: str) -> None:
@@ -121,12 +107,3 @@ class Running:
         log.warning("lost the lease of %s's script: stopping it here", stream_id)
         async with self.lock(stream_id):
             await self.retire(stream_id, release=False)
-
-    def _publisher(self, stream_id: str) -> Publish:
-        async def publish(drafts: list[Draft]) -> None:
-            stream = await self._hub.stream(stream_id)
-            if stream is None:
-                raise BloomrError("not_found", f"stream {stream_id} was deleted")
-            await self._hub.publish(stream, drafts)
-
-        return publish

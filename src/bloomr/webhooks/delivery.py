@@ -19,6 +19,7 @@ import httpx
 from ..control import Control, ControlEvent
 from ..leases import LeaseKeeper
 from ..store.base import MetadataStore, WebhookStore
+from ..tasks import cancel
 from .model import DeliveryState, Webhook
 from .policy import RetryPolicy
 from .worker import DeliveryWorker, Sender, new_client
@@ -39,18 +40,13 @@ class Delivery:
         allow_private: bool,
         policy: RetryPolicy,
     ) -> None:
-        self._store = store
-        self._meta = meta
-        self._keeper = keeper
-        self._control = control
-        self._allow_private = allow_private
-        self._policy = policy
+        self._store, self._meta, self._keeper, self._control = store, meta, keeper, control
+        self._sender = Sender(store, self._new_client, allow_private, policy)
         self._by_stream: dict[str, dict[str, str]] = {}  # stream -> webhook id -> channel
         self._workers: dict[str, DeliveryWorker] = {}
         self._retired: set[DeliveryWorker] = set()  # cancelled, not yet awaited
         self._look = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._sender: Sender | None = None
         self._tls: ssl.SSLContext | None = None
         control.watch(self._on_control)
 
@@ -59,19 +55,14 @@ class Delivery:
         return self._keeper.holds(DELIVERY_LEASE)
 
     def start(self) -> None:
-        self._sender = Sender(self._store, self._new_client, self._allow_private, self._policy)
         self._task = asyncio.create_task(self._lead(), name="bloomr-webhook-delivery")
 
     async def stop(self) -> None:
         """Stop the workers (attempts in flight are made again by the next holder) and
         free the lease."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self._stop_workers()
-        self._sender = None
         with contextlib.suppress(Exception):  # unreleased, it expires after the ttl
             await self._keeper.release(DELIVERY_LEASE)
 
@@ -175,7 +166,6 @@ class Delivery:
     # -- workers ------------------------------------------------------------------------
 
     def _run(self, webhook: Webhook, state: DeliveryState) -> None:
-        assert self._sender is not None, "delivery is not started"
         self._by_stream.setdefault(webhook.stream, {})[webhook.id] = webhook.channel
         worker = self._workers[webhook.id] = DeliveryWorker(webhook, state, self._sender)
         worker.start()
