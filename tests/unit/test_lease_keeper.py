@@ -19,7 +19,7 @@ from bloomr.store.base import LeaseStore
 from bloomr.store.leases import LocalLeases
 from bloomr.store.postgres import PostgresStore
 
-TTL = 0.5
+TTL = 1.0
 
 
 class Flaky:
@@ -143,7 +143,7 @@ async def test_a_lease_not_renewed_for_half_its_ttl_is_given_up_before_expiry(
         assert sorted(lost.keys) == ["script:s1", "webhooks:delivery"]
         assert lost.at is not None
         # given up after ttl/2 since the last renewal (at most ttl/5 before the outage)
-        assert TTL / 2 - TTL / 5 - 0.05 <= lost.at - down_at <= TTL / 2 + 0.1
+        assert TTL / 2 - TTL / 5 - 0.05 <= lost.at - down_at <= TTL / 2 + 0.25
         # and while the store still held them for this node: nobody else could run them
         assert lost.holders_then == {"script:s1": "node-a", "webhooks:delivery": "node-a"}
         assert not keeper.holds("script:s1")
@@ -170,7 +170,7 @@ async def test_a_store_that_hangs_is_given_up_on_time(local_store: LocalLeases) 
         frozen.down = True
         down_at = time.monotonic()
         await asyncio.wait_for(lost.told.wait(), TTL)
-        assert lost.at is not None and lost.at - down_at <= TTL / 2 + 0.1
+        assert lost.at is not None and lost.at - down_at <= TTL / 2 + 0.25
         assert lost.holders_then == {"script:s1": "node-a"}
     finally:
         frozen.down = False
