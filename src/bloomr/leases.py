@@ -13,12 +13,12 @@ is the implementation:
   every ttl/5. A lease that the store gives to another owner, or that could not be
   renewed for more than ttl/2, is given up and its holder told at once, while the store
   still holds it for this node: the holder stops the work before any other node may
-  take it (it has ttl/2 for that; scripts need their grace period, hence
-  `BLOOMR_SCRIPT_GRACE` under half the ttl).
+  take it (it is given the time left, ttl/2 less a margin of ttl/10).
 
 Timeline of a node cut off from the store (ttl 10 s): renewals at 0, 2, 4 s fail; at
-5 s the keeper gives the leases up and the holders stop their work (a script gets
-SIGTERM, SIGKILL after its grace); at 10 s the store lets another node take them."""
+5 s the keeper gives the leases up and the holders stop their work, within the 4 s
+they are given (a script gets SIGTERM, SIGKILL after its grace or those 4 s, whichever
+is shorter); at 10 s the store lets another node take them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ from .tasks import cancel
 
 log = logging.getLogger("bloomr.leases")
 
-OnLost = Callable[[str], Awaitable[None]]  # told the key of a lease that is no longer held
+# told the key of a lease no longer held, and the seconds left to stop its work before
+# another node may take the lease (with a margin)
+OnLost = Callable[[str, float], Awaitable[None]]
 
 
 class LeaseKeeper(Protocol):
@@ -55,8 +57,9 @@ class LeaseKeeper(Protocol):
 
     async def take(self, key: str, on_lost: OnLost) -> bool:
         """Hold `key` if no other node does. True: held (already held included, keeping
-        the first `on_lost`). `on_lost` runs on the keeper's task when the lease is
-        lost, before another node may take it; it should stop the work and return."""
+        the first `on_lost`). `on_lost` runs on a task of its own when the lease is
+        lost, before another node may take it; it should stop the work within the
+        seconds it is given."""
         ...
 
     def holds(self, key: str) -> bool: ...
@@ -199,13 +202,16 @@ class RenewingLeaseKeeper:
         """Forget the lease and tell its holder, on a task of its own: a holder stopping
         its work (a script's grace period) must not delay the renewal of the others."""
         lease = self._held.pop(key)
-        task = asyncio.create_task(_tell(lease.on_lost, key), name=f"bloomr-lease-lost:{key}")
+        # the store's expiry is at least a ttl after renewed_at; a tenth of it is kept
+        # for the other node's clock and this node's stopping being late
+        left = max(0.0, lease.renewed_at + self.ttl * 0.9 - time.monotonic())
+        task = asyncio.create_task(_tell(lease.on_lost, key, left), name=f"bloomr-lost:{key}")
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
 
 
-async def _tell(on_lost: OnLost, key: str) -> None:
+async def _tell(on_lost: OnLost, key: str, left: float) -> None:
     try:
-        await on_lost(key)
+        await on_lost(key, left)
     except Exception:
         log.exception("stopping the work of lost lease %s failed", key)

@@ -54,10 +54,12 @@ class Lost:
         self.keys: list[str] = []
         self.holders_then: dict[str, str] = {}
         self.at: float | None = None
+        self.left: float | None = None  # the seconds it was given to stop the work
         self.told = asyncio.Event()
 
-    async def __call__(self, key: str) -> None:
+    async def __call__(self, key: str, left: float) -> None:
         self.at = time.monotonic()
+        self.left = left
         self.keys.append(key)
         self.holders_then = await self.store.holders("")
         self.told.set()
@@ -146,6 +148,9 @@ async def test_a_lease_not_renewed_for_half_its_ttl_is_given_up_before_expiry(
         assert TTL / 2 - TTL / 5 - 0.05 <= lost.at - down_at <= TTL / 2 + 0.25
         # and while the store still held them for this node: nobody else could run them
         assert lost.holders_then == {"script:s1": "node-a", "webhooks:delivery": "node-a"}
+        # told how long it has: until the expiry (at least a ttl after the last
+        # renewal), less a tenth of the ttl
+        assert lost.left is not None and 0 < lost.left <= TTL * 0.9 - TTL / 2 + 0.01
         assert not keeper.holds("script:s1")
     finally:
         flaky.down = False

@@ -97,11 +97,12 @@ class Run:
     def uptime(self) -> float:
         return (self._ended or time.monotonic()) - self._started
 
-    def terminate(self) -> asyncio.Task[None]:
-        """SIGTERM the whole group, SIGKILL what is left after the grace period. Calling
-        it again returns the same termination."""
+    def terminate(self, grace: float | None = None) -> asyncio.Task[None]:
+        """SIGTERM the whole group, SIGKILL what is left after the grace period (this
+        run's unless given). Calling it again returns the same termination."""
         if self._terminating is None:
-            self._terminating = asyncio.create_task(terminate_group(self.pid, self._grace))
+            grace = self._grace if grace is None else grace
+            self._terminating = asyncio.create_task(terminate_group(self.pid, grace))
         return self._terminating
 
     async def wait(self) -> ExitInfo:

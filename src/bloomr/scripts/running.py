@@ -79,17 +79,14 @@ class Running:
         if supervisor is not None:
             await self.reports.report(stream_id, supervisor.status())
 
-    async def retire(self, stream_id: str, *, forget: bool = False, release: bool = True) -> None:
+    async def retire(self, stream_id: str, *, forget: bool = False) -> None:
         """Stop a script here for good (call under its lock): report it (unless its
-        stream is gone), free its lease. `release` False: the lease is lost already, so
-        are the reports (another node may write them now)."""
+        stream is gone), free its lease."""
         supervisor = self._supervisors.pop(stream_id, None)
         self.reports.forget(stream_id)
         if supervisor is None:
             return
         await supervisor.close()
-        if not release:
-            return
         if not forget:
             await self.reports.save(stream_id, supervisor.status())
         await self.keeper.release(lease_key(stream_id))
@@ -102,8 +99,12 @@ class Running:
         await asyncio.gather(*(s.close() for s in supervisors.values()), return_exceptions=True)
         return supervisors
 
-    async def _lost(self, key: str) -> None:
+    async def _lost(self, key: str, left: float) -> None:
+        """The lease is lost: stop the script within `left` seconds; its lease and its
+        reports belong to whichever node takes it next."""
         stream_id = key.removeprefix(LEASE_PREFIX)
         log.warning("lost the lease of %s's script: stopping it here", stream_id)
-        async with self.lock(stream_id):
-            await self.retire(stream_id, release=False)
+        supervisor = self._supervisors.pop(stream_id, None)
+        self.reports.forget(stream_id)
+        if supervisor is not None:  # not under the stream's lock: the deadline comes first
+            await supervisor.close(left)

@@ -135,7 +135,7 @@ class Delivery:
                     await self._look.wait()
             self._look.clear()
 
-    async def _lost(self, key: str) -> None:
+    async def _lost(self, key: str, left: float) -> None:
         log.warning("webhooks: lost the delivery lease: pausing delivery here")
         await self._stop_workers()
 
