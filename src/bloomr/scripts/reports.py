@@ -8,11 +8,14 @@ and reads the store again, instead of polling it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 from ..control import Control, ControlEvent
 from ..runner import ScriptReport, ScriptStatus
 from ..store.base import ScriptStatusStore
+
+log = logging.getLogger("bloomr.scripts")
 
 Done = Callable[[ScriptReport | None], bool]
 
@@ -37,7 +40,10 @@ class Reports:
     async def save(self, stream_id: str, status: ScriptStatus) -> None:
         await self._store.save_script_status(stream_id, self.of_local(status))
         self._saved[stream_id] = status
-        await self._control.send(ControlEvent("script_reported", stream_id))
+        try:
+            await self._control.send(ControlEvent("script_reported", stream_id))
+        except Exception as exc:  # a waiting call reads the store again when its time is up
+            log.warning("could not announce the report of %s's script (%s)", stream_id, exc)
 
     def forget(self, stream_id: str) -> None:
         """The script no longer runs here: its next report is saved whatever it says."""
