@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from bloomr.model import RESTART_POLICIES, Draft, RestartPolicy
 
-from .states import PublicState
+from .states import STOPPED, PublicState
 
 # Stores the drafts as messages, in order, before returning; may raise.
 Publish = Callable[[list[Draft]], Awaitable[None]]
@@ -113,7 +113,7 @@ class ScriptStatus:
         )
 
 
-NEVER_RAN = ScriptStatus("stopped", None, None, None, 0, None)
+NEVER_RAN = ScriptStatus(STOPPED, None, None, None, 0, None)
 
 
 @dataclass(frozen=True, slots=True)

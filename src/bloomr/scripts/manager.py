@@ -21,16 +21,15 @@ from ..hub import Hub
 from ..leases import LeaseKeeper
 from ..model import Draft, Stream
 from ..runner import NEVER_RAN, Publish, ScriptReport, Supervisor
+from ..runner.states import ALIVE, ALIVE_OR_STOPPING, PASSING
 from ..store.base import MetadataStore, ScriptStatusStore
 from ..tasks import cancel
 from .reconciler import Action, Reconciler, act
 from .reports import Reports
-from .running import ALIVE, Running, SetEnabled, lease_key, script_spec
+from .running import Running, SetEnabled, lease_key, script_spec
 
 log = logging.getLogger("bloomr.scripts")
 
-_ALIVE_OR_STOPPING = ALIVE | {"stopping"}
-_PASSING = frozenset({"starting", "stopping"})  # on the way to another state
 _REMOTE_WAIT = 3.0  # seconds an API call waits for another node to act
 
 
@@ -153,9 +152,9 @@ class ScriptManager:
         if supervisor is None:  # another node's (or nobody's): it stops on `enabled`
             before = await self._reports.read_one(stream.id)
             await self._enable(stream, False)
-            if before is not None and before.state in _ALIVE_OR_STOPPING:
+            if before is not None and before.state in ALIVE_OR_STOPPING:
                 await self._reports.wait(
-                    stream.id, lambda r: r is None or r.state not in _ALIVE_OR_STOPPING,
+                    stream.id, lambda r: r is None or r.state not in ALIVE_OR_STOPPING,
                     self._grace + _REMOTE_WAIT,
                 )  # fmt: skip
             return
@@ -215,4 +214,4 @@ async def _quietly(work: Any) -> None:
 def _settled(report: ScriptReport | None) -> bool:
     """A report an API call can answer with: the owner's every change is reported, and a
     restart passes through `stopping` and `starting` on its way."""
-    return report is not None and report.state not in _PASSING
+    return report is not None and report.state not in PASSING

@@ -19,13 +19,13 @@ from ..control import Control, ControlEvent
 from ..errors import BloomrError
 from ..model import Stream
 from ..runner import ScriptError, Supervisor
+from ..runner.states import FINISHED
 from ..store.base import MetadataStore
 from .running import LEASE_PREFIX, Running, SetEnabled, lease_key, script_spec
 
 log = logging.getLogger("bloomr.scripts")
 
 Action = Literal["start", "stop", "restart"]
-_FINISHED = frozenset({"exited", "crashed"})  # ended by itself, no restart pending
 _SCAN_EVERY = 1.0  # seconds between looks at every stream (another node may have died)
 
 
@@ -100,7 +100,7 @@ class Reconciler:
             if not await running.hold(stream_id):
                 return
             last = await running.reports.read_one(stream_id)
-            if last is not None and last.node != running.reports.node and last.state in _FINISHED:
+            if last is not None and last.node != running.reports.node and last.state in FINISHED:
                 # it had ended on a node that went away: do what its clean stop would have
                 log.info("the script of %s had ended on its node: not starting it", stream_id)
                 await self._set_enabled(stream, False)

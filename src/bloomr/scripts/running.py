@@ -15,13 +15,13 @@ from ..errors import BloomrError
 from ..leases import LeaseKeeper
 from ..model import Stream
 from ..runner import ScriptError, ScriptSpec, Supervisor
+from ..runner.states import ALIVE
 from .reports import Reports
 
 log = logging.getLogger("bloomr.scripts")
 
 SetEnabled = Callable[[Stream, bool], Awaitable[None]]  # store and announce `enabled`
 LEASE_PREFIX = "script:"
-ALIVE = frozenset({"starting", "running", "backoff"})
 
 
 def lease_key(stream_id: str) -> str:
