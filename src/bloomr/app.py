@@ -19,7 +19,7 @@ from .api.limits import BodyLimit
 from .auth import Authenticator
 from .backends import Backends, for_settings
 from .config import Settings, new_admin_key
-from .control import Control, ControlEvent
+from .control import Control
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
@@ -28,7 +28,7 @@ from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
 from .streams import Streams
-from .webhooks.manager import Cluster, WebhookManager
+from .webhooks.manager import WebhookManager
 
 log = logging.getLogger("bloomr")
 
@@ -75,16 +75,16 @@ class Bloomr:
         self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked)
         self.gateway = build_gateway(s.gateway, self.hub, self.streams, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
-            self.hub, self.streams, self.control, b.meta, b.leases, b.script_status, s.node_id,
-            s.script_grace, s.lease_ttl, cluster=b.cluster,
+            self.hub, self.streams, self.control, b.meta, b.leases, b.script_status,
+            s.script_grace,
         )  # fmt: skip
         self.streams.hook(self.scripts)
         self.webhook_store = b.webhooks
-        cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
-        self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
-        if cluster is not None:
-            self.control.watch(self.webhooks.on_control)
+        self.webhooks = WebhookManager(
+            b.webhooks, b.meta, self.control, b.leases, s.webhook_allow_private
+        )
         self.hub.add_listener(self.webhooks)
+        self.hub.add_backpressure(self.webhooks)
         self.counters = Counters()
         self.hub.add_listener(self.counters)
         self.metrics = registry_for(self._collector())
@@ -98,9 +98,6 @@ class Bloomr:
             metrics=self.metrics,
             probes=b.probes,
         )
-
-    async def _signal(self, event: ControlEvent) -> None:
-        await self.control.send(event)
 
     def _collector(self) -> NodeCollector:
         hub, counters = self.hub, self.counters
@@ -148,6 +145,7 @@ class Bloomr:
     async def start(self) -> None:
         await self.connect()
         await self.control.start()
+        await self.backends.leases.start()
         await self.hub.start()
         self.trimmer.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
@@ -158,6 +156,7 @@ class Bloomr:
         await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
+        await self.backends.leases.stop()
         await self.trimmer.stop()
         await self.hub.stop()
         await self.control.stop()

@@ -49,6 +49,17 @@ class HubListener(Protocol):
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
+class Backpressure(Protocol):
+    """A part that must catch up before the hub stores more (the webhook outbox writer,
+    while its store fails): no publish is stored while one pushes back."""
+
+    def pushing_back(self) -> bool: ...
+
+    async def room(self) -> None:
+        """Returns once it no longer pushes back."""
+        ...
+
+
 @dataclass(slots=True)
 class _Pending:
     batch: AppendBatch
@@ -74,6 +85,7 @@ class Hub:
         self._committing = False  # the pipeline holds a group it has not fanned out yet
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
+        self._pressure: list[Backpressure] = []
         self.slow_consumers = 0  # subscribers cut off so far
         # tokens revoked while this node runs (kept by the streams service): a session
         # that authenticated just before the revocation arrived must not outlive it
@@ -81,6 +93,12 @@ class Hub:
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
+
+    def add_backpressure(self, source: Backpressure) -> None:
+        self._pressure.append(source)
+
+    def _pushed_back(self) -> bool:
+        return any(source.pushing_back() for source in self._pressure)
 
     def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
         for listener in self._listeners:
@@ -150,6 +168,8 @@ class Hub:
         turn of the loop, which is most of what separates a request from its fan-out."""
         if self._queue or self._committing or stream.id in self._deleted:
             return None
+        if self._pressure and self._pushed_back():
+            return None
         batch = AppendBatch(stream.id, drafts, stream.store_history)
         results = self.broker.publish_now([batch])
         if results is None:
@@ -165,6 +185,8 @@ class Hub:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                for source in self._pressure:  # publishes wait in the queue meanwhile
+                    await source.room()
                 group = self._take_group()
                 self._committing = True
                 try:

@@ -131,3 +131,31 @@ async def test_nothing_is_published_on_the_spot_behind_a_publish_under_way(hub: 
     done = hub.try_publish_now(stream, drafts("", 1000))
     assert done is not None and done[0].seq == 501
     assert sink.writes == [list(range(500)), [1000]]
+
+
+class Gate:
+    """A Backpressure source: pushes back until opened."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+
+    def pushing_back(self) -> bool:
+        return not self.open.is_set()
+
+    async def room(self) -> None:
+        await self.open.wait()
+
+
+async def test_no_publish_is_stored_while_a_part_pushes_back(hub: Hub) -> None:
+    stream = Stream(id="hubtest009", name="p")
+    gate = Gate()
+    hub.add_backpressure(gate)
+    assert hub.try_publish_now(stream, drafts("", 1)) is None  # not on the spot either
+    pending = asyncio.create_task(hub.publish(stream, drafts("", 1)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    gate.open.set()
+    async with asyncio.timeout(TIMEOUT):
+        assert [m.seq for m in await pending] == [1]
+    stored = hub.try_publish_now(stream, drafts("", 2))
+    assert stored is not None and [m.seq for m in stored] == [2]
