@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from .activity import Activity
 from .bus.base import Bus, ControlEvent
 from .bus.local import LocalBus
 from .errors import BloomrError, warning
@@ -86,6 +87,7 @@ class Hub:
         # tokens revoked while this node runs: a session that authenticated just before
         # the revocation arrived must not outlive it
         self.revoked_tokens: set[str] = set()
+        self.activity = Activity()  # rate and last message per stream, for the dashboard
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
@@ -270,6 +272,7 @@ class Hub:
     # -- bus handler ------------------------------------------------------------------
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
+        self.activity.record(stream_id, messages)
         channels = self._subs.get(stream_id)
         if not channels:
             return
@@ -290,6 +293,7 @@ class Hub:
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
             self._streams.pop(event.target, None)
+            self.activity.forget(event.target)
             error = BloomrError("stream_deleted", "the stream was deleted")
             for subs in self._subs.get(event.target, {}).values():
                 for sub in subs:
@@ -322,6 +326,10 @@ class Hub:
         if expires_at is not None:
             self._expire_later(sub, expires_at)
         return sub
+
+    def occupancy(self, stream_id: str) -> dict[str, int]:
+        """Live subscribers of a stream on this node (every transport), by channel."""
+        return {channel: len(subs) for channel, subs in self._subs.get(stream_id, {}).items()}
 
     @property
     def subscription_count(self) -> int:
