@@ -35,4 +35,11 @@ export async function api(method, path, body) {
   return payload;
 }
 
+// Sign in: keep the key if the server takes it (a wrong key is an ApiError 401).
+export async function signIn(key) {
+  const response = await fetch("/api/streams", { headers: { Authorization: `Bearer ${key}` } });
+  if (!response.ok) throw new ApiError(response.status, "http_" + response.status, response.statusText);
+  setAdminKey(key);
+}
+
 export const streamPath = (id, rest = "") => `/api/streams/${encodeURIComponent(id)}${rest}`;

@@ -1,6 +1,6 @@
 // The dashboard's entry: sign-in, the header, and a hash router over the pages.
 
-import { adminKey, api, ApiError, setAdminKey, signOut } from "./api.js";
+import { adminKey, ApiError, signIn, signOut } from "./api.js";
 import { streamPage } from "./stream.js";
 import { streamsPage } from "./streams.js";
 import { tokensPage } from "./tokens.js";
@@ -17,17 +17,16 @@ function signInPage() {
   const error = h("p", { class: "error", role: "alert" });
   const submit = async (event) => {
     event.preventDefault();
-    setAdminKey(key.value.trim());
     try {
-      await api("GET", "/api/streams");
-      location.hash = "#/streams";
-      route();
+      await signIn(key.value.trim());
     } catch (failure) {
-      signOut();
       error.textContent = failure instanceof ApiError && failure.status === 401
         ? "That admin key is not valid." : `Cannot sign in: ${failure.message}`;
       key.focus();
+      return;
     }
+    location.hash = "#/streams";
+    route();
   };
   const form = h("form", { class: "card narrow", onsubmit: submit },
     h("h1", {}, "Sign in"),

@@ -14,6 +14,7 @@ export function liveTail(streamId) {
   const channel = h("input", { name: "channel", list: "tail-channels", placeholder: "(standard output)" });
   const replay = h("input", { name: "replay", placeholder: "10m, an ISO date or a message id" });
   const metadata = h("input", { type: "checkbox", name: "includeMetadata" });
+  // Connect again applies changed settings: the old connection is closed first
   const connect = h("button", { type: "submit", class: "primary" }, "Connect");
   const disconnect = h("button", { type: "button", disabled: true, onclick: () => stop() },
     "Disconnect");
@@ -69,7 +70,6 @@ export function liveTail(streamId) {
     socket.io.on("reconnect_attempt", () => {
       if (lastId) socket.io.opts.query.replay = lastId; // resume exactly after it
     });
-    connect.disabled = true;
     disconnect.disabled = false;
     say("Connecting…");
   }
@@ -77,7 +77,6 @@ export function liveTail(streamId) {
   function finish(text) {
     socket?.close();
     socket = null;
-    connect.disabled = false;
     disconnect.disabled = true;
     say(text);
   }
