@@ -16,7 +16,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from server import Server
 
 CHROMIUM = Path(os.environ.get("BLOOMR_CHROMIUM", "/usr/bin/chromium"))
 ARGS = [
@@ -93,3 +96,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- plain (synchronous) HTTP helpers: Playwright's sync API owns this thread's loop ----
+
+
+def admin_client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=server.admin, timeout=10)
+
+
+def new_stream(server: Server, **fields: Any) -> dict[str, Any]:
+    with admin_client(server) as c:
+        r = c.post("/api/streams", json=fields)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def new_token(server: Server, streams: list[str], scopes: list[str]) -> str:
+    with admin_client(server) as c:
+        r = c.post("/api/tokens", json={"streams": streams, "scopes": scopes})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+def stream_and_token(server: Server) -> tuple[str, str]:
+    """A new stream and a subscribe+publish token for it."""
+    stream_id = new_stream(server)["id"]
+    return stream_id, new_token(server, [stream_id], ["subscribe", "publish"])
+
+
+def publish(server: Server, stream_id: str, items: Any) -> list[str]:
+    with admin_client(server) as c:
+        r = c.post(f"/api/streams/{stream_id}/messages", json=items)
+    assert r.status_code == 201, r.text
+    return list(r.json()["ids"])

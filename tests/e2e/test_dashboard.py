@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from chromium import admin_client, free_port, new_stream, publish
 from playwright.sync_api import Page, expect
 
-from server import Server
+from server import Server, running_server
 
 pytestmark = pytest.mark.timeout(90)
 
 TICKER = "import time; [(print('tick', i, flush=True), time.sleep(0.05)) for i in range(10**6)]"
-
-
-def admin(bloomr: Server) -> httpx.Client:
-    return httpx.Client(base_url=bloomr.url, headers=bloomr.admin, timeout=10)
 
 
 def sign_in(page: Page, bloomr: Server) -> None:
@@ -30,20 +24,6 @@ def sign_in(page: Page, bloomr: Server) -> None:
     page.get_by_label("Admin key").fill(bloomr.admin_key)
     page.get_by_label("Admin key").press("Enter")
     expect(page.get_by_role("heading", name="Streams")).to_be_visible()
-
-
-def new_stream(bloomr: Server, **fields: Any) -> dict[str, Any]:
-    with admin(bloomr) as c:
-        r = c.post("/api/streams", json=fields)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def publish(bloomr: Server, stream_id: str, items: Any) -> list[str]:
-    with admin(bloomr) as c:
-        r = c.post(f"/api/streams/{stream_id}/messages", json=items)
-    assert r.status_code == 201, r.text
-    return list(r.json()["ids"])
 
 
 def test_sign_in_and_out(page: Page, bloomr: Server) -> None:
@@ -77,7 +57,7 @@ def test_create_edit_start_stop_delete_a_stream(page: Page, bloomr: Server) -> N
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name="ticker"))
     expect(row).to_contain_text("stopped")
     stream_id = row.locator("code").inner_text()
-    with admin(bloomr) as c:
+    with admin_client(bloomr) as c:
         created = c.get(f"/api/streams/{stream_id}").json()
     assert created["command"] == [sys.executable, "-c", TICKER]
 
@@ -102,7 +82,7 @@ def test_create_edit_start_stop_delete_a_stream(page: Page, bloomr: Server) -> N
     dialog.get_by_label("Restart").select_option("on-failure")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_have_count(0)
-    with admin(bloomr) as c:
+    with admin_client(bloomr) as c:
         edited = c.get(f"/api/streams/{stream_id}").json()
     assert edited["store_history"] is False
     assert edited["retention"] == {"max_age": "2h", "max_messages": 500}
@@ -111,7 +91,7 @@ def test_create_edit_start_stop_delete_a_stream(page: Page, bloomr: Server) -> N
     row.get_by_role("button", name="Delete ticker").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0)
-    with admin(bloomr) as c:
+    with admin_client(bloomr) as c:
         assert c.get(f"/api/streams/{stream_id}").status_code == 404
 
 
@@ -163,10 +143,6 @@ def test_live_tail_with_channel_replay_metadata_and_occupancy(page: Page, bloomr
 
 
 def test_tail_resumes_exactly_after_a_restart(context: Any, tmp_path: Any) -> None:
-    from chromium import free_port
-
-    from server import running_server
-
     port = free_port()
     args = ("--port", str(port))
     page = context.new_page()
@@ -186,29 +162,6 @@ def test_tail_resumes_exactly_after_a_restart(context: Any, tmp_path: Any) -> No
         publish(second, stream["id"], {"data": 10})
         expect(items).to_have_count(11)
         page.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[bytes]]]:
-    """A webhook receiver answering 200 to every POST."""
-    bodies: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", bodies
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_webhooks_create_list_with_delivery_state_delete(
@@ -233,13 +186,13 @@ def test_webhooks_create_list_with_delivery_state_delete(
     expect(delivered.nth(3)).to_have_text("1")  # delivered
     expect(delivered.nth(5)).to_have_text("200")  # last status
     assert b'"data":50' in bodies[0]
-    with admin(bloomr) as c:
+    with admin_client(bloomr) as c:
         (hook,) = c.get(f"/api/streams/{stream['id']}/webhooks").json()["webhooks"]
     assert "secret" not in hook
     row.get_by_role("button", name=f"Delete webhook {url}").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0)
-    with admin(bloomr) as c:
+    with admin_client(bloomr) as c:
         assert c.get(f"/api/streams/{stream['id']}/webhooks").json()["webhooks"] == []
 
 

@@ -23,7 +23,7 @@ export function tokensPage() {
   const name = h("input", { name: "name" });
   const streamsSelect = h("select", { name: "streams", multiple: true, required: true, size: 4 });
   const subscribe = h("input", { type: "checkbox", name: "scopes", value: "subscribe",
-    checked: true });
+    defaultChecked: true });
   const publish = h("input", { type: "checkbox", name: "scopes", value: "publish" });
   const expires = h("input", { type: "datetime-local", name: "expires_at" });
   let streams = [];
