@@ -3,8 +3,14 @@ keyboard where it matters; checked against the HTTP API."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import queue
 import re
+import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +19,7 @@ from chromium import admin_client, free_port, new_stream, publish
 from playwright.sync_api import Page, expect
 
 from server import Server, running_server
+from sioclient import NODE_DIR, ensure_node_modules, node_available
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -196,7 +203,9 @@ def test_webhooks_create_list_with_delivery_state_delete(
         assert c.get(f"/api/streams/{stream['id']}/webhooks").json()["webhooks"] == []
 
 
-def test_tokens_create_with_snippets_list_revoke(page: Page, bloomr: Server) -> None:
+def test_tokens_create_with_snippets_list_revoke(
+    page: Page, bloomr: Server, tmp_path: Path
+) -> None:
     stream = new_stream(bloomr, name="for tokens")
     sign_in(page, bloomr)
     page.get_by_role("link", name="Tokens", exact=True).click()
@@ -214,6 +223,9 @@ def test_tokens_create_with_snippets_list_revoke(page: Page, bloomr: Server) -> 
     assert "import { io } from 'socket.io-client';" in javascript
     assert re.search(r"socket\.on\('message', arg => \{", javascript)
     page.keyboard.press("Escape")
+    run_snippet(["node", "snippet.mjs"], javascript, bloomr, stream["id"], tmp_path)
+    if importlib.util.find_spec("bloomr.client") is not None:  # SPEC §8's Python client
+        run_snippet([sys.executable, "-u", "snippet.py"], python, bloomr, stream["id"], tmp_path)
     row = page.get_by_role("row").filter(has_text="browser app")
     expect(row).to_contain_text("subscribe, publish")
     expect(row).to_contain_text(stream["id"])
@@ -225,3 +237,41 @@ def test_tokens_create_with_snippets_list_revoke(page: Page, bloomr: Server) -> 
     expect(row).to_have_count(0)
     r = httpx.get(f"{bloomr.url}/api/streams/{stream['id']}/messages?token={secret}")
     assert r.status_code == 401
+
+
+def run_snippet(
+    command: list[str], code: str, bloomr: Server, stream_id: str, tmp_path: Path
+) -> None:
+    """A snippet of the token dialog, unchanged, run as `command` (Node with the pinned
+    socket.io-client, or Python): it shows a message published once it is connected."""
+    if command[0] == "node":
+        if not node_available():
+            pytest.skip("node is missing")
+        ensure_node_modules()
+        (tmp_path / "node_modules").symlink_to(NODE_DIR / "node_modules")
+    (tmp_path / command[-1]).write_text(code)
+    lines: queue.Queue[str] = queue.Queue()
+    process = subprocess.Popen(
+        command, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()])
+    reader.start()
+    try:
+        if command[0] == "node":
+            assert lines.get(timeout=15).startswith("Connected to")
+            publish(bloomr, stream_id, {"data": "to node"})
+            assert lines.get(timeout=15).strip() == "MESSAGE => to node"
+        else:  # live only, and no connect line: publish until one arrives
+            for _ in range(30):
+                publish(bloomr, stream_id, {"data": "to python"})
+                with contextlib.suppress(queue.Empty):
+                    assert lines.get(timeout=0.5).strip() == " to python"
+                    break
+            else:
+                raise AssertionError("the Python snippet showed nothing")
+    finally:
+        process.kill()
+        process.wait()
+        reader.join(5)
+        if process.stdout is not None:
+            process.stdout.close()
