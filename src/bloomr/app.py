@@ -19,15 +19,17 @@ from .api.fastpath import FastPublish
 from .api.limits import BodyLimit
 from .auth import Authenticator
 from .backends import Backends, for_settings
-from .bus.base import ControlEvent
 from .config import Settings, new_admin_key
+from .control import Control, ControlEvent
 from .dashboard import Dashboard
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
+from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
+from .streams import Streams
 from .webhooks.manager import Cluster, WebhookManager
 
 log = logging.getLogger("bloomr")
@@ -43,7 +45,10 @@ class Bloomr:
     admin_key: str | None
     backends: Backends = field(init=False)
     store: MetadataStore = field(init=False)
+    control: Control = field(init=False)
     hub: Hub = field(init=False)
+    trimmer: Trimmer = field(init=False)
+    streams: Streams = field(init=False)
     auth: Authenticator = field(init=False)
     gateway: Gateway = field(init=False)
     scripts: ScriptManager = field(init=False)
@@ -62,21 +67,25 @@ class Bloomr:
         limits = Limits(
             backlog_messages=s.backlog_messages,
             backlog_bytes=s.backlog_bytes,
-            trim_interval=s.trim_interval,
         )
-        self.hub = Hub(b.meta, b.history, b.bus, limits)
+        self.control = Control(b.control)
+        revoked: set[str] = set()  # token ids revoked while this node runs
+        self.hub = Hub(b.broker, self.control, limits, revoked)
+        self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
+        self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
-        self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
-        self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
+        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked)
+        self.gateway = build_gateway(s.gateway, self.hub, self.streams, self.auth, s.cors_origins)
         self.scripts = ScriptManager(
-            self.hub, b.meta, b.leases, b.script_status, s.node_id, s.script_grace, s.lease_ttl,
-            cluster=b.cluster,
+            self.hub, self.streams, self.control, b.meta, b.leases, b.script_status, s.node_id,
+            s.script_grace, s.lease_ttl, cluster=b.cluster,
         )  # fmt: skip
+        self.streams.hook(self.scripts)
         self.webhook_store = b.webhooks
         cluster = Cluster(b.leases, s.node_id, s.lease_ttl, self._signal) if b.cluster else None
         self.webhooks = WebhookManager(b.webhooks, b.meta, s.webhook_allow_private, cluster=cluster)
         if cluster is not None:
-            self.hub.watch_control(self.webhooks.on_control)
+            self.control.watch(self.webhooks.on_control)
         self.hub.add_listener(self.webhooks)
         self.counters = Counters()
         self.hub.add_listener(self.counters)
@@ -85,6 +94,7 @@ class Bloomr:
             settings=s,
             meta=self.store,
             hub=self.hub,
+            streams=self.streams,
             auth=self.auth,
             scripts=self.scripts,
             metrics=self.metrics,
@@ -92,7 +102,7 @@ class Bloomr:
         )
 
     async def _signal(self, event: ControlEvent) -> None:
-        await self.hub.control(event)
+        await self.control.send(event)
 
     def _collector(self) -> NodeCollector:
         hub, counters = self.hub, self.counters
@@ -139,7 +149,9 @@ class Bloomr:
 
     async def start(self) -> None:
         await self.connect()
+        await self.control.start()
         await self.hub.start()
+        self.trimmer.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
@@ -148,7 +160,9 @@ class Bloomr:
         await self.scripts.close()  # their last output still reaches the store
         await self.gateway.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
+        await self.trimmer.stop()
         await self.hub.stop()
+        await self.control.stop()
         await self.backends.close()
         self._connected = False
 

@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .bus.base import ControlEvent
+from .control import Control, ControlEvent
 from .errors import BloomrError
 from .hub import Hub
 from .model import Draft, Stream
 from .runner import ScriptError, ScriptSpec, Supervisor
 from .store.base import LeaseStore, MetadataStore, ScriptStatusStore
+from .streams import Streams
 
 log = logging.getLogger("bloomr.scripts")
 
@@ -60,6 +61,8 @@ class ScriptManager:
     def __init__(
         self,
         hub: Hub,
+        streams: Streams,
+        control: Control,
         meta: MetadataStore,
         leases: LeaseStore,
         status: ScriptStatusStore,
@@ -70,6 +73,8 @@ class ScriptManager:
         cluster: bool = False,
     ) -> None:
         self._hub = hub
+        self._streams = streams
+        self._control = control
         self._meta = meta
         self._leases = leases
         self._status = status
@@ -87,7 +92,7 @@ class ScriptManager:
         self._renewed_at = time.monotonic()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        hub.watch_control(self._on_control)
+        control.watch(self._on_control)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -192,9 +197,14 @@ class ScriptManager:
         if action == "start" and before is not None and before["state"] in _ALIVE:
             raise BloomrError("conflict", f"the script is already {before['state']}")
         await self._set_enabled(stream, True)
-        await self._hub.control(ControlEvent(f"script_{action}", stream.id))  # type: ignore[arg-type]
+        await self._control.send(ControlEvent(f"script_{action}", stream.id))  # type: ignore[arg-type]
         wait = _REMOTE_WAIT + (self._grace if action == "restart" else 0)
         await self._await_report(stream.id, lambda r: _settled(r) and r != before, wait)
+
+    def check(self, stream: Stream) -> None:
+        """Refuse a stream whose script could never run, before it is stored."""
+        if stream.command:
+            script_spec(stream)
 
     async def stream_updated(self, stream: Stream) -> None:
         """Call before storing the stream: a removed command stops its script (it could
@@ -384,10 +394,7 @@ class ScriptManager:
         return self._locks.setdefault(stream_id, asyncio.Lock())
 
     async def _set_enabled(self, stream: Stream, enabled: bool) -> None:
-        if stream.enabled != enabled:
-            stream.enabled = enabled
-            await self._meta.update_stream(stream)
-            await self._hub.announce_stream(stream)
+        await self._streams.set_enabled(stream, enabled)
 
     async def _set_enabled_by_id(self, stream_id: str, enabled: bool) -> None:
         stream = await self._meta.get_stream(stream_id)
@@ -413,7 +420,7 @@ class ScriptManager:
 
     def _publisher(self, stream_id: str) -> Any:
         async def publish(drafts: list[Draft]) -> None:
-            stream = await self._hub.stream(stream_id)
+            stream = await self._streams.get(stream_id)
             if stream is None:
                 raise BloomrError("not_found", f"stream {stream_id} was deleted")
             await self._hub.publish(stream, drafts)

@@ -9,7 +9,7 @@ from backends import Backend, PostgresBackend, SQLiteBackend
 from bloomr.store.base import OutboxItem, WebhookStore
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
-from bloomr.webhooks.model import Batch, DeliveryState, Webhook
+from bloomr.webhook_model import Batch, DeliveryState, Webhook
 
 
 class Store(WebhookStore, Protocol):

@@ -13,6 +13,7 @@ from ..auth import Authenticator
 from ..config import Settings
 from ..hub import Hub
 from ..store.base import MetadataStore
+from ..streams import Streams
 
 if TYPE_CHECKING:
     from ..scripts import ScriptManager
@@ -23,6 +24,7 @@ class Context:
     settings: Settings
     meta: MetadataStore
     hub: Hub
+    streams: Streams
     auth: Authenticator
     scripts: ScriptManager | None = None
     metrics: CollectorRegistry | None = None

@@ -17,9 +17,11 @@ from starlette.responses import StreamingResponse
 
 from ..auth import check_access, require_stream
 from ..errors import warning
-from ..hub import Hub, ReplayPlan
+from ..gateway.notices import notice_payload
+from ..hub import Hub
 from ..model import Message, now_ms
 from ..replay import AfterId, ReplayRequest, parse_message_id, parse_subscribe_options
+from ..replay_plan import ReplayPlan
 from ..subscription import SlowConsumer, Subscription, SubscriptionClosed
 from .deps import Caller, Ctx
 
@@ -54,7 +56,7 @@ def _resume(request: ReplayRequest | None, last_event_id: str | None) -> ReplayR
 async def events(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> StreamingResponse:
     """Live messages as server-sent events, after an optional replay."""
     check_access(caller, stream_id, "subscribe")
-    stream = require_stream(await ctx.hub.stream(stream_id), stream_id)
+    stream = require_stream(await ctx.streams.get(stream_id), stream_id)
     channel, replay, _ = parse_subscribe_options(dict(request.query_params), now_ms())
     replay = _resume(replay, request.headers.get("last-event-id"))
     sub = ctx.hub.subscribe(stream.id, channel, caller.token_id, caller.expires_at)
@@ -70,7 +72,7 @@ async def events(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> 
 
 async def _stream(hub: Hub, sub: Subscription, plan: ReplayPlan) -> AsyncIterator[bytes]:
     try:
-        for payload in plan.warnings:
+        for payload in map(notice_payload, plan.notices):
             yield _named("warning", payload)
         for message in plan.messages:
             yield _message(message, True)

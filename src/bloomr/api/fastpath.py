@@ -188,7 +188,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
         if secret is None:
             return None
         caller = self.ctx.auth.identify_cached(secret)
-        stream = self.ctx.hub.cached_stream(match.group(1))
+        stream = self.ctx.streams.cached(match.group(1))
         if caller is None or stream is None:
             return None
         return _Request(caller, stream)

@@ -47,7 +47,7 @@ async def _authorized_stream(
     ctx: Context, principal: Principal, stream_id: str, scope: Scope
 ) -> Stream:
     check_access(principal, stream_id, scope)
-    return require_stream(await ctx.hub.stream(stream_id), stream_id)
+    return require_stream(await ctx.streams.get(stream_id), stream_id)
 
 
 def parse_publish_body(raw: bytes) -> list[Draft]:
@@ -135,7 +135,7 @@ async def poll(
     wait_seconds = _wait_seconds(wait)
 
     async def fetch() -> list[Message]:
-        return await ctx.hub.history.page(stream.id, channel, after_id, since_ms, page_limit)
+        return await ctx.hub.page(stream.id, channel, after_id, since_ms, page_limit)
 
     messages = await fetch()
     if not messages and wait_seconds > 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..auth import require_stream
 from .deps import Admin, Ctx
 from .responses import JSON
 
@@ -15,6 +14,6 @@ router = APIRouter(prefix="/api/streams", tags=["streams"])
 async def stream_occupancy(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
     """Live subscribers (Socket.IO, SSE, long polls) by channel: `{total, channels}`.
     Counts this node's subscribers."""
-    require_stream(await ctx.meta.get_stream(stream_id), stream_id)
+    await ctx.streams.require(stream_id)
     channels = ctx.hub.occupancy(stream_id)
     return JSON({"total": sum(channels.values()), "channels": channels})

@@ -23,6 +23,7 @@ from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
+from ..streams import Streams
 from ..subscription import Delivery
 from .engineio import EngineConfig, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
@@ -36,8 +37,11 @@ _POLL_HIGH_WATER = 256 * 1024
 
 
 class NativeGateway:
-    def __init__(self, hub: Hub, auth: Authenticator, cors_origins: str = "*") -> None:
+    def __init__(
+        self, hub: Hub, streams: Streams, auth: Authenticator, cors_origins: str = "*"
+    ) -> None:
         self.hub = hub
+        self.streams = streams
         self.auth = auth
         self.engine = EngineServer(self._open, EngineConfig(cors_origins=cors_origins))
         self._connections: set[SocketIOConnection] = set()
@@ -108,7 +112,7 @@ class SocketIOConnection:
 
     async def _serve(self, args: dict[str, Any]) -> None:
         hub = self.gateway.hub
-        opened = await try_open_session(hub, self.gateway.auth, args)
+        opened = await try_open_session(hub, self.gateway.streams, self.gateway.auth, args)
         try:
             sid = secrets.token_urlsafe(15)
             self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)

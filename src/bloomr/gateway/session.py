@@ -15,7 +15,9 @@ from ..errors import BloomrError, warning
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
+from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
+from .notices import notice_payload
 
 log = logging.getLogger("bloomr.gateway")
 
@@ -70,7 +72,7 @@ async def _drain(client: Client, sub: Subscription) -> None:
 
 
 async def authorize(
-    hub: Hub, auth: Authenticator, args: dict[str, Any]
+    streams: Streams, auth: Authenticator, args: dict[str, Any]
 ) -> tuple[Stream, str | None, str | None]:
     """`(stream, token id, token expiry)`; one answer, `unauthorized`, for every reason a
     client may not subscribe, so stream ids cannot be probed."""
@@ -80,7 +82,7 @@ async def authorize(
         check_access(principal, stream_id, "subscribe")
     except BloomrError as exc:
         raise BloomrError("unauthorized", exc.message) from None
-    stream = await hub.stream(stream_id)
+    stream = await streams.get(stream_id)
     if stream is None:
         raise BloomrError("unauthorized", "unknown stream or token not valid for it")
     return stream, principal.token_id, principal.expires_at
@@ -96,21 +98,23 @@ class Opened:
     include_metadata: bool
 
 
-async def open_session(hub: Hub, auth: Authenticator, args: dict[str, Any]) -> Opened:
+async def open_session(
+    hub: Hub, streams: Streams, auth: Authenticator, args: dict[str, Any]
+) -> Opened:
     """Authorize and register with the hub. A gateway calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed)."""
-    stream, token_id, expires_at = await authorize(hub, auth, args)
+    stream, token_id, expires_at = await authorize(streams, auth, args)
     channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
     sub = hub.subscribe(stream.id, channel, token_id, expires_at)
     return Opened(stream, sub, replay, include_metadata)
 
 
 async def try_open_session(
-    hub: Hub, auth: Authenticator, args: dict[str, Any]
+    hub: Hub, streams: Streams, auth: Authenticator, args: dict[str, Any]
 ) -> Opened | BloomrError:
     try:
-        return await open_session(hub, auth, args)
+        return await open_session(hub, streams, auth, args)
     except BloomrError as exc:
         return exc
 
@@ -124,7 +128,7 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
     sub, include_metadata = opened.sub, opened.include_metadata
     try:
         plan = await hub.plan_replay(sub, opened.stream, opened.replay)
-        for payload in plan.warnings:
+        for payload in map(notice_payload, plan.notices):
             await client.emit("warning", payload)
         if plan.messages:
             await client.send_messages(plan.messages, True, include_metadata)

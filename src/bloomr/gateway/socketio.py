@@ -20,6 +20,7 @@ from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
+from ..streams import Streams
 from .session import Opened, run_session, try_open_session
 
 log = logging.getLogger("bloomr.gateway")
@@ -45,8 +46,11 @@ class _OrjsonJSON:
 
 
 class SocketIOGateway:
-    def __init__(self, hub: Hub, auth: Authenticator, cors_origins: str = "*") -> None:
+    def __init__(
+        self, hub: Hub, streams: Streams, auth: Authenticator, cors_origins: str = "*"
+    ) -> None:
         self.hub = hub
+        self.streams = streams
         self.auth = auth
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -82,7 +86,8 @@ class SocketIOGateway:
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
-        opened = await try_open_session(self.hub, self.auth, merge_handshake(query, auth))
+        args = merge_handshake(query, auth)
+        opened = await try_open_session(self.hub, self.streams, self.auth, args)
         task = asyncio.create_task(self._session(sid, opened), name=f"sio-{sid}")
         self._sessions[sid] = task
         return True

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
-from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
 
 @dataclass(slots=True)
@@ -30,7 +30,10 @@ class ReplaySlice:
     matched: int  # the size of the matching set
     backfill_after_id: str | None  # the id just before the matching set (None: history start)
     head_seq: int  # the stream's last seq in the same snapshot, all channels
-    unknown_id: bool = False  # an AfterId start that this stream does not hold
+    # an AfterId start that this stream does not hold, or an AfterSeq start whose
+    # messages are not all held any more (trimmed, or another epoch of the history)
+    unknown_id: bool = False
+    epoch: str = ""  # the history's epoch in this snapshot ("" before the first append)
 
 
 class MetadataStore(Protocol):

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
-from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 from .base import OutboxItem
 
 _TABLES = (

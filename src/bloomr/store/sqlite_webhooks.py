@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 from .base import OutboxItem
 from .sqlite import SQLiteStore
 

@@ -29,12 +29,18 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..bus.base import ControlEvent
+from ..control import ControlEvent
 from ..errors import BloomrError
 from ..model import DEFAULT_CHANNEL, Message
 from ..store.base import LeaseStore, MetadataStore, OutboxItem, WebhookStore
+from ..webhook_model import (
+    DeliveryState,
+    Webhook,
+    WebhookRecord,
+    new_webhook_id,
+    new_webhook_secret,
+)
 from . import guard
-from .model import DeliveryState, Webhook, WebhookRecord, new_webhook_id, new_webhook_secret
 from .policy import DEFAULT_POLICY, RetryPolicy
 from .worker import DeliveryWorker, Sender, new_client
 

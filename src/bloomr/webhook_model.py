@@ -1,4 +1,5 @@
-"""A webhook, its delivery state and the batch in flight. Plain data, no I/O."""
+"""A webhook, its delivery state and the batch in flight. Plain data, no I/O: the
+stores keep them, the webhooks package delivers them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import DEFAULT_CHANNEL, iso_from_ms, iso_now
+from .model import DEFAULT_CHANNEL, iso_from_ms, iso_now
 
 MAX_BATCH = 100  # messages per request when backlogged
 
