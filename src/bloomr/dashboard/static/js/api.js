@@ -38,7 +38,9 @@ export async function api(method, path, body) {
 // Sign in: keep the key if the server takes it (a wrong key is an ApiError 401).
 export async function signIn(key) {
   const response = await fetch("/api/streams", { headers: { Authorization: `Bearer ${key}` } });
-  if (!response.ok) throw new ApiError(response.status, "http_" + response.status, response.statusText);
+  if (!response.ok) {
+    throw new ApiError(response.status, "http_" + response.status, response.statusText);
+  }
   setAdminKey(key);
 }
 

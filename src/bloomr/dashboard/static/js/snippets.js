@@ -32,9 +32,10 @@ socket.on('message', arg => {
 }
 
 export function pythonSnippet(host, stream, token) {
+  const [h, s, t] = [host, stream, token].map((value) => JSON.stringify(value));
   return `from bloomr.client import subscribe_sync
 
-for message in subscribe_sync(${JSON.stringify(host)}, ${JSON.stringify(stream)}, ${JSON.stringify(token)}):
+for message in subscribe_sync(${h}, ${s}, ${t}):
     print(message.channel, message.data)
 `;
 }

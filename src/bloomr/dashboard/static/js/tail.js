@@ -11,7 +11,8 @@ const MAX_LINES = 1000;
 
 export function liveTail(streamId) {
   let socket = null;
-  const channel = h("input", { name: "channel", list: "tail-channels", placeholder: "(standard output)" });
+  const channel = h("input", { name: "channel", list: "tail-channels",
+    placeholder: "(standard output)" });
   const replay = h("input", { name: "replay", placeholder: "10m, an ISO date or a message id" });
   const metadata = h("input", { type: "checkbox", name: "includeMetadata" });
   // Connect again applies changed settings: the old connection is closed first
@@ -44,12 +45,13 @@ export function liveTail(streamId) {
 
   function start() {
     stop();
-    const query = { stream: streamId, token: adminKey(), includeMetadata: "true" };
+    const query = { stream: streamId, includeMetadata: "true" };
     if (channel.value.trim()) query.channel = channel.value.trim();
     if (replay.value.trim()) query.replay = replay.value.trim();
     // ids come with the envelopes: `includeMetadata` is always on, the checkbox only
     // chooses what is shown
-    socket = io(location.origin, { query, forceNew: true });
+    // the key goes in the CONNECT packet (`auth`), never in a URL that a log could keep
+    socket = io(location.origin, { query, auth: { token: adminKey() }, forceNew: true });
     let lastId = null;
     socket.on("connect", () => say(socket.recovered ? "Resumed (recovered)." : "Connected."));
     socket.on("replay_end", ({ count }) => say(`Live (replayed ${count}).`));
@@ -58,7 +60,9 @@ export function liveTail(streamId) {
       section.dataset.lastId = lastId;
       show(envelope);
     });
-    socket.on("warning", (warning) => append(`warning ${warning.code}: ${warning.message}`, "warning"));
+    socket.on("warning", (warning) => {
+      append(`warning ${warning.code}: ${warning.message}`, "warning");
+    });
     socket.on("error", (error) => {
       append(`error ${error.code}: ${error.message}`, "error");
       say(`Error: ${error.code}.`);

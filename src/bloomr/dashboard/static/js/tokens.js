@@ -31,7 +31,8 @@ export function tokensPage() {
   const refresh = () => attempt(async () => {
     const [{ tokens }, listed] = await Promise.all([api("GET", "/api/tokens"),
       api("GET", "/api/streams")]);
-    if (JSON.stringify(listed.streams.map((s) => s.id)) !== JSON.stringify(streams.map((s) => s.id))) {
+    const ids = (list) => list.map((s) => s.id).join(",");
+    if (ids(listed.streams) !== ids(streams)) {
       const chosen = new Set([...streamsSelect.selectedOptions].map((o) => o.value));
       streamsSelect.replaceChildren(h("option", { value: "*", selected: chosen.has("*") },
         "All streams (*)"), ...listed.streams.map((s) => h("option",
