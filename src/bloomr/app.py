@@ -14,12 +14,14 @@ from starlette.types import Receive, Scope, Send
 
 from .api import build_api
 from .api.context import Context
+from .api.cors import Cors
 from .api.fastpath import FastPublish
 from .api.limits import BodyLimit
 from .auth import Authenticator
 from .backends import Backends, for_settings
 from .config import Settings, new_admin_key
 from .control import Control
+from .dashboard import Dashboard
 from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
@@ -173,10 +175,12 @@ class Bloomr:
 
 
 def build_asgi(node: Bloomr) -> Any:
-    """`/socket.io/` goes to the gateway, everything else to the HTTP API."""
-    api = BodyLimit(
+    """`/socket.io/` goes to the gateway, the dashboard's files to it, everything else
+    to the HTTP API (behind CORS, outside everything that answers by hand)."""
+    limited = BodyLimit(
         FastPublish(build_api(node.ctx, node.webhooks), node.ctx), node.settings.max_body_bytes
     )
+    api = Dashboard(Cors(limited, node.settings.admin_cors_origins))
     sio = node.gateway.asgi_app()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

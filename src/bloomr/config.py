@@ -34,6 +34,11 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated environment variable, as its non-empty items."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
 def _env_gateway() -> GatewayName:
     value = os.environ.get("BLOOMR_GATEWAY") or "native"
     if value not in GATEWAYS:
@@ -72,7 +77,11 @@ class Settings:
     )
     trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
     script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
-    cors_origins: str = "*"
+    cors_origins: str = "*"  # Socket.IO's Engine.IO polling: any origin
+    # the admin API's CORS origins (`*` for any); the client endpoints answer any origin
+    admin_cors_origins: tuple[str, ...] = field(
+        default_factory=lambda: _env_list("BLOOMR_CORS_ORIGINS")
+    )
     gateway: GatewayName = field(default_factory=lambda: _env_gateway())
     # webhooks may call loopback, private and link-local addresses (tests, private nets)
     webhook_allow_private: bool = field(

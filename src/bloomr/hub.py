@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
@@ -90,6 +91,7 @@ class Hub:
         # tokens revoked while this node runs (kept by the streams service): a session
         # that authenticated just before the revocation arrived must not outlive it
         self.revoked_tokens = revoked_tokens
+        self.activity = Activity()  # rate and last message per stream, for the dashboard
 
     def add_listener(self, listener: HubListener) -> None:
         self._listeners.append(listener)
@@ -234,6 +236,7 @@ class Hub:
     # -- broker handler ------------------------------------------------------------------
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
+        self.activity.record(stream_id, messages)
         channels = self._subs.get(stream_id)
         if not channels:
             return
@@ -252,6 +255,7 @@ class Hub:
                     sub.close(error)
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
+            self.activity.forget(event.target)
             error = BloomrError("stream_deleted", "the stream was deleted")
             for subs in self._subs.get(event.target, {}).values():
                 for sub in subs:
@@ -276,6 +280,10 @@ class Hub:
         if expires_at is not None:
             self._expire_later(sub, expires_at)
         return sub
+
+    def occupancy(self, stream_id: str) -> dict[str, int]:
+        """Live subscribers of a stream on this node (every transport), by channel."""
+        return {channel: len(subs) for channel, subs in self._subs.get(stream_id, {}).items()}
 
     @property
     def subscription_count(self) -> int:

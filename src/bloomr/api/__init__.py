@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from . import errors, events, health, messages, streams, tokens, webhooks
+from . import errors, events, health, messages, occupancy, streams, tokens, webhooks
 from .context import Context
 from .schemas import PUBLISH_ITEM_SCHEMA
 
@@ -23,7 +23,7 @@ def build_api(ctx: Context, webhook_manager: WebhookManager | None = None) -> Fa
     app.state.ctx = ctx
     app.state.webhooks = webhook_manager  # None: the webhook routes answer 404
     errors.install(app)
-    for module in (streams, tokens, messages, events, webhooks, health):
+    for module in (streams, occupancy, tokens, messages, events, webhooks, health):
         app.include_router(module.router)
     _add_publish_item_schema(app)
     return app

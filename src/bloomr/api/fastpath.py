@@ -175,6 +175,8 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
             return None  # answered the usual way, with the headers that closing needs
         if self.expect_100_continue:
             return None
+        if any(name == b"origin" for name, _ in self.headers):
+            return None  # a browser on another origin: the ASGI path adds the CORS headers
         if self.cycle is not None and not self.cycle.response_complete:
             return None  # the request before it is still being answered
         url = httptools.parse_url(self.url)
