@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -20,12 +21,12 @@ from .auth import Authenticator
 from .backends import Backends, for_settings
 from .bus.base import ControlEvent
 from .config import Settings, new_admin_key
-from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
+from .transports import Transports, build_transports
 from .webhooks.manager import Cluster, WebhookManager
 
 log = logging.getLogger("bloomr")
@@ -43,7 +44,7 @@ class Bloomr:
     store: MetadataStore = field(init=False)
     hub: Hub = field(init=False)
     auth: Authenticator = field(init=False)
-    gateway: Gateway = field(init=False)
+    transports: Transports = field(init=False)
     scripts: ScriptManager = field(init=False)
     webhook_store: WebhookStore = field(init=False)
     webhooks: WebhookManager = field(init=False)
@@ -52,6 +53,7 @@ class Bloomr:
     ctx: Context = field(init=False)
     generated_admin_key: str | None = field(init=False, default=None)
     _connected: bool = field(init=False, default=False)
+    _scripts_closed: asyncio.Future[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -65,7 +67,7 @@ class Bloomr:
         self.hub = Hub(b.meta, b.history, b.bus, limits)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         self.auth = Authenticator(b.meta, key_hash, self.hub.revoked_tokens)
-        self.gateway = build_gateway(s.gateway, self.hub, self.auth, s.cors_origins)
+        self.transports = build_transports(self.hub, self.auth, s)
         self.scripts = ScriptManager(
             self.hub, b.meta, b.leases, b.script_status, s.node_id, s.script_grace, s.lease_ttl,
             cluster=b.cluster,
@@ -141,10 +143,20 @@ class Bloomr:
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
+    def begin_stop(self) -> None:
+        """The server accepts no one new: stop the scripts now, alongside the rest of
+        the stop (their last output still reaches the store), and end the long polls."""
+        self.ctx.stopping.set()
+        if self._scripts_closed is None:
+            self._scripts_closed = asyncio.ensure_future(self.scripts.close())
+
     async def stop(self) -> None:
         """Stop taking work, end sessions, flush, close the store."""
-        await self.scripts.close()  # their last output still reaches the store
-        await self.gateway.close()
+        self.begin_stop()
+        assert self._scripts_closed is not None
+        await self._scripts_closed
+        self._scripts_closed = None
+        await self.transports.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.hub.stop()
         await self.backends.close()
@@ -160,17 +172,19 @@ class Bloomr:
 
 
 def build_asgi(node: Bloomr) -> Any:
-    """`/socket.io/` goes to the gateway, everything else to the HTTP API."""
-    api = BodyLimit(
-        FastPublish(build_api(node.ctx, node.webhooks), node.ctx), node.settings.max_body_bytes
-    )
-    sio = node.gateway.asgi_app()
+    """A transport's paths go to it (`transports/`), everything else to the HTTP API.
+    (Websockets never get here: the server's websocket protocol takes them.)"""
+    transports = node.transports
+    fastapi = build_api(node.ctx, node.webhooks, transports.openapi())
+    api = BodyLimit(FastPublish(fastapi, node.ctx), node.settings.max_body_bytes)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(node, receive, send)
-        elif scope["path"].startswith("/socket.io"):
-            await sio(scope, receive, send)
+            return
+        transport = transports.for_http(scope["path"])
+        if transport is not None:
+            await transport.http(scope, receive, send)
         else:
             await api(scope, receive, send)
 

@@ -33,6 +33,7 @@ WARNING_CODES = frozenset(
         "unknown_message_id",
         "history_disabled",
         "slow_consumer",
+        "shutting_down",
     }
 )
 

@@ -1,4 +1,4 @@
-"""The native Socket.IO gateway: Socket.IO v5 (default namespace) on bloomr's own
+"""The Socket.IO transport: Socket.IO v5 (default namespace) on bloomr's own
 Engine.IO v4 server, built for fan-out.
 
 Live messages to a websocket client that keeps up skip every queue and task: the
@@ -13,44 +13,62 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from ..auth import Authenticator
+from ..config import Settings
 from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
 from ..subscription import Delivery
-from .engineio import EngineConfig, EngineServer, EngineSession
+from .base import WebSocketHandler, WebSocketLink, WebSocketRefused
+from .engineio import EngineConfig, EngineError, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
-from .session import run_session, try_open_session
-from .wsconn import EngineWebSocket, protocol_class
+from .session import SHUTTING_DOWN, run_session, try_open_session
 
-log = logging.getLogger("bloomr.gateway")
+log = logging.getLogger("bloomr.transports")
 
 # Bytes a polling client may have waiting before its session task waits for it to poll.
 _POLL_HIGH_WATER = 256 * 1024
 
 
-class NativeGateway:
-    def __init__(self, hub: Hub, auth: Authenticator, cors_origins: str = "*") -> None:
+class SocketIOTransport:
+    """`/socket.io/`: Engine.IO long-polling over HTTP, and websockets."""
+
+    path = re.compile(r"/socket\.io(/|$)")
+    websocket = True
+    openapi: dict[str, Any] = {}
+
+    def __init__(self, hub: Hub, auth: Authenticator, settings: Settings) -> None:
         self.hub = hub
         self.auth = auth
-        self.engine = EngineServer(self._open, EngineConfig(cors_origins=cors_origins))
+        self.engine = EngineServer(self._open, EngineConfig(cors_origins=settings.cors_origins))
         self._connections: set[SocketIOConnection] = set()
 
-    def asgi_app(self) -> Any:
-        return self.engine.handle_http
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.engine.handle_http(scope, receive, send)
 
-    @property
-    def ws_protocol(self) -> type[EngineWebSocket]:
-        return protocol_class(self.engine)
+    def open_websocket(
+        self, link: WebSocketLink, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> WebSocketHandler:
+        try:
+            return self.engine.attach_websocket(link, query, headers)
+        except EngineError as exc:
+            raise WebSocketRefused(exc.message) from None
 
     async def close(self) -> None:
+        """Warn, then close each Engine.IO session (its packet `1` and the websocket's
+        close frame): socket.io-client sees "transport close" and reconnects, which it
+        would not after a Socket.IO DISCONNECT (`41`, "io server disconnect")."""
         tasks = [c.task for c in self._connections if c.task is not None]
+        for connection in self._connections:
+            connection.warn_stopping()
         self.engine.close_all()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -68,13 +86,16 @@ class SocketIOConnection:
     """One client: the Socket.IO layer of one Engine.IO session, and the session's
     `Client` (see `session.py`)."""
 
-    __slots__ = ("gateway", "session", "query", "task")
+    __slots__ = ("transport", "session", "query", "task", "connected")
 
-    def __init__(self, gateway: NativeGateway, session: EngineSession, query: dict[str, str]):
-        self.gateway = gateway
+    def __init__(
+        self, transport: SocketIOTransport, session: EngineSession, query: dict[str, str]
+    ) -> None:
+        self.transport = transport
         self.session = session
         self.query = query
         self.task: asyncio.Task[None] | None = None
+        self.connected = False  # the client has its CONNECT reply
 
     # -- engine handler ---------------------------------------------------------------
 
@@ -88,7 +109,7 @@ class SocketIOConnection:
 
     def on_close(self, reason: str) -> None:
         self._stop()
-        self.gateway._connections.discard(self)
+        self.transport._connections.discard(self)
 
     def _connect(self, rest: str) -> None:
         namespace, auth_json = _split_namespace(rest)
@@ -107,16 +128,21 @@ class SocketIOConnection:
         self.task = asyncio.create_task(self._serve(args))
 
     async def _serve(self, args: dict[str, Any]) -> None:
-        hub = self.gateway.hub
-        opened = await try_open_session(hub, self.gateway.auth, args)
+        hub = self.transport.hub
+        opened = await try_open_session(hub, self.transport.auth, args)
         try:
             sid = secrets.token_urlsafe(15)
             self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)
+            self.connected = True
         except BaseException:
             if not isinstance(opened, BloomrError):
                 hub.unsubscribe(opened.sub)
             raise
         await run_session(hub, opened, self)
+
+    def warn_stopping(self) -> None:
+        if self.connected:
+            self.session.send(event_packet("warning", SHUTTING_DOWN))
 
     def _stop(self) -> None:
         task, self.task = self.task, None
