@@ -18,7 +18,7 @@ from ..app import Bloomr, build_asgi
 from ..backends import Unreachable
 from ..config import Settings, explicit_admin_key, load_admin_key
 from .http import check_fast_path, publishing_http
-from .stop import DRAIN_SECONDS, StoppingServer
+from .stop import DRAIN_SECONDS, StoppingServer, exit_now
 from .websocket import protocol_class
 
 OnReady = Callable[[Bloomr, str], Awaitable[None]]
@@ -130,5 +130,5 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
     if not server.started:
         print("error: bloomr could not start (see the log above)", file=sys.stderr)
         sys.exit(1)
-    if server.force_exit:
-        sys.exit(1)  # stopped by a second signal, without waiting for everything
+    if server.force_exit:  # a second signal: the node's stop was skipped, its threads live on
+        exit_now("forced by a second signal")

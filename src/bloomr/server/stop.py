@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -53,12 +54,12 @@ class StoppingServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         if not self.should_exit:
             self.should_exit = True
-            loop.call_later(STOP_SECONDS, _exit_now, "the stop took too long")
+            loop.call_later(STOP_SECONDS, exit_now, "the stop took too long")
             return
         # uvicorn then stops waiting for connections and skips the node's stop; the
         # timer covers a stop that is past that point
         self.force_exit = True
-        loop.call_later(_FORCE_SECONDS, _exit_now, "forced by a second signal")
+        loop.call_later(_FORCE_SECONDS, exit_now, "forced by a second signal")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # no one new from here on
@@ -70,7 +71,10 @@ class StoppingServer(uvicorn.Server):
         await super().shutdown(sockets)  # answers what is in progress, then the lifespan
 
 
-def _exit_now(why: str) -> None:
+def exit_now(why: str) -> None:
+    """Exit 1 at once, whatever still runs (the store's thread would hold a normal exit)."""
     log.error("exiting now: %s", why)
     logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(1)

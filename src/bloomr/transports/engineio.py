@@ -203,11 +203,14 @@ class EngineSession:
 
     # -- closing ----------------------------------------------------------------------
 
-    def close(self, reason: str, abort: bool = False) -> None:
-        """End the session; `abort` drops the connection without flushing its buffer."""
+    def close(self, reason: str, abort: bool = False, announce: bool = True) -> None:
+        """End the session; `abort` drops the connection without flushing its buffer.
+        `announce` sends the CLOSE packet first; without it, the client sees its
+        transport end, as when a server goes away."""
         if self.closed:
             return
-        self.send(CLOSE.encode())
+        if announce:
+            self.send(CLOSE.encode())
         self.closed = True
         for timer in (self._ping_timer, self._pong_timer):
             if timer is not None:
@@ -269,8 +272,11 @@ class EngineServer:
         return session
 
     def close_all(self) -> None:
+        """The server is stopping: end every session without a CLOSE packet. After a
+        CLOSE (reason "server disconnect") python-socketio does not reconnect; after
+        its transport ends (a websocket closed, a poll refused) every client does."""
         for session in list(self.sessions.values()):
-            session.close("server shutting down")
+            session.close("server shutting down", announce=False)
 
     # -- websocket --------------------------------------------------------------------
 

@@ -63,9 +63,12 @@ class SocketIOTransport:
             raise WebSocketRefused(exc.message) from None
 
     async def close(self) -> None:
-        """Warn, then close each Engine.IO session (its packet `1` and the websocket's
-        close frame): socket.io-client sees "transport close" and reconnects, which it
-        would not after a Socket.IO DISCONNECT (`41`, "io server disconnect")."""
+        """Warn, then end each Engine.IO session by closing its transport (a websocket's
+        close frame; a polling client's next poll is refused), with neither a Socket.IO
+        DISCONNECT (`41`: socket.io-client would not reconnect, "io server disconnect")
+        nor an Engine.IO CLOSE (`1`: python-socketio would not). socket.io-client sees
+        "transport close" (websocket) or "transport error" (polling), python-socketio
+        "transport error", and both reconnect by themselves."""
         tasks = [c.task for c in self._connections if c.task is not None]
         for connection in self._connections:
             connection.warn_stopping()
