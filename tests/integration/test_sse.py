@@ -13,18 +13,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from httpkit import Api, assert_error, assert_uuid7, bearer, open_client
+from httpkit import Api, assert_error, assert_uuid7, bearer
 from test_http_publish_paths import messages_url
 
-from server import Server, running_server
+from server import running_server
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def api(server: Server) -> AsyncIterator[Api]:
-    async with open_client(server) as client:
-        yield Api(server, client)
 
 
 def events_url(stream_id: str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 
@@ -27,10 +28,12 @@ OnReady = Callable[[Bloomr, str], Awaitable[None]]
 KEEP_ALIVE_SECONDS = 75
 
 
-def _config(settings: Settings, node: Bloomr, fast_path: bool = True) -> uvicorn.Config:
+def server_config(
+    settings: Settings, node: Bloomr, fast_path: bool = True, **overrides: Any
+) -> uvicorn.Config:
+    """The node's uvicorn configuration; `overrides` are uvicorn options (tests)."""
     fast = publishing_http(node.ctx, settings.max_body_bytes) if fast_path else None
-    return uvicorn.Config(
-        build_asgi(node),
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -48,6 +51,7 @@ def _config(settings: Settings, node: Bloomr, fast_path: bool = True) -> uvicorn
         # a backend 60 s (AWS ALB) and need the backend to keep them longer.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
+    return uvicorn.Config(build_asgi(node), **(options | overrides))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -95,12 +99,12 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
         )
         sys.exit(1)
     node = _node(settings)
-    server = StoppingServer(_config(settings, node), node)
+    server = StoppingServer(server_config(settings, node), node)
 
     async def main() -> None:
         nonlocal server
         if not check_fast_path(server.config):  # uvicorn's internals are not as tested
-            server = StoppingServer(_config(settings, node, fast_path=False), node)
+            server = StoppingServer(server_config(settings, node, fast_path=False), node)
         if settings.cluster:  # reach PostgreSQL and Redis before listening
             try:
                 await node.connect()
