@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import uvicorn
+import websockets
 from httpkit import bearer
 
 from bloomr.app import Bloomr
 from bloomr.config import Settings
 from bloomr.server import _bind, server_config
 from bloomr.server import http as server_http
+from server import Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,3 +137,20 @@ async def test_the_fast_path_turns_off_in_one_line_when_uvicorn_changed(
         assert not server_http.check_fast_path(config)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "bloomr"]
     assert line.startswith("publish fast path off:") and "limit_concurrency" in line
+
+
+@pytest.mark.parametrize("path", ["/other", "/api/streams/x/events", "/socket.iox/"])
+async def test_a_websocket_outside_every_transports_paths_is_not_found(
+    server: Server, path: str
+) -> None:
+    url = server.url.replace("http://", "ws://") + path + "?EIO=4&transport=websocket"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, open_timeout=5)
+    assert refused.value.response.status_code == 404
+
+
+async def test_a_websocket_on_the_socketio_path_reaches_its_transport(server: Server) -> None:
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url, open_timeout=5) as ws:
+        opened = await asyncio.wait_for(ws.recv(), 5)
+        assert isinstance(opened, str) and opened.startswith('0{"sid":')
