@@ -36,6 +36,8 @@ log = logging.getLogger("bloomr.transports")
 
 # Bytes a polling client may have waiting before its session task waits for it to poll.
 _POLL_HIGH_WATER = 256 * 1024
+# How long a stop waits for the warnings to leave (to be polled, or a full websocket).
+_WARNING_SECONDS = 1.0
 
 
 class SocketIOTransport:
@@ -69,9 +71,16 @@ class SocketIOTransport:
         nor an Engine.IO CLOSE (`1`: python-socketio would not). socket.io-client sees
         "transport close" (websocket) or "transport error" (polling), python-socketio
         "transport error", and both reconnect by themselves."""
-        tasks = [c.task for c in self._connections if c.task is not None]
-        for connection in self._connections:
-            connection.warn_stopping()
+        connections = list(self._connections)
+        tasks = [c.task for c in connections if c.task is not None]
+        for connection in connections:
+            connection.stop_session()  # nothing after the warning
+        warned = [c for c in connections if c.warn_stopping()]
+        if warned:  # a polling client between two polls takes its warning with the next
+            waits = [asyncio.ensure_future(c.session.drained(0)) for c in warned]
+            await asyncio.wait(waits, timeout=_WARNING_SECONDS)
+            for wait in waits:
+                wait.cancel()
         self.engine.close_all()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -107,11 +116,11 @@ class SocketIOConnection:
         if kind == "0":
             self._connect(data[1:])
         elif kind == "1":
-            self._stop()
+            self.stop_session()
         # client events and acks (2, 3) mean nothing to bloomr
 
     def on_close(self, reason: str) -> None:
-        self._stop()
+        self.stop_session()
         self.transport._connections.discard(self)
 
     def _connect(self, rest: str) -> None:
@@ -143,11 +152,14 @@ class SocketIOConnection:
             raise
         await run_session(hub, opened, self)
 
-    def warn_stopping(self) -> None:
+    def warn_stopping(self) -> bool:
+        """Send `warning` `shutting_down`, if connected (True then)."""
         if self.connected:
             self.session.send(event_packet("warning", SHUTTING_DOWN))
+        return self.connected
 
-    def _stop(self) -> None:
+    def stop_session(self) -> None:
+        """Cancel the session task (the client left, or the server is stopping)."""
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
