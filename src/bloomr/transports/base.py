@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.types import Receive, Scope, Send
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from ..auth import Authenticator
     from ..config import Settings
     from ..hub import Hub
+
+
+# How long a stop waits for its `shutting_down` warnings to leave before it closes.
+WARNING_SECONDS = 1.0
 
 
 class WebSocketLink(Protocol):
@@ -127,3 +131,13 @@ class Transports:
 
     async def close(self) -> None:
         await asyncio.gather(*(t.close() for t in self.all))
+
+
+async def wait_at_most(awaitables: Iterable[Awaitable[object]], seconds: float) -> None:
+    """Wait for all of them, `seconds` at the most; cancel what is left."""
+    futures = [asyncio.ensure_future(a) for a in awaitables]
+    if not futures:
+        return
+    await asyncio.wait(futures, timeout=seconds)
+    for future in futures:
+        future.cancel()

@@ -27,7 +27,13 @@ from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
 from ..subscription import Delivery
-from .base import WebSocketHandler, WebSocketLink, WebSocketRefused
+from .base import (
+    WARNING_SECONDS,
+    WebSocketHandler,
+    WebSocketLink,
+    WebSocketRefused,
+    wait_at_most,
+)
 from .engineio import EngineConfig, EngineError, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
 from .session import SHUTTING_DOWN, run_session, try_open_session
@@ -36,8 +42,6 @@ log = logging.getLogger("bloomr.transports")
 
 # Bytes a polling client may have waiting before its session task waits for it to poll.
 _POLL_HIGH_WATER = 256 * 1024
-# How long a stop waits for the warnings to leave (to be polled, or a full websocket).
-_WARNING_SECONDS = 1.0
 
 
 class SocketIOTransport:
@@ -76,11 +80,8 @@ class SocketIOTransport:
         for connection in connections:
             connection.stop_session()  # nothing after the warning
         warned = [c for c in connections if c.warn_stopping()]
-        if warned:  # a polling client between two polls takes its warning with the next
-            waits = [asyncio.ensure_future(c.session.drained(0)) for c in warned]
-            await asyncio.wait(waits, timeout=_WARNING_SECONDS)
-            for wait in waits:
-                wait.cancel()
+        # a polling client between two polls takes its warning with the next one
+        await wait_at_most((c.session.drained(0) for c in warned), WARNING_SECONDS)
         self.engine.close_all()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -28,7 +28,13 @@ from ..errors import HTTP_STATUS, BloomrError
 from ..hub import Hub
 from ..model import Message, now_ms
 from ..replay import AfterId, ReplayRequest, parse_message_id, parse_subscribe_options
-from .base import WebSocketHandler, WebSocketLink, WebSocketRefused
+from .base import (
+    WARNING_SECONDS,
+    WebSocketHandler,
+    WebSocketLink,
+    WebSocketRefused,
+    wait_at_most,
+)
 from .session import SHUTTING_DOWN, Opened, run_session
 
 KEEPALIVE_SECONDS = 15.0
@@ -120,7 +126,9 @@ class SseTransport:
         connections = list(self._connections)
         for connection in connections:
             connection.stop()
-        await asyncio.gather(*(c.finished() for c in connections))
+        # a client that reads gets its warning at once; the server's drain gives the
+        # others the rest of its time
+        await wait_at_most((c.finished() for c in connections), WARNING_SECONDS)
 
 
 class SseConnection:
