@@ -7,6 +7,7 @@ Node client sees "transport close", after which socket.io-client reconnects; aft
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from typing import Any
@@ -64,10 +65,13 @@ async def _partial_publish(server: Server, stream_id: str, token: str) -> tuple[
 
 def _node_available() -> None:
     if not node_available():
+        if os.environ.get("CI"):
+            pytest.fail("node and npm are required in CI")
         pytest.skip("node/npm not installed")
     ensure_node_modules()
 
 
+@pytest.mark.node
 async def test_sigterm_warns_everyone_answers_publishes_and_exits_0() -> None:
     _node_available()
     with running_server() as server:
@@ -127,6 +131,7 @@ class _AnyText:
 ANY_TEXT: Any = _AnyText()
 
 
+@pytest.mark.node
 async def test_sigint_with_polling_clients_and_a_long_poll() -> None:
     """SIGINT too; Engine.IO polling clients get the warning in their pending poll, and
     an HTTP long poll answers its (empty) page at once instead of holding the stop."""
