@@ -159,6 +159,7 @@ class SseConnection:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+            hub.unsubscribe(opened.sub)  # (run_session does, unless cancelled before it ran)
             self._done.set()
 
     def stop(self) -> None:
