@@ -190,6 +190,8 @@ async def test_a_stalled_client_is_cut_off_with_the_sockets_warning() -> None:
             assert b"reconnect with replay=<last id>" in last  # the socket's message
         finally:
             writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 async def read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:

@@ -30,6 +30,10 @@ async def _exit_code(server: Server, timeout: float = STOP_SECONDS + 2) -> int:
     return await asyncio.to_thread(server.process.wait, timeout)
 
 
+def _log(server: Server) -> str:
+    return "server output:\n" + "".join(server.output[-30:])
+
+
 async def _sse_events(
     server: Server, stream_id: str, token: str, ready: asyncio.Event
 ) -> list[Any]:
@@ -86,6 +90,7 @@ async def test_sigterm_warns_everyone_answers_publishes_and_exits_0() -> None:
         python = await connect_and_wait(server.socket_url(stream=stream_id, token=token))
         sse_ready = asyncio.Event()
         sse = asyncio.create_task(_sse_events(server, stream_id, token, sse_ready))
+        fast: RawHttp | None = None
         try:
             await node.wait_line(lambda line: line.get("event") == "replay_end")
             await asyncio.wait_for(sse_ready.wait(), 10)
@@ -114,10 +119,11 @@ async def test_sigterm_warns_everyone_answers_publishes_and_exits_0() -> None:
             events = await asyncio.wait_for(sse, 10)
             assert events[-1] == ("warning", {"code": "shutting_down", "message": ANY_TEXT})
 
-            assert await _exit_code(server) == 0
-            assert time.monotonic() - started < STOP_SECONDS
-            await fast.close()
+            assert await _exit_code(server) == 0, _log(server)
+            assert time.monotonic() - started < STOP_SECONDS, _log(server)
         finally:
+            if fast is not None:
+                await fast.close()
             sse.cancel()
             await node.kill()
             await python.close()
@@ -167,8 +173,8 @@ async def test_sigint_with_polling_clients_and_a_long_poll() -> None:
                 response = await asyncio.wait_for(long_poll, STOP_SECONDS)
                 assert response.status_code == 200
                 assert response.json()["messages"] == []
-                assert await _exit_code(server) == 0
-                assert time.monotonic() - started < STOP_SECONDS
+                assert await _exit_code(server) == 0, _log(server)
+                assert time.monotonic() - started < STOP_SECONDS, _log(server)
             finally:
                 long_poll.cancel()
                 await polling.close()
