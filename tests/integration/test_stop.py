@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -223,3 +225,44 @@ async def _wait_subscriptions(client: httpx.AsyncClient, count: int) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"fewer than {count} subscriptions")
+
+
+@pytest.mark.node
+async def test_socketio_client_reconnects_by_itself_to_the_restarted_server(
+    tmp_path: Path,
+) -> None:
+    """The point of closing the transport rather than disconnecting the socket: the
+    original client, reconnection on (its default), comes back on its own."""
+    _node_available()
+    port, data_dir = _free_port(), tmp_path / "data"
+    node: NodeProcess | None = None
+    try:
+        with running_server("--port", str(port), data_dir=data_dir) as first:
+            stream_id, token = await first.stream_and_token()
+            node = await NodeProcess.client(
+                url=first.url + "/",
+                query={"stream": stream_id, "token": token},
+                reconnect=True,
+                count=1,
+                timeoutMs=45_000,
+            )
+            await node.wait_line(lambda line: line.get("event") == "replay_end")
+        # (leaving the block stopped the first server with SIGTERM)
+        disconnect = await node.wait_line(lambda line: line.get("event") == "disconnect")
+        assert disconnect["reason"] == "transport close"
+        with running_server("--port", str(port), data_dir=data_dir) as second:
+            connects = node.events
+            await node.wait_line(lambda _: len(connects("connect")) == 2, timeout=30)
+            await second.publish(stream_id, [{"data": "after the restart"}], token)
+            message = await node.wait_line(lambda line: line.get("event") == "message")
+            assert message["data"] == "after the restart"
+            assert await node.finish() == 0
+    finally:
+        if node is not None:
+            await node.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
