@@ -9,13 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from ..errors import BloomrError
+from .jsonbody import NOT_JSON
 from .responses import JSON
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def error_response(error: BloomrError) -> JSON:
-    return JSON({"error": error.payload()}, status_code=error.status)
+    retry_after = error.details.get("retry_after")
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return JSON({"error": error.payload()}, status_code=error.status, headers=headers)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -32,7 +35,7 @@ async def _on_validation(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
-        return error_response(BloomrError("invalid_json", "the request body is not valid JSON"))
+        return error_response(BloomrError("invalid_json", NOT_JSON))
     field = _field(tuple(first.get("loc", ())))
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     return error_response(BloomrError("validation_failed", message, field=field))
@@ -40,6 +43,8 @@ async def _on_validation(_: Request, exc: Exception) -> JSON:
 
 async def _on_http(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse
+        return error_response(BloomrError("invalid_json", NOT_JSON))
     code = _STATUS_CODES.get(exc.status_code, "invalid_argument")
     if exc.status_code >= 500:
         code = "internal"

@@ -18,7 +18,6 @@ from ..model import (
     Scope,
     Stream,
     is_valid_channel,
-    json_bytes,
     now_ms,
 )
 from ..replay import (
@@ -31,6 +30,7 @@ from ..replay import (
 )
 from .context import Context
 from .deps import Caller, Ctx
+from .jsonbody import encode_json, load_json
 from .schemas import PUBLISH_SCHEMA
 
 router = APIRouter(prefix="/api/streams", tags=["messages"])
@@ -49,10 +49,7 @@ async def _authorized_stream(
 
 def parse_publish_body(raw: bytes) -> list[Draft]:
     """One `{channel?, data}` or a JSON array of them -> drafts (data encoded once)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BloomrError("invalid_json", "the request body is not valid JSON") from None
+    body = load_json(raw)
     items = body if isinstance(body, list) else [body]
     return [_draft(item, i if isinstance(body, list) else None) for i, item in enumerate(items)]
 
@@ -80,7 +77,7 @@ def _draft(item: Any, index: int | None) -> Draft:
             "channel must be '', 'errors' or a name matching [A-Za-z0-9_.:-]{1,64}",
             field=f"{where}.channel".lstrip("."),
         )
-    return Draft(channel, json_bytes(item["data"]))
+    return Draft(channel, encode_json(item["data"]))
 
 
 async def publish_body(ctx: Context, caller: Principal, stream_id: str, raw: bytes) -> bytes:

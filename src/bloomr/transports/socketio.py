@@ -119,8 +119,8 @@ class SocketIOConnection:
         kind = data[:1]
         if kind == "0":
             self._connect(data[1:])
-        elif kind == "1":
-            self.stop_session()
+        elif kind == "1" and _split_namespace(data[1:])[0] == "/":
+            self.stop_session()  # a DISCONNECT for another namespace leaves this one be
         # client events and acks (2, 3) mean nothing to bloomr
 
     def on_close(self, reason: str) -> None:
