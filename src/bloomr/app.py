@@ -30,7 +30,7 @@ from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
 from .streams import Streams
-from .throttle import FailureThrottle
+from .throttle import ConnectionCount, FailureThrottle
 from .transports import Transports, build_transports
 from .webhooks.manager import WebhookManager
 
@@ -74,6 +74,7 @@ class Bloomr:
         self.control = Control(b.control)
         revoked: set[str] = set()  # token ids revoked while this node runs
         self.hub = Hub(b.broker, self.control, limits, revoked)
+        self.hub.subscribers.per_token = ConnectionCount(s.bounds.max_per_token)
         self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""

@@ -37,6 +37,11 @@ class Bounds:
         "Seconds a request's head and body have to arrive; after it: 408 and the "
         "connection is closed (slowloris).",
     )  # fmt: skip
+    stall_timeout: float = _bound(
+        10.0, "--stall-timeout", "BLOOMR_STALL_TIMEOUT",
+        "Seconds a connection with more than its backlog queued (a replay being sent "
+        "counts) may read nothing before it is cut off as a slow consumer.",
+    )  # fmt: skip
     connect_timeout: float = _bound(
         10.0, "--connect-timeout", "BLOOMR_CONNECT_TIMEOUT",
         "Seconds an Engine.IO session has to complete its Socket.IO CONNECT.",

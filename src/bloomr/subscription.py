@@ -95,6 +95,16 @@ class Subscription:
     def backlog(self) -> int:
         return len(self._pending)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of live messages held for the subscriber."""
+        return self._bytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes held for it before it is a slow consumer."""
+        return self._max_bytes
+
     def offer(self, message: Message) -> None:
         """Called by the hub's fan-out for every message of this stream and channel.
         Never blocks; never raises."""

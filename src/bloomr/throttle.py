@@ -42,3 +42,30 @@ class FailureThrottle:
             return float(self.per_minute)
         tokens, at = found
         return min(float(self.per_minute), tokens + (self._clock() - at) * self._rate)
+
+
+class ConnectionCount:
+    """Open connections (or sessions) per key, at most `limit` each (0: no limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, key: str | None) -> bool:
+        """Count one more for `key`; False (and nothing counted) when it is at its limit."""
+        if self.limit <= 0 or key is None:
+            return True
+        count = self._open.get(key, 0)
+        if count >= self.limit:
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def release(self, key: str | None) -> None:
+        if self.limit <= 0 or key is None:
+            return
+        count = self._open.get(key, 0) - 1
+        if count > 0:
+            self._open[key] = count
+        else:
+            self._open.pop(key, None)

@@ -28,6 +28,7 @@ from ..replay import (
     parse_positive_int,
     parse_replay,
 )
+from ..subscription import SubscriptionClosed
 from .context import Context
 from .deps import Caller, Ctx
 from .jsonbody import encode_json, load_json
@@ -133,7 +134,7 @@ async def poll(
 
     messages = await fetch()
     if not messages and wait_seconds > 0:
-        messages = await _long_poll(ctx, stream.id, channel, wait_seconds, fetch)
+        messages = await _long_poll(ctx, stream.id, channel, caller, wait_seconds, fetch)
     return _page_response(messages, after_id)
 
 
@@ -153,14 +154,17 @@ async def _long_poll(
     ctx: Context,
     stream_id: str,
     channel: str,
+    caller: Principal,
     seconds: float,
     fetch: Callable[[], Awaitable[list[Message]]],
 ) -> list[Message]:
     """Subscribe first, then look again: a message committed in between is either in
     the second look or offered to the subscription, never lost. Answers at once (the
-    empty page: the client asks again, with the same `after`) when the server stops."""
+    empty page: the client asks again, with the same `after`) when the server stops.
+    The subscription is the caller's token's, so a revocation or an expiry, a deleted
+    stream, ends the wait with its error like any session's."""
     hub = ctx.hub
-    sub = hub.subscribe(stream_id, channel, None)
+    sub = hub.subscribe(stream_id, channel, caller.token_id, caller.expires_at)
     try:
         sub.go_live(0)
         messages = await fetch()
@@ -173,8 +177,12 @@ async def _long_poll(
         finally:
             batch.cancel()
             stopping.cancel()
-        if batch.done() and not batch.cancelled() and batch.exception() is None:
-            return await fetch()
+        if batch.done() and not batch.cancelled():
+            error = batch.exception()
+            if isinstance(error, SubscriptionClosed):
+                raise error.error
+            if error is None:
+                return await fetch()
         return []
     finally:
         hub.unsubscribe(sub)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,7 @@ class WebSocket(asyncio.Protocol):
     server by `protocol_class(transports)`."""
 
     transports: ClassVar[Transports]
+    on_lost: Callable[[], None] | None = None  # the HTTP protocol's, once upgraded
 
     def __init__(self, config: Any, server_state: Any, app_state: Any = None, **_: Any) -> None:
         self._connections: set[Any] = server_state.connections
@@ -60,6 +62,8 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
+        if self.on_lost is not None:
+            self.on_lost()
         self._writable = False
         self._wake_drain()
         handler, self._handler = self._handler, None
@@ -84,6 +88,11 @@ class WebSocket(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         return self._writable
+
+    @property
+    def buffered(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def write(self, data: bytes) -> None:
         transport = self._transport

@@ -37,6 +37,11 @@ class WebSocketLink(Protocol):
         """Its outgoing buffer has room."""
         ...
 
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet sent."""
+        ...
+
     def write(self, data: bytes) -> None:
         """Write bytes already framed (`frames.ws_frame`)."""
         ...

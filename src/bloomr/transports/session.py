@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,19 +62,53 @@ class Client(Protocol):
         ...
 
 
-async def _drain(client: Client, sub: Subscription) -> None:
+# Bytes of replay written to a client before looking at its buffer again: the replay
+# reaches the transport as the client takes it, never all at once.
+_REPLAY_CHUNK = 256 * 1024
+STALL_SECONDS = 10.0
+
+
+async def _drain(client: Client, sub: Subscription, stall: float | None = None) -> None:
     """Wait for a client that is behind, but no longer than its subscription lasts: a
     client that stopped reading must be cut off when its backlog overflows, not when
-    (if ever) its socket drains."""
+    (if ever) its socket drains. With `stall`, a client that does not drain within
+    that many seconds is a slow consumer too."""
     if client.writable:
         return
     drained = asyncio.ensure_future(client.drained())
     ended = sub.ended()
     try:
-        await asyncio.wait((drained, ended), return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            (drained, ended), timeout=stall, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         drained.cancel()
     sub.check()
+    if not done:
+        raise SlowConsumer()
+
+
+async def _send_replay(
+    client: Client, sub: Subscription, messages: list[Message], metadata: bool, stall: float
+) -> None:
+    """Write the replay a chunk at a time, each when the client has room for it. What
+    is still to be written counts against the connection's backlog with what the hub
+    holds for it meanwhile: past the backlog, a client that reads nothing for `stall`
+    seconds is a slow consumer (its replay is dropped with it, not kept for ever).
+    Written messages are let go of as they leave."""
+    queue = deque(messages)
+    messages.clear()  # the caller's list: the queue alone holds them now
+    unsent = sum(m.size for m in queue)
+    while queue:
+        chunk = [queue.popleft()]
+        size = chunk[0].size
+        while queue and size < _REPLAY_CHUNK:
+            size += queue[0].size
+            chunk.append(queue.popleft())
+        await client.send_messages(chunk, True, metadata)
+        unsent -= size
+        over = unsent + sub.queued_bytes > sub.max_bytes
+        await _drain(client, sub, stall if over else None)
 
 
 async def authorize(
@@ -124,7 +159,9 @@ async def try_open_session(
         return exc
 
 
-async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) -> None:
+async def run_session(
+    hub: Hub, opened: Opened | BloomrError, client: Client, stall: float = STALL_SECONDS
+) -> None:
     """Serve one subscriber (refusing it first if opening failed) until it leaves
     (cancel the task) or the subscription ends."""
     if isinstance(opened, BloomrError):
@@ -135,11 +172,10 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
         plan = await hub.plan_replay(sub, opened.stream, opened.replay)
         for payload in map(notice_payload, plan.notices):
             await client.emit("warning", payload)
-        if plan.messages:
-            await client.send_messages(plan.messages, True, include_metadata)
-            await _drain(client, sub)
-        last_id = plan.messages[-1].id if plan.messages else None
-        await client.emit("replay_end", {"count": len(plan.messages), "lastId": last_id})
+        count, last_id = len(plan.messages), plan.messages[-1].id if plan.messages else None
+        replay, plan.messages = plan.messages, []
+        await _send_replay(client, sub, replay, include_metadata, stall)
+        await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq)
         sink = client.live_sink(include_metadata)
         if sink is not None:

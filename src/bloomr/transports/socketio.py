@@ -27,7 +27,7 @@ from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
 from ..streams import Streams
-from ..subscription import Delivery
+from ..subscription import Delivery, SlowConsumer
 from .base import (
     WARNING_SECONDS,
     WebSocketHandler,
@@ -57,7 +57,14 @@ class SocketIOTransport:
         self.hub = hub
         self.streams = streams
         self.auth = auth
-        self.engine = EngineServer(self._open, EngineConfig(cors_origins=settings.cors_origins))
+        bounds = self.bounds = settings.bounds
+        config = EngineConfig(
+            cors_origins=settings.cors_origins,
+            max_backlog=settings.backlog_bytes,
+            connect_timeout=bounds.connect_timeout,
+            max_unconnected=bounds.max_unconnected,
+        )
+        self.engine = EngineServer(self._open, config)
         self._connections: set[SocketIOConnection] = set()
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,6 +142,7 @@ class SocketIOConnection:
             return
         if self.task is not None:
             return  # already connected
+        self.session.connected()
         try:
             auth = orjson.loads(auth_json) if auth_json else None
         except orjson.JSONDecodeError:
@@ -154,7 +162,7 @@ class SocketIOConnection:
             if not isinstance(opened, BloomrError):
                 hub.unsubscribe(opened.sub)
             raise
-        await run_session(hub, opened, self)
+        await run_session(hub, opened, self, self.transport.bounds.stall_timeout)
 
     def warn_stopping(self) -> bool:
         """Send `warning` `shutting_down`, if connected (True then)."""
@@ -172,16 +180,24 @@ class SocketIOConnection:
 
     async def emit(self, event: str, payload: Any) -> None:
         self.session.send(event_packet(event, payload))
+        self._check_open()
 
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
     ) -> None:
         session = self.session
         if session.ws is not None:
-            session.ws.write(message_frames(messages, replayed, include_metadata))
+            session.write_frames(message_frames(messages, replayed, include_metadata))
         else:
             for message in messages:
                 session.send(message_packet(message, replayed, include_metadata))
+        self._check_open()
+
+    def _check_open(self) -> None:
+        """The engine closed the session while this task wrote (its backlog overflowed):
+        end the session here, as nothing else will cancel it."""
+        if self.session.closed:
+            raise SlowConsumer()
 
     @property
     def writable(self) -> bool:
@@ -221,9 +237,8 @@ class _WebSocketSink:
         return self.session.writable
 
     def write(self, delivery: Delivery) -> None:
-        ws = self.session.ws
-        if ws is not None:
-            ws.write(delivery.encoded(self.key, self._encode))
+        if self.session.ws is not None:
+            self.session.write_frames(delivery.encoded(self.key, self._encode))
 
     def _encode(self, messages: list[Message]) -> bytes:
         return message_frames(messages, False, self.include_metadata)
