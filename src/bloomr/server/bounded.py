@@ -28,7 +28,7 @@ class BoundedHttp(HttpToolsProtocol):  # type: ignore[misc]
     addresses: ClassVar[ConnectionCount]
     _head_open = True  # the next bytes are a request head
     _head_bytes = 0
-    _heads = 0  # heads read so far (to tell whether the bytes fed were all head)
+    _turns = 0  # heads and requests read so far (were the bytes fed all head?)
     _deadline: asyncio.TimerHandle | None = None
     _address: str | None = None
     _counted = False  # this connection counts against its address
@@ -52,9 +52,9 @@ class BoundedHttp(HttpToolsProtocol):  # type: ignore[misc]
             return
         if self._head_open and self._deadline is None:
             self._arm()
-        heads = self._heads
+        turns = self._turns
         super().data_received(data)
-        all_head = self._heads == heads and self._head_open
+        all_head = self._turns == turns and self._head_open
         if all_head and self.parser is not None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.bounds.max_head_bytes:
@@ -92,7 +92,7 @@ class BoundedHttp(HttpToolsProtocol):  # type: ignore[misc]
     def head_done(self) -> None:
         """The head is read (call again harmlessly): the body's turn, same deadline."""
         if self._head_open:
-            self._heads += 1
+            self._turns += 1
         self._head_open = False
         self._head_bytes = 0
         if self.parser is not None and self.parser.should_upgrade():
@@ -101,6 +101,7 @@ class BoundedHttp(HttpToolsProtocol):  # type: ignore[misc]
     def request_read(self) -> None:
         """The whole request is in: no deadline while the app answers it."""
         self._disarm()
+        self._turns += 1
         self._head_open = True
 
     def _arm(self) -> None:
