@@ -158,6 +158,16 @@ class Subscription:
         if self._pending:
             self._wakeup.set()
 
+    def cut_off(self) -> None:
+        """The subscriber is a slow consumer though its queue did not overflow (it read
+        nothing of a replay larger than its backlog): end it as one."""
+        if self._error is None and not self._overflow:
+            self._overflow = True
+            self._pending.clear()
+            self._bytes = 0
+            self._end()
+            self._wakeup.set()
+
     def close(self, error: BloomrError) -> None:
         if self._error is None:
             self._error = error

@@ -85,6 +85,7 @@ async def _drain(client: Client, sub: Subscription, stall: float | None = None) 
         drained.cancel()
     sub.check()
     if not done:
+        sub.cut_off()
         raise SlowConsumer()
 
 
