@@ -5,9 +5,7 @@ A transport adapts its connection to `Client`; nothing here knows Socket.IO or H
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +17,7 @@ from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
 from .notices import notice_payload
+from .pacing import STALL_SECONDS, drain, send_replay
 
 log = logging.getLogger("bloomr.transports")
 
@@ -60,56 +59,6 @@ class Client(Protocol):
     async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
         """Emit why, then disconnect; `hard` also drops the underlying connection."""
         ...
-
-
-# Bytes of replay written to a client before looking at its buffer again: the replay
-# reaches the transport as the client takes it, never all at once.
-_REPLAY_CHUNK = 256 * 1024
-STALL_SECONDS = 10.0
-
-
-async def _drain(client: Client, sub: Subscription, stall: float | None = None) -> None:
-    """Wait for a client that is behind, but no longer than its subscription lasts: a
-    client that stopped reading must be cut off when its backlog overflows, not when
-    (if ever) its socket drains. With `stall`, a client that does not drain within
-    that many seconds is a slow consumer too."""
-    if client.writable:
-        return
-    drained = asyncio.ensure_future(client.drained())
-    ended = sub.ended()
-    try:
-        done, _ = await asyncio.wait(
-            (drained, ended), timeout=stall, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        drained.cancel()
-    sub.check()
-    if not done:
-        sub.cut_off()
-        raise SlowConsumer()
-
-
-async def _send_replay(
-    client: Client, sub: Subscription, messages: list[Message], metadata: bool, stall: float
-) -> None:
-    """Write the replay a chunk at a time, each when the client has room for it. What
-    is still to be written counts against the connection's backlog with what the hub
-    holds for it meanwhile: past the backlog, a client that reads nothing for `stall`
-    seconds is a slow consumer (its replay is dropped with it, not kept for ever).
-    Written messages are let go of as they leave."""
-    queue = deque(messages)
-    messages.clear()  # the caller's list: the queue alone holds them now
-    unsent = sum(m.size for m in queue)
-    while queue:
-        chunk = [queue.popleft()]
-        size = chunk[0].size
-        while queue and size < _REPLAY_CHUNK:
-            size += queue[0].size
-            chunk.append(queue.popleft())
-        await client.send_messages(chunk, True, metadata)
-        unsent -= size
-        over = unsent + sub.queued_bytes > sub.max_bytes
-        await _drain(client, sub, stall if over else None)
 
 
 async def authorize(
@@ -175,7 +124,11 @@ async def run_session(
             await client.emit("warning", payload)
         count, last_id = len(plan.messages), plan.messages[-1].id if plan.messages else None
         replay, plan.messages = plan.messages, []
-        await _send_replay(client, sub, replay, include_metadata, stall)
+
+        async def read_after(after_id: str, limit: int) -> list[Message]:
+            return await hub.page(sub.stream_id, sub.channel, after_id, None, limit)
+
+        await send_replay(client, sub, replay, read_after, include_metadata, stall)
         await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq)
         sink = client.live_sink(include_metadata)
@@ -184,7 +137,7 @@ async def run_session(
         while True:
             batch = await sub.next_batch()
             await client.send_messages(batch, False, include_metadata)
-            await _drain(client, sub)
+            await drain(client, sub)
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:
