@@ -310,3 +310,36 @@ async def test_clients_behind_nginx_fail_over_to_the_other_node_and_lose_nothing
             for name, client in subscribers.items():
                 assert client.ids == stored, name  # each once, in order, none lost
                 assert client.connects >= 2, name  # it did reconnect, to the survivor
+
+
+async def test_sse_and_long_polls_through_nginx_answer_at_once(tmp_path: Path) -> None:
+    """Nothing waits in nginx's buffers: an SSE event and a long-poll's answer reach the
+    client as soon as the message is published."""
+    with (
+        two_nodes("t_nginx_" + uuid.uuid4().hex[:12]) as (a, b),
+        nginx([a.url.removeprefix("http://"), b.url.removeprefix("http://")], tmp_path) as url,
+    ):
+        stream, token = await a.stream_and_token()
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            path = f"/api/streams/{stream}"
+            long_poll = asyncio.create_task(
+                http.get(f"{path}/messages", params={"token": token, "wait": 30})
+            )
+            params = {"token": token, "replayLimit": 10}
+            async with http.stream("GET", f"{path}/events", params=params) as sse:
+                lines = sse.aiter_lines()
+                async with asyncio.timeout(5):
+                    while await anext(lines) != "event: replay_end":
+                        pass
+                r = await http.post(f"{path}/messages", json={"data": "hello"}, headers=AUTH)
+                assert r.status_code == 201, r.text
+                async with asyncio.timeout(2):  # not held back by a proxy buffer
+                    while (line := await anext(lines)) != "event: message":
+                        pass
+                    while not (line := await anext(lines)).startswith("data: "):
+                        pass
+                assert json.loads(line.removeprefix("data: "))["data"] == "hello"
+            async with asyncio.timeout(2):
+                answered = await long_poll
+            assert answered.status_code == 200, answered.text
+            assert [m["data"] for m in answered.json()["messages"]] == ["hello"]
