@@ -4,7 +4,9 @@ is refused at once, naming the holder; the lock dies with its holder, SIGKILL in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,34 @@ def test_the_lock_goes_with_a_holder_killed_by_sigkill(tmp_path: Path) -> None:
     with running_server(data_dir=tmp_path) as again:
         assert (tmp_path / "bloomr.lock").read_text() == f"{again.process.pid}\n"
         assert httpx.get(f"{again.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_script_left_running_by_a_killed_holder_does_not_hold_the_lock(
+    tmp_path: Path,
+) -> None:
+    """The lock's descriptor is not inherited: a script bloomr started, even one still
+    running after bloomr was killed, keeps nothing locked."""
+    with running_server(data_dir=tmp_path) as first:
+        headers = first.admin
+        stream = {"command": [sys.executable, "-c", "import time; time.sleep(60)"]}
+        r = httpx.post(f"{first.url}/api/streams", json=stream, headers=headers, timeout=10)
+        assert r.status_code == 201, r.text
+        r = httpx.post(f"{first.url}/api/streams/{r.json()['id']}/start", headers=headers)
+        script_pid = r.json()["script"]["pid"]
+        assert isinstance(script_pid, int)
+        first.process.kill()
+        first.process.wait(10)
+    try:
+        # the orphan may still run (nothing ties a script to a killed bloomr yet)
+        assert second_serve_starts(tmp_path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script_pid, signal.SIGKILL)
+
+
+def second_serve_starts(data_dir: Path) -> bool:
+    with running_server(data_dir=data_dir) as again:
+        return httpx.get(f"{again.url}/healthz", timeout=10).status_code == 200
 
 
 def test_a_cluster_node_takes_no_lock(tmp_path: Path) -> None:
