@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backfill import Gap, next_page
 from .cursor import Cursor
-from .model import TRANSIENT_ERRORS, BloomrError, BloomrWarning, Message, check_channel
+from .model import TRANSIENT_ERRORS, BloomrError, BloomrWarning, Message
 
 if TYPE_CHECKING:
     import httpx
@@ -95,7 +95,7 @@ class Subscription:
             raise ValueError("replay_limit must be a positive integer")
         self.url = url.rstrip("/")
         self.stream = stream
-        self.channel = check_channel(channel)
+        self.channel = channel  # the server checks it (error invalid_argument)
         self._token = token
         self._cursor = Cursor(replay or None, replay_limit)
         self._on_warning = on_warning
