@@ -171,6 +171,24 @@ async def test_resumes_across_a_server_restart(tmp_path: Path) -> None:
         await subscription.aclose()
 
 
+async def test_a_reader_that_falls_behind_is_resumed_not_flooded(
+    server: Server, proxy: Proxy
+) -> None:
+    stream, token = await server.stream_and_token()
+    await server.publish(stream, [{"data": i} for i in range(200)], token)
+    # websocket only: each connection is a TCP connection of its own, counted by the proxy
+    small = Options(max_queue=8, transports=["websocket"], retry_initial=0.05, retry_max=0.3)
+    warnings: list[str] = []
+    args = {"replay": "1h", "on_warning": lambda w: warnings.append(w.code), "options": small}
+    got: list[Message] = []
+    async with subscribe(proxy.url, stream, token, **args) as messages:
+        while len(got) < 200:
+            got += await take(messages, 1)
+            await asyncio.sleep(0.005)  # a slow reader
+    assert [m.data for m in got] == list(range(200))
+    assert proxy.accepted > 1 and warnings == []  # it stopped reading and resumed, quietly
+
+
 async def test_backfill_fetches_what_a_truncated_replay_left_out(server: Server) -> None:
     stream, token = await server.stream_and_token()
     await server.publish(stream, [{"data": i} for i in range(2500)], token)

@@ -221,7 +221,7 @@ class Subscription:
     async def _connections(self, http: Any) -> None:
         import socketio
 
-        delay, connected_before = self._options.retry_initial, False
+        delay, connected_before, announce = self._options.retry_initial, False, False
         while True:
             await self._room.wait()
             conn = _Connection()
@@ -232,7 +232,7 @@ class Subscription:
                 logger=transport_log,
                 engineio_logger=transport_log,
             )
-            self._handlers(client, conn, connected_before)
+            self._handlers(client, conn, announce)
             failure: Exception | None = None
             try:
                 await self._connect(client)
@@ -248,14 +248,18 @@ class Subscription:
                     message = f"cannot reach bloomr at {self.url}: {connect_failure(failure)}"
                     self._queue.put_nowait(_End(BloomrError("unreachable", message)))
                     return
+                if not announce:  # the drop was a quiet one (overflow): say it now
+                    self._lost()
+                announce = True
                 await self._pause(delay)
                 delay = min(delay * 2, self._options.retry_max)
                 continue
             if conn.fatal:
                 return
+            announce = not conn.overflow
             if conn.overflow:
-                continue  # resumes once the iterator has made room, no pause
-            self._notice("connection_lost", f"connection to {self.url} lost; reconnecting")
+                continue  # resumes once the iterator has made room, no pause, no notice
+            self._lost()
             if conn.joined:
                 delay = self._options.retry_initial
             await self._pause(delay)
@@ -289,6 +293,9 @@ class Subscription:
     async def _pause(self, delay: float) -> None:
         """Backoff with jitter, so clients dropped together do not return together."""
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _lost(self) -> None:
+        self._notice("connection_lost", f"connection to {self.url} lost; reconnecting")
 
     def _notice(self, code: str, message: str) -> None:
         self._queue.put_nowait(BloomrWarning(code, message))
