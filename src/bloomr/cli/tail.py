@@ -91,9 +91,12 @@ class Tail:
         self._flush_pending = False
 
     async def run(self, subscription: Subscription, metadata: bool, watch: bool) -> None:
+        """Print until stopped; `watch`: also say what happens to the script."""
         from ..client import BloomrError
 
-        watchers = [asyncio.create_task(self._script_errors())] if watch else []
+        watchers = []
+        if watch and subscription.channel != "errors":  # else they are the output itself
+            watchers.append(asyncio.create_task(self._script_errors()))
         if watch and self.admin_key:
             watchers.append(asyncio.create_task(self._script_state(self.admin_key)))
         printing = asyncio.create_task(self._print(subscription, metadata))
@@ -198,9 +201,8 @@ async def _main(tail: Tail, subscription_args: dict[str, Any], metadata: bool) -
     subscription = subscribe(
         tail.url, tail.stream, tail.secret, on_warning=tail.on_warning, **subscription_args
     )
-    watch = subscription.channel != "errors" and not subscription_args["until_live"]
     try:
-        await tail.run(subscription, metadata, watch)
+        await tail.run(subscription, metadata, watch=not subscription_args["until_live"])
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
