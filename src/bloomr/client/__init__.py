@@ -34,9 +34,10 @@ with the same key through 5xx, 429 and broken connections)::
 `python-socketio[asyncio_client]` (both installed with bloomr); nothing of the server
 is imported."""
 
+from .connection import Options
 from .model import BloomrError, BloomrWarning, Message
 from .publisher import Publisher
-from .subscribe import Options, Subscription, subscribe
+from .subscribe import Subscription, subscribe
 from .sync import SyncPublisher, SyncSubscription, subscribe_sync
 
 __all__ = [

@@ -10,9 +10,10 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
+from .connection import Options
 from .model import Message
 from .publisher import Publisher
-from .subscribe import Options, Subscription, WarningCallback
+from .subscribe import Subscription, WarningCallback
 
 T = TypeVar("T")
 
