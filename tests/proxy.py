@@ -6,6 +6,9 @@ on demand, severs every connection it carries or refuses new ones for a while.
         await proxy.sever()          # every current connection is cut (both sides)
         await proxy.refuse()         # the port stops listening: connection refused
         await proxy.allow()          # listening again, on the same port
+        proxy.drop_replies = 1       # the next answer is lost: the connection is cut
+                                     # when the server starts answering (after the
+                                     # request reached it)
         proxy.target = (host, port)  # later connections go elsewhere
 
 It runs on the caller's event loop; a test driving blocking clients runs them in a
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +30,7 @@ class Proxy:
         self.target = (host, port)
         self.port = listen_port  # 0: a free one, kept across refuse()/allow()
         self.accepted = 0  # connections accepted so far
+        self.drop_replies = 0  # server answers still to cut off (see the module doc)
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -79,6 +84,12 @@ class Proxy:
         await self.refuse()
         await self.sever()
 
+    def _drop_reply(self) -> bool:
+        if self.drop_replies <= 0:
+            return False
+        self.drop_replies -= 1
+        return True
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         task = asyncio.current_task()
@@ -89,7 +100,9 @@ class Proxy:
         try:
             up_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(_pump(reader, upstream), _pump(up_reader, writer))
+            await asyncio.gather(
+                _pump(reader, upstream), _pump(up_reader, writer, self._drop_reply)
+            )
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -100,9 +113,16 @@ class Proxy:
                     side.transport.abort()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy one direction until EOF, then half-close, as a plain TCP path would."""
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    drop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Copy one direction until EOF, then half-close, as a plain TCP path would; when
+    `drop()` says so, cut the connection instead of passing the data on."""
     while data := await reader.read(CHUNK):
+        if drop():
+            raise ConnectionAbortedError("reply dropped by the proxy")
         writer.write(data)
         await writer.drain()
     if writer.can_write_eof():
