@@ -37,9 +37,18 @@ class _LoopThread:
         self.loop.close()
 
 
-async def _build(factory: Any, *args: Any, **kwargs: Any) -> Any:
-    """Objects that hold asyncio primitives are made on the loop that uses them."""
+async def _make(factory: Any, *args: Any, **kwargs: Any) -> Any:
     return factory(*args, **kwargs)
+
+
+def _build(thread: _LoopThread, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """Objects that hold asyncio primitives are made on the loop that uses them; the
+    thread stops if that fails (a bad argument)."""
+    try:
+        return thread.run(_make(factory, *args, **kwargs))
+    except BaseException:
+        thread.stop()
+        raise
 
 
 class SyncSubscription:
@@ -47,7 +56,7 @@ class SyncSubscription:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._thread = _LoopThread()
-        self._subscription: Subscription = self._thread.run(_build(Subscription, *args, **kwargs))
+        self._subscription: Subscription = _build(self._thread, Subscription, *args, **kwargs)
 
     def __iter__(self) -> Iterator[Message]:
         return self
@@ -120,9 +129,7 @@ class SyncPublisher:
 
     def __init__(self, url: str, stream: str, token: str, **options: Any) -> None:
         self._thread = _LoopThread()
-        self._publisher: Publisher = self._thread.run(
-            _build(Publisher, url, stream, token, **options)
-        )
+        self._publisher: Publisher = _build(self._thread, Publisher, url, stream, token, **options)
 
     def publish(self, data: Any, channel: str = "") -> None:
         self._thread.run(self._publish(data, channel))
