@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("bloomr.client")
 
 WarningCallback = Callable[[BloomrWarning], Any]
+BACKFILL_ATTEMPTS = 5
+BACKFILL_RETRY = 0.5  # seconds before the first retry, doubling
 
 
 class Subscription:
@@ -114,19 +116,22 @@ class Subscription:
             self._on_warning(warning)
 
     async def _fill_gap(self, gap: Gap) -> None:
-        try:
-            page = await next_page(self._http_client(), self.stream, self.channel, gap)
-        except BloomrError as exc:
-            gap.done = True
-            page = []
-            self._warn(BloomrWarning("backfill_failed", exc.message, {"error": exc.code}))
-        except Exception as exc:  # a network failure: report it, go on
-            gap.done = True
-            page = []
-            self._warn(BloomrWarning("backfill_failed", f"{type(exc).__name__}: {exc}"))
-        self._backlog.extend(m for m in page if self._cursor.remember(m.id))
-        if gap.done:
-            self._gap = None
+        """The gap's next page into the backlog; a failure that may pass is retried a
+        few times, then (or for any other) the gap is given up with `backfill_failed`."""
+        for attempt in range(BACKFILL_ATTEMPTS):
+            try:
+                page = await next_page(self._http_client(), self.stream, self.channel, gap)
+            except Exception as exc:  # the server's refusal, or a network failure
+                if attempt + 1 < BACKFILL_ATTEMPTS and _may_pass(exc):
+                    await asyncio.sleep(BACKFILL_RETRY * 2**attempt)
+                    continue
+                self._gap = None
+                self._warn(BloomrWarning("backfill_failed", str(exc)))
+                return
+            self._backlog.extend(m for m in page if self._cursor.remember(m.id))
+            if gap.done:
+                self._gap = None
+            return
 
     def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -161,6 +166,14 @@ class Subscription:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _may_pass(exc: Exception) -> bool:
+    """A network failure, a 5xx or a 429: worth another try."""
+    if not isinstance(exc, BloomrError):
+        return True
+    status = exc.details.get("status")
+    return isinstance(status, int) and (status >= 500 or status == 429)
 
 
 def subscribe(
