@@ -159,9 +159,6 @@ class Publisher:
             if not item.future.done():
                 item.future.set_exception(BloomrError("closed", "the publisher was closed"))
         self._pending.clear()
-        http, self._http = self._http, None
-        if http is not None:
-            await http.aclose()
 
     # -- the sender -------------------------------------------------------------------
 
@@ -170,6 +167,20 @@ class Publisher:
             self._sender = asyncio.get_running_loop().create_task(self._send_all())
 
     async def _send_all(self) -> None:
+        import httpx
+
+        # the connection lives in the sender task: when the task ends (aclose, or the
+        # event loop cancelling it at its end for a publisher never closed) so does it
+        async with httpx.AsyncClient(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=self.timeout,
+            transport=self._transport,
+        ) as http:
+            self._http = http
+            await self._send_batches()
+
+    async def _send_batches(self) -> None:
         while True:
             await self._wakeup.wait()
             if len(self._pending) < self.batch_size and self.linger > 0:
@@ -240,7 +251,8 @@ class Publisher:
         import httpx
 
         try:
-            response = await self._client().post(path, content=body, headers=headers)
+            assert self._http is not None
+            response = await self._http.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:  # timeouts and broken connections included
             return _Retry(0.0, f"{type(exc).__name__}: {exc}")
         if response.status_code == 201:
@@ -249,18 +261,6 @@ class Publisher:
         if response.status_code in RETRY_STATUSES or response.status_code >= 500:
             return _Retry(retry_after(response.headers.get("Retry-After")), str(error))
         raise error
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            import httpx
-
-            self._http = httpx.AsyncClient(
-                base_url=self.url,
-                headers={"Authorization": f"Bearer {self._token}"},
-                timeout=self.timeout,
-                transport=self._transport,
-            )
-        return self._http
 
 
 def retry_after(value: str | None) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -57,6 +58,8 @@ class SyncSubscription:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._thread = _LoopThread()
         self._subscription: Subscription = _build(self._thread, Subscription, *args, **kwargs)
+        # closed even when dropped unclosed (a `for` left with `break`)
+        self._finalizer = weakref.finalize(self, _shut, self._thread, self._subscription)
 
     def __iter__(self) -> Iterator[Message]:
         return self
@@ -70,15 +73,19 @@ class SyncSubscription:
 
     def close(self) -> None:
         """Disconnect and stop the private loop; safe to call more than once."""
-        if not self._thread.loop.is_closed():
-            self._thread.run(self._subscription.aclose())
-            self._thread.stop()
+        self._finalizer()
 
     def __enter__(self) -> SyncSubscription:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _shut(thread: _LoopThread, subscription: Subscription) -> None:
+    if not thread.loop.is_closed():
+        thread.run(subscription.aclose())
+        thread.stop()
 
 
 def subscribe_sync(
