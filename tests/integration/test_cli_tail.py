@@ -75,7 +75,7 @@ def test_a_token_holder_sees_the_scripts_errors_and_exit(
     ok(bloomr(server.url, "streams", "start", stream))
     assert tail.lines(1) == ["working"]
     tail.wait_err("boom")
-    assert tail.wait_err("script exited") == "script exited with code 3"
+    assert tail.wait_err("script crashed") == "script crashed (exit code 3)"
     assert not any(line.startswith("script state:") for line in tail.err)  # no admin key
 
 
@@ -88,8 +88,8 @@ def test_with_an_admin_key_it_prints_the_scripts_state_changes(
     assert tail.wait_err("script state:") == "script state: stopped"
     ok(bloomr(server.url, "streams", "start", stream))
     assert tail.lines(1) == ["working"]
-    assert tail.wait_err("crashed") == "script state: crashed (exit code 3)"
-    assert tail.wait_err("script exited") == "script exited with code 3"
+    assert tail.wait_err("script state: crashed") == "script state: crashed (exit code 3)"
+    assert tail.wait_err("script crashed") == "script crashed (exit code 3)"
 
 
 def test_exited_and_stopped_are_said_too(server: Server, tails: list[Proc]) -> None:

@@ -3,7 +3,7 @@
 The client resumes a dropped connection right after the last message it received,
 so nothing is missed or printed twice. Beside the messages, the script's fate goes to
 standard error: a second, live-only subscription to the `errors` channel prints the
-script's stderr lines and its exit (`script exited with code 3`), which any token
+script's stderr lines and its crashes (`script crashed (exit code 3)`), which any token
 holder may read; with an admin key at hand, the stream's `script.state` is also
 polled and each change printed (`script state: crashed (exit code 3)`)."""
 
@@ -49,10 +49,10 @@ def format_message(message: Message, metadata: bool) -> str:
 def format_error_line(data: Any) -> str:
     """A message of the `errors` channel, for standard error: the runner's events
     in words, the script's stderr lines as they are."""
-    if isinstance(data, dict) and data.get("event") == "exit":
+    if isinstance(data, dict) and data.get("event") == "exit":  # sent when it failed
         if data.get("signal"):
-            return f"script killed by {data['signal']}"
-        return f"script exited with code {data.get('code')}"
+            return f"script crashed (killed by {data['signal']})"
+        return f"script crashed (exit code {data.get('code')})"
     if isinstance(data, dict) and data.get("event") == "spawn_error":
         return f"script could not start: {data.get('message')}"
     if isinstance(data, str):
@@ -238,11 +238,11 @@ def tail_command(
 
     A dropped connection is resumed where it stopped, without loss or repeat.
     Standard error tells what happens to the stream's script: its `errors` channel
-    (stderr lines, and "script exited with code N" or "script killed by SIGNAL" when
-    it fails), and, when an admin key is at hand (--admin-key, BLOOMR_ADMIN_KEY or
-    the data dir's admin.key), each change of its state ("script state: stopped",
-    "crashed (exit code 1)", "exited (exit code 0)", "running (pid N)"). Neither with
-    --until-live or --channel errors."""
+    (stderr lines, and "script crashed (exit code N)" or "(killed by SIGNAL)"),
+    and, when an admin key is at hand (--admin-key, BLOOMR_ADMIN_KEY or the data
+    dir's admin.key), each change of its state ("script state: stopped", "crashed
+    (exit code 1)", "exited (exit code 0)", "running (pid N)"). None of this with
+    --until-live."""
     import importlib.util
 
     if importlib.util.find_spec("aiohttp") is None:
