@@ -87,8 +87,9 @@ async def test_replay_then_live_as_typed_messages(server: Server) -> None:
     assert [m.id for m in [*replayed, live]] == [m["id"] for m in stored]
 
 
+@pytest.mark.parametrize("transports", [None, ["websocket"], ["polling"]], ids=str)
 async def test_resumes_exactly_when_the_connection_is_cut_mid_stream(
-    server: Server, proxy: Proxy
+    server: Server, proxy: Proxy, transports: list[str] | None
 ) -> None:
     stream, token = await server.stream_and_token()
     total, seen = 600, []
@@ -105,7 +106,7 @@ async def test_resumes_exactly_when_the_connection_is_cut_mid_stream(
         token,
         replay_limit=1,
         on_warning=lambda w: warnings.append(w.code),
-        options=FAST,
+        options=Options(transports=transports, retry_initial=0.05, retry_max=0.3),
     )
     await server.publish(stream, [{"data": "start"}], token)
     async with subscription as messages:

@@ -30,7 +30,8 @@ with the same key through 5xx, 429 and broken connections)::
         await publisher.publish({"pct": 50}, channel="progress")
         await publisher.flush()
 
-`SyncPublisher` does the same without asyncio. Needs `httpx` and
+`SyncPublisher` does the same without asyncio. `Options` tunes a subscription's
+transports, timeouts, backoff and buffer (`subscribe(..., options=Options(...))`). Needs `httpx` and
 `python-socketio[asyncio_client]` (both installed with bloomr); nothing of the server
 is imported."""
 
