@@ -106,6 +106,12 @@ class Connector:
         # our own HTTP session, closed here: engine.io leaves its own one open after
         # some server-side disconnects
         async with aiohttp.ClientSession() as http:
+            # aiohttp sends a GET again by itself when its connection breaks (RFC 9112's
+            # retry of idempotent requests). For an Engine.IO long-poll that loses what
+            # the server had written to the broken connection: a broken poll must end
+            # the connection instead, which is then resumed from the last id.
+            if hasattr(http, "_retry_connection"):
+                http._retry_connection = False
             delay, announce = self.options.retry_initial, False
             while True:
                 await self.room.wait()
