@@ -9,17 +9,20 @@ called (for reopen tests) and `drop()` removes that data after the test."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from bloomr.broker.embedded import EmbeddedBroker
+from bloomr.broker.redis import RedisBroker
 from bloomr.store.postgres import PostgresStore
 from bloomr.store.redis_history import RedisHistory
 from bloomr.store.sqlite import SQLiteStore
@@ -134,6 +137,89 @@ class RedisBackend:
         store = RedisHistory(REDIS_URL, prefix=self.prefix)
         await store.open()
         return store
+
+    async def drop(self) -> None:
+        await delete_redis_prefix(self.prefix)
+
+
+# -- brokers -----------------------------------------------------------------------------
+
+
+class BrokerNode:
+    """One node's broker, started with a handler that records what it delivers."""
+
+    def __init__(self, broker: Any, closing: list[Any]) -> None:
+        self.broker = broker
+        self.delivered: dict[str, list[Any]] = {}
+        self.changed = asyncio.Event()
+        self._closing = closing
+
+    def on_messages(self, stream_id: str, messages: list[Any]) -> None:
+        self.delivered.setdefault(stream_id, []).extend(messages)
+        self.changed.set()
+
+    async def until(self, stream_id: str, last_seq: int, timeout: float = 10.0) -> list[Any]:
+        """What was delivered of the stream once its seq `last_seq` was."""
+        async with asyncio.timeout(timeout):
+            while not any(m.seq >= last_seq for m in self.delivered.get(stream_id, [])):
+                self.changed.clear()
+                await self.changed.wait()
+        return self.delivered[stream_id]
+
+    async def close(self) -> None:
+        await self.broker.stop()
+        for closable in self._closing:
+            await closable.close()
+
+
+class EmbeddedBrokerBackend:
+    """The embedded broker on a SQLite file of the test's own (one node only)."""
+
+    nodes = 1
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "data" / "bloomr.db"
+
+    async def open(self) -> BrokerNode:
+        store = SQLiteStore(self.path)
+        await store.open()
+        node = BrokerNode(EmbeddedBroker(store), [store])
+        await node.broker.start(node)
+        return node
+
+    async def cut(self, node: BrokerNode) -> bool:
+        return False  # one process: there is no connection to lose
+
+    async def drop(self) -> None:
+        pass
+
+
+class RedisBrokerBackend:
+    """The Redis broker under a key prefix of its own; every `open` is another node."""
+
+    nodes = 2
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.prefix = unique_prefix()
+
+    async def open(self) -> BrokerNode:
+        name = f"bloomr-bus:{self.prefix}:{uuid.uuid4().hex[:6]}"
+        broker = RedisBroker(REDIS_URL, self.prefix, name, reconnect_delay=0.2)
+        await broker.history.open()
+        node = BrokerNode(broker, [broker.history])
+        await broker.start(node)
+        return node
+
+    async def cut(self, node: BrokerNode) -> bool:
+        """Kill the node's pub/sub connection (only its own: Redis may be shared)."""
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            for info in await client.client_list(_type="pubsub"):
+                if info.get("name") == node.broker.client_name:
+                    await client.client_kill_filter(_id=info["id"])
+        finally:
+            await client.aclose()
+        return True
 
     async def drop(self) -> None:
         await delete_redis_prefix(self.prefix)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 
 from .errors import BloomrError
 from .model import Scope, Stream, Token, hash_secret
-from .store.base import MetadataStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +33,7 @@ class Principal:
 
 
 ADMIN = Principal(None)
+FindToken = Callable[[str], Awaitable[Token | None]]  # a token by its secret's hash
 
 
 class Authenticator:
@@ -46,9 +46,9 @@ class Authenticator:
     CACHE_SIZE = 10_000
 
     def __init__(
-        self, meta: MetadataStore, admin_key_hash: str, revoked: Set[str] = frozenset()
+        self, find_token: FindToken, admin_key_hash: str, revoked: Set[str] = frozenset()
     ) -> None:
-        self._meta = meta
+        self._find_token = find_token
         self.admin_key_hash = admin_key_hash  # hash_secret(the admin key): all a node keeps
         self._revoked = revoked
         self._cache: OrderedDict[str, tuple[Token, float]] = OrderedDict()
@@ -90,7 +90,7 @@ class Authenticator:
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
-        token = await self._meta.get_token_by_hash(secret_hash)
+        token = await self._find_token(secret_hash)
         if token is None:  # unknown secrets are not cached: anyone can make up more
             self._cache.pop(secret_hash, None)
             return None

@@ -1,6 +1,8 @@
-"""The storage and fan-out a node runs on, picked by mode: embedded (SQLite, the local
-bus, local leases) or cluster (PostgreSQL for metadata, webhooks, leases and script
-reports; Redis for history and fan-out). Cluster drivers are imported only when used."""
+"""The storage, broker, control channel and lease keeper a node runs on, picked by
+mode: embedded (SQLite for metadata and history with the embedded broker, local control,
+a local lease keeper, script reports in memory) or cluster (PostgreSQL for metadata,
+webhooks, leases and script reports; the Redis broker and control channel). Brokers
+are picked by name (`broker.BROKERS`); cluster drivers are imported only when used."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from .bus.base import Bus
+from .broker import Broker, broker_class
 from .config import Settings
-from .store.base import HistoryStore, LeaseStore, MetadataStore, ScriptStatusStore, WebhookStore
+from .control import ControlChannel
+from .leases import LeaseKeeper
+from .store.base import MetadataStore, ScriptStatusStore, WebhookStore
 
 Step = Callable[[], Awaitable[None]]
 _CONNECT_TIMEOUT = 10.0
@@ -38,12 +42,11 @@ def redact(url: str) -> str:
 @dataclass
 class Backends:
     meta: MetadataStore
-    history: HistoryStore
-    bus: Bus
+    broker: Broker
+    control: ControlChannel
     webhooks: WebhookStore
-    leases: LeaseStore
+    leases: LeaseKeeper
     script_status: ScriptStatusStore
-    cluster: bool = False
     # (what, url, open): opened in order at start
     opens: list[tuple[str, str, Step]] = field(default_factory=list)
     closes: list[Step] = field(default_factory=list)  # in order at stop
@@ -66,8 +69,9 @@ class Backends:
 
 
 def embedded(settings: Settings) -> Backends:
-    from .bus.local import LocalBus
-    from .store.leases import LocalLeases, LocalScriptStatus
+    from .control.local import LocalControl
+    from .leases import LocalLeaseKeeper
+    from .store.leases import LocalScriptStatus
     from .store.sqlite import SQLiteStore
     from .store.sqlite_webhooks import SQLiteWebhookStore
 
@@ -76,10 +80,10 @@ def embedded(settings: Settings) -> Backends:
     where = str(settings.database_path)
     return Backends(
         meta=store,
-        history=store,
-        bus=LocalBus(),
+        broker=broker_class("sqlite")(store),
+        control=LocalControl(),
         webhooks=webhooks,
-        leases=LocalLeases(),
+        leases=LocalLeaseKeeper(),
         script_status=LocalScriptStatus(),
         opens=[("SQLite", where, store.open), ("SQLite", where, webhooks.open)],
         closes=[store.close],
@@ -87,26 +91,26 @@ def embedded(settings: Settings) -> Backends:
 
 
 def cluster(settings: Settings) -> Backends:
-    from .bus.redis import RedisBus
+    from .control.redis import RedisControl
+    from .leases import RenewingLeaseKeeper
     from .store.postgres import PostgresStore
-    from .store.redis_history import RedisHistory
 
     assert settings.redis_url is not None and settings.database_url is not None
     name = settings.cluster_name
     pg = PostgresStore(settings.database_url, name)
-    history = RedisHistory(settings.redis_url, name)
+    broker = broker_class("redis")(settings.redis_url, name)
+    history = broker.history
 
     async def ping_redis() -> None:
         await history.client.ping()
 
     return Backends(
         meta=pg,
-        history=history,
-        bus=RedisBus(settings.redis_url, history, name),
+        broker=broker,
+        control=RedisControl(settings.redis_url, name),
         webhooks=pg,
-        leases=pg,
+        leases=RenewingLeaseKeeper(pg, settings.node_id, settings.lease_ttl),
         script_status=pg,
-        cluster=True,
         opens=[
             ("PostgreSQL", settings.database_url, pg.open),
             ("Redis", settings.redis_url, history.open),

@@ -33,6 +33,9 @@ WARNING_CODES = frozenset(
         "unknown_message_id",
         "history_disabled",
         "slow_consumer",
+        "recovery_failed",
+        "history_reset",
+        "shutting_down",
     }
 )
 

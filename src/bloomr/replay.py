@@ -51,7 +51,16 @@ class AfterId:
     id: str
 
 
-ReplayStart = Since | AfterId
+@dataclass(frozen=True, slots=True)
+class AfterSeq:
+    """Messages after this place in the stream's order, in the history epoch it was
+    read in (a resume from where a connection went live; never parsed from a client)."""
+
+    seq: int
+    epoch: str
+
+
+ReplayStart = Since | AfterId | AfterSeq
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bloomr.bus.local import LocalBus
+from bloomr.broker.embedded import EmbeddedBroker
+from bloomr.control import Control
+from bloomr.control.local import LocalControl
 from bloomr.errors import BloomrError
 from bloomr.hub import Hub
 from bloomr.model import Draft, Stream
@@ -39,7 +41,7 @@ class RecordingSink:
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
     store = SQLiteStore(tmp_path / "bloomr.db")
     await store.open()
-    made = Hub(store, store, LocalBus())
+    made = Hub(EmbeddedBroker(store), Control(LocalControl()))
     await made.start()
     try:
         yield made
@@ -62,7 +64,6 @@ def drafts(channel: str, *values: int) -> list[Draft]:
 
 async def test_publishes_that_queue_up_reach_a_subscriber_in_one_write(hub: Hub) -> None:
     stream = Stream(id="hubtest001", name="t")
-    await hub.meta.create_stream(stream)
     _, sink = await live(hub, stream, "")
     # four publishes queued before the pipeline runs: one group commit
     async with asyncio.timeout(TIMEOUT):
@@ -75,8 +76,6 @@ async def test_publishes_that_queue_up_reach_a_subscriber_in_one_write(hub: Hub)
 
 async def test_a_group_is_split_by_channel_and_by_stream_keeping_each_order(hub: Hub) -> None:
     one, two = Stream(id="hubtest002", name="a"), Stream(id="hubtest003", name="b")
-    for stream in (one, two):
-        await hub.meta.create_stream(stream)
     _, default = await live(hub, one, "")
     _, errors = await live(hub, one, "errors")
     _, other = await live(hub, two, "")
@@ -94,11 +93,9 @@ async def test_a_group_is_split_by_channel_and_by_stream_keeping_each_order(hub:
 
 async def test_a_failed_publish_in_a_group_fails_alone(hub: Hub) -> None:
     stream = Stream(id="hubtest004", name="t")
-    await hub.meta.create_stream(stream)
     _, sink = await live(hub, stream, "")
     missing = Stream(id="hubtest005", name="deleted")
-    await hub.meta.create_stream(missing)
-    await hub.delete_stream(missing.id)
+    await hub.drop_stream(missing.id)
     async with asyncio.timeout(TIMEOUT):
         results = await asyncio.gather(
             hub.publish(stream, drafts("", 1)),
@@ -115,7 +112,6 @@ async def test_a_publish_is_stored_and_fanned_out_on_the_spot_when_nothing_is_ah
     hub: Hub,
 ) -> None:
     stream = Stream(id="hubtest006", name="t")
-    await hub.meta.create_stream(stream)
     _, sink = await live(hub, stream, "")
     done = hub.try_publish_now(stream, drafts("", 1, 2))
     assert done is not None and [m.seq for m in done] == [1, 2]
@@ -124,7 +120,6 @@ async def test_a_publish_is_stored_and_fanned_out_on_the_spot_when_nothing_is_ah
 
 async def test_nothing_is_published_on_the_spot_behind_a_publish_under_way(hub: Hub) -> None:
     stream = Stream(id="hubtest007", name="t")
-    await hub.meta.create_stream(stream)
     _, sink = await live(hub, stream, "")
     big = asyncio.create_task(hub.publish(stream, drafts("", *range(500))))
     await asyncio.sleep(0)  # queued; then committing on the store's thread
@@ -136,3 +131,31 @@ async def test_nothing_is_published_on_the_spot_behind_a_publish_under_way(hub: 
     done = hub.try_publish_now(stream, drafts("", 1000))
     assert done is not None and done[0].seq == 501
     assert sink.writes == [list(range(500)), [1000]]
+
+
+class Gate:
+    """A Backpressure source: pushes back until opened."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+
+    def pushing_back(self) -> bool:
+        return not self.open.is_set()
+
+    async def room(self) -> None:
+        await self.open.wait()
+
+
+async def test_no_publish_is_stored_while_a_part_pushes_back(hub: Hub) -> None:
+    stream = Stream(id="hubtest009", name="p")
+    gate = Gate()
+    hub.add_backpressure(gate)
+    assert hub.try_publish_now(stream, drafts("", 1)) is None  # not on the spot either
+    pending = asyncio.create_task(hub.publish(stream, drafts("", 1)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    gate.open.set()
+    async with asyncio.timeout(TIMEOUT):
+        assert [m.seq for m in await pending] == [1]
+    stored = hub.try_publish_now(stream, drafts("", 2))
+    assert stored is not None and [m.seq for m in stored] == [2]

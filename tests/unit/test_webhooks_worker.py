@@ -17,7 +17,7 @@ from bloomr.model import now_ms
 from bloomr.store.base import OutboxItem
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.store.sqlite_webhooks import SQLiteWebhookStore
-from bloomr.webhooks.model import DeliveryState, Webhook
+from bloomr.webhook_model import DeliveryState, Webhook
 from bloomr.webhooks.policy import RetryPolicy
 from bloomr.webhooks.signing import verify
 from bloomr.webhooks.worker import DeliveryWorker, Sender

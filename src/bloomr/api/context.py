@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from ..auth import Authenticator
 from ..config import Settings
 from ..hub import Hub
 from ..store.base import MetadataStore
+from ..streams import Streams
 
 if TYPE_CHECKING:
     from ..scripts import ScriptManager
@@ -23,11 +25,14 @@ class Context:
     settings: Settings
     meta: MetadataStore
     hub: Hub
+    streams: Streams
     auth: Authenticator
     scripts: ScriptManager | None = None
     metrics: CollectorRegistry | None = None
     # cluster: what /healthz checks, by name (empty in embedded mode)
     probes: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    # set when the server stops accepting: long polls answer at once
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def get_context(request: Request) -> Context:

@@ -45,7 +45,5 @@ async def list_tokens(ctx: Ctx, _: Admin) -> JSON:
 
 @router.delete("/{token_id}", status_code=204)
 async def revoke_token(token_id: str, ctx: Ctx, _: Admin) -> Response:
-    if await ctx.meta.delete_token(token_id) is None:
-        raise BloomrError("not_found", f"token {token_id} not found")
-    await ctx.hub.revoke_token(token_id)
+    await ctx.streams.revoke_token(token_id)
     return Response(status_code=204)

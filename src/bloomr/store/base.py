@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..errors import BloomrError
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
-from ..webhooks.model import DeliveryState, Webhook, WebhookRecord
+from ..runner.spec import ScriptReport
+from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
 
 @dataclass(slots=True)
@@ -30,7 +31,10 @@ class ReplaySlice:
     matched: int  # the size of the matching set
     backfill_after_id: str | None  # the id just before the matching set (None: history start)
     head_seq: int  # the stream's last seq in the same snapshot, all channels
-    unknown_id: bool = False  # an AfterId start that this stream does not hold
+    # an AfterId start that this stream does not hold, or an AfterSeq start whose
+    # messages are not all held any more (trimmed, or another epoch of the history)
+    unknown_id: bool = False
+    epoch: str = ""  # the history's epoch in this snapshot ("" before the first append)
 
 
 class MetadataStore(Protocol):
@@ -129,6 +133,12 @@ class WebhookStore(Protocol):
         """Delete a webhook with its state and outbox, atomically."""
         ...
 
+    async def routes(self, stream_id: str) -> list[tuple[str, str]]:
+        """(webhook id, channel) of the stream's webhooks, oldest first: what the outbox
+        writer reads for every publish, so as cheap as the backend can make it. Sees
+        every create and delete that returned before the call."""
+        ...
+
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Add items to their webhooks' outboxes in one transaction. Items of webhooks
         that no longer exist, and items already there (same webhook and seq), are
@@ -181,11 +191,11 @@ class ScriptStatusStore(Protocol):
     """Where the node that runs a script reports its state, so that every node can show
     it. Written by the lease holder on each state change; a report is whole or absent."""
 
-    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
-        """Replace the stream's report (`doc`: the script status JSON) by `node`'s."""
+    async def save_script_status(self, stream_id: str, report: ScriptReport) -> None:
+        """Replace the stream's report."""
         ...
 
-    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, ScriptReport]:
         """The latest reports of these streams (absent: never reported)."""
         ...
 

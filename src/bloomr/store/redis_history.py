@@ -8,7 +8,9 @@ the order messages are published in is their seq order, whichever node appended 
 Layout, for a stream S under prefix P (`{S}` is a hash tag: one stream, one slot):
 
     P:{S}:head      hash   seq (last seq given), ts (last timestamp given),
-                           its (last timestamp in P:{S}:ts); only `drop` deletes it
+                           its (last timestamp in P:{S}:ts), epoch (made with the head:
+                           a history lost with its head gets a new one); only `drop`
+                           deletes it
     P:{S}:c:<ch>    zset   score seq, member a row: a 20-byte header (data length, seq,
                            ts_ms), the id, the data JSON: the messages of channel ch
     P:{S}:all       zset   score seq, member id + channel name: every stored message
@@ -45,7 +47,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import BloomrError
 from ..model import Draft, Message, uuid7_ms
-from ..replay import AfterId, ReplayStart, Since
+from ..replay import AfterId, AfterSeq, ReplayStart, Since
 from .base import AppendBatch, ReplaySlice
 
 _ID_LEN = 36
@@ -61,6 +63,9 @@ local function held(all, seq, id)
 end
 local function head_seq(head)
   return tonumber(redis.call('HGET', head, 'seq')) or 0
+end
+local function epoch_of(head)
+  return redis.call('HGET', head, 'epoch') or ''
 end
 -- timestamps never decrease along seq, so the first stored seq at or after ts starts
 -- the matching range (any channel)
@@ -86,9 +91,11 @@ end
 """
 
 # KEYS, per batch: head, all, ts, chans, then one channel key per distinct channel.
-# ARGV, per batch: bus channel, keep (1/0), k, the k channel names, n, then n message
-# arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
-# Reply, per batch: {first seq, ts_ms, the n ids concatenated}.
+# ARGV: the epoch of a head made now (16 characters), then per batch: bus channel, keep
+# (1/0), k, the k channel names, n, then n message arguments: [4-byte channel index when
+# k > 1] 4 random bytes, data JSON.
+# Reply, per batch: {first seq, ts_ms, the n ids concatenated}. What each batch
+# PUBLISHes: its head's epoch, then per message a length byte, the channel, its row.
 _APPEND = """
 local function zadd(key, flat)
   for i = 1, #flat, 2000 do
@@ -107,7 +114,7 @@ local function make_id(stamp, seq, arg, off)
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local replies, a, k = {}, 1, 1
+local replies, a, k = {}, 2, 1
 while a <= #ARGV do
   local bus, keep, nchan = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
   local names = {}
@@ -115,7 +122,12 @@ while a <= #ARGV do
   local n = tonumber(ARGV[a + 3 + nchan])
   a = a + 4 + nchan
   local head, all, tsidx, chans = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local state = redis.call('HMGET', head, 'seq', 'ts', 'its')
+  local state = redis.call('HMGET', head, 'seq', 'ts', 'its', 'epoch')
+  local epoch = state[4]
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('HSET', head, 'epoch', epoch)
+  end
   local last = tonumber(state[1]) or 0
   -- Redis's clock, never behind the stream's last timestamp (whatever node wrote it)
   local ts = math.max(now, tonumber(state[2]) or 0)
@@ -150,16 +162,16 @@ while a <= #ARGV do
     end
   end
   redis.call('HSET', head, 'seq', last + n, 'ts', ts)
-  redis.call('PUBLISH', bus, table.concat(out))
+  redis.call('PUBLISH', bus, epoch .. table.concat(out))
   replies[#replies + 1] = {last + 1, ts, table.concat(ids)}
   k = k + 4 + nchan
 end
 return replies
 """
 
-# KEYS: head, all, ts, channel. ARGV: kind (all|after|since|window), value (the
-# id's seq | ts_ms | window), id, limit.
-# Reply: {head seq, matched, backfill id or false, unknown (1/0), the rows joined}.
+# KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since|window), value (the
+# id's seq | a seq | ts_ms | window), id (after) or epoch (seq), limit.
+# Reply: {head seq, matched, backfill id or false, unknown (1/0), the rows joined, epoch}.
 _REPLAY = """
 local head, all, tsidx, ch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local kind, value, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
@@ -168,6 +180,15 @@ if kind == 'after' then
   local seq = held(all, value, ARGV[3])
   if seq then
     first, boundary = seq + 1, ARGV[3]
+  else
+    kind, value, unknown = 'window', limit, 1
+  end
+elseif kind == 'seq' then
+  local epoch, last = epoch_of(head), head_seq(head)
+  local same = ARGV[3] == epoch or (ARGV[3] == '' and value == 0)
+  local oldest = redis.call('ZRANGE', all, 0, 0, 'WITHSCORES')[2]
+  if same and (value >= last or (oldest and tonumber(oldest) <= value + 1)) then
+    first, lazy = value + 1, true
   else
     kind, value, unknown = 'window', limit, 1
   end
@@ -184,7 +205,7 @@ if lazy and matched > limit then
   local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
   if before then boundary = row_id(before) end
 end
-return {head_seq(head), matched, boundary, unknown, oldest_first(rows)}
+return {head_seq(head), matched, boundary, unknown, oldest_first(rows), epoch_of(head)}
 """
 
 # KEYS: head, all, ts, channel. ARGV: the after id's seq ('' for none), after id,
@@ -337,11 +358,18 @@ def _rows(stream_id: str, channel: str, blob: bytes, at: int = 0, end: int = -1)
     return messages
 
 
+EPOCH_LEN = 16
+
+
+def new_epoch() -> str:
+    return os.urandom(EPOCH_LEN // 2).hex()
+
+
 def decode_published(stream_id: str, payload: bytes) -> list[Message]:
-    """The messages of one PUBLISH of the append script: per message, a length byte,
-    the channel, then its row."""
+    """The messages of one PUBLISH of the append script: the epoch, then per message a
+    length byte, the channel, then its row."""
     messages: list[Message] = []
-    i, end = 0, len(payload)
+    i, end = EPOCH_LEN, len(payload)
     while i < end:
         size = payload[i]
         channel = payload[i + 1 : i + 1 + size].decode()
@@ -372,7 +400,7 @@ class _AppendCall:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.keys: list[str] = []
-        self.args: list[bytes | str | int] = []
+        self.args: list[bytes | str | int] = [new_epoch()]
         self.slots: list[int] = []  # the index of each batch sent in the caller's list
 
     def add(self, slot: int, batch: AppendBatch) -> None:
@@ -406,6 +434,8 @@ def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
 def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int, str]:
     if isinstance(start, AfterId):
         return "after", seq_of_id(start.id) or 0, start.id
+    if isinstance(start, AfterSeq):
+        return "seq", start.seq, start.epoch
     if isinstance(start, Since):
         return "since", start.ts_ms, ""
     if window is not None:
@@ -484,14 +514,24 @@ class RedisHistory:
         kind, value, after_id = _start_args(start, window)
         args = (kind, value, after_id, limit)
         reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
-        head, matched, boundary, unknown, members = reply
+        head, matched, boundary, unknown, members, epoch = reply
         return ReplaySlice(
             messages=_rows(stream_id, channel, members),
             matched=int(matched),
             backfill_after_id=None if boundary is None else bytes(boundary).decode(),
             head_seq=int(head),
             unknown_id=bool(unknown),
+            epoch=bytes(epoch).decode(),
         )
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        seq, epoch = await self.client.hmget(
+            key_base(self.prefix, stream_id) + "head", ["seq", "epoch"]
+        )
+        if seq is None:
+            return 0, ""
+        return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
 
     async def page(
         self,

@@ -21,8 +21,8 @@ import orjson
 
 from ..model import now_ms, uuid7_ms
 from ..store.base import WebhookStore
+from ..webhook_model import MAX_BATCH, Batch, DeliveryState, Webhook, new_delivery_id, request_body
 from . import guard, signing
-from .model import MAX_BATCH, Batch, DeliveryState, Webhook, new_delivery_id, request_body
 from .policy import DEFAULT_POLICY, RetryPolicy
 
 log = logging.getLogger("bloomr.webhooks")

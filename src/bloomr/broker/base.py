@@ -1,0 +1,105 @@
+"""The broker contract: a stream's messages are ordered, stored and fanned out to every
+node as one atomic step, and read back for replays and pages.
+
+Like Centrifugo's `Broker`, one contract carries both halves, because they are one
+thing: the order the history holds is the order every subscriber sees. The hub calls
+`publish` and the reads; the broker calls the hub back (`BrokerHandler`) with what to
+deliver on this node. Optional abilities are declared in `Capabilities`, never found
+out by looking at a class."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import BloomrError
+from ..model import Message
+from ..replay import ReplayStart
+from ..store.base import AppendBatch, ReplaySlice
+
+__all__ = ["AppendBatch", "Broker", "BrokerHandler", "Capabilities", "Published", "ReplaySlice"]
+
+Published = list[Message] | BloomrError  # one batch's outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    # `publish_now` can store and deliver a publish before returning, on the event
+    # loop's thread: one node, a store that commits on the spot
+    publishes_on_the_spot: bool
+
+
+class BrokerHandler(Protocol):
+    """What a broker delivers to on this node (the hub)."""
+
+    def on_messages(self, stream_id: str, messages: list[Message]) -> None:
+        """A contiguous run of one stream's messages, every channel, in seq order: each
+        message of the stream is handed over once per node, in order, after every
+        message before it (a gap is filled before what follows it is handed over).
+        Called from one task (or, for `publish_now`, from the caller); must not block."""
+        ...
+
+
+class Broker(Protocol):
+    capabilities: Capabilities
+
+    async def start(self, handler: BrokerHandler) -> None:
+        """Returns once listening: everything published from then on, by any node,
+        reaches `handler`. Raises if the backend cannot be reached now."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, batches: Sequence[AppendBatch]) -> list[Published]:
+        """Order, store and fan out, in the given order. Each batch gets the next seqs
+        of its stream, contiguous and atomic (all stored and delivered, or none), a
+        UUIDv7 id each, and a timestamp never below the stream's previous one. Saving to
+        history and fanning out are atomic per stream: no node can see a message that is
+        not stored, nor miss one that is. Returns once the batches are durable (as far
+        as the backend is); a batch that cannot be taken gets a BloomrError in its slot
+        and the others are unaffected. A batch of a stream without history (`keep`
+        False) is ordered and fanned out, never stored."""
+        ...
+
+    def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:
+        """`publish`, done before returning and delivered to this node's handler before
+        returning, when the broker can (see `Capabilities`; nothing else may be under
+        way); None when it cannot, and then nothing was stored."""
+        ...
+
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        """Messages of `channel` after `start` (all history when None, or only the
+        newest `window` when a window is given), the newest `limit` of them, from one
+        snapshot that also yields the stream's head seq: every message with a higher
+        seq reaches the handler after this snapshot was taken (the hand-over)."""
+        ...
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch now (`(0, "")` before its first
+        publish): every message published after this read has a higher seq in that
+        epoch, or another epoch."""
+        ...
+
+    async def page(
+        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
+    ) -> list[Message]:
+        """Oldest-first messages of `channel` strictly after `after_id` and at or after
+        `since_ms`. Raises BloomrError('unknown_message_id') for an id it does not hold."""
+        ...
+
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        """Delete messages older than `min_ts_ms` or beyond the newest `max_messages`;
+        how many went. Seqs are never reused."""
+        ...
+
+    async def drop(self, stream_id: str) -> None:
+        """Forget a stream: its history, its sequence, and what was delivered of it."""
+        ...

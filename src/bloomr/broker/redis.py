@@ -1,0 +1,190 @@
+"""The cluster broker: history and fan-out in Redis, shared by every node.
+
+The history's append script (`store/redis_history.py`) PUBLISHes every batch on its
+stream's bus channel in the same atomic step that gives it its seqs, so Redis holds one
+order per stream for every node. This broker listens to all streams' bus channels (one
+pattern subscription) and hands what arrives to this node's handler from one task: each
+stream's messages exactly once, in seq order. A gap (a reconnection, a lost publish) is
+filled from the history before anything after it is delivered; a repeated seq is
+dropped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..model import Message
+from ..redis_pubsub import Subscription
+from ..replay import ReplayStart
+from ..store.redis_history import (
+    RedisHistory,
+    bus_pattern,
+    decode_published,
+    stream_of_channel,
+)
+from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
+
+log = logging.getLogger("bloomr.broker.redis")
+
+_FILL_PAGE = 1000
+
+
+class Sequencer:
+    """What each stream's handler has been given: the last seq delivered per stream.
+    Pure bookkeeping; the bus does the reading."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def fresh(self, stream_id: str, messages: list[Message]) -> list[Message]:
+        """The messages not yet delivered (a batch is contiguous, so a suffix)."""
+        last = self.last.get(stream_id)
+        if last is None or messages[0].seq > last:
+            return messages
+        return [m for m in messages if m.seq > last]
+
+    def gap(self, stream_id: str, first_seq: int) -> int | None:
+        """The last seq delivered when `first_seq` does not follow it (None: no gap, or
+        a stream seen for the first time: what came before is not ours to fill)."""
+        last = self.last.get(stream_id)
+        return last if last is not None and first_seq > last + 1 else None
+
+    def delivered(self, stream_id: str, messages: list[Message]) -> None:
+        self.last[stream_id] = messages[-1].seq
+
+    def forget(self, stream_id: str) -> None:
+        """A dropped stream starts again at seq 1."""
+        self.last.pop(stream_id, None)
+
+
+class RedisBroker:
+    """Implements Broker on Redis: `publish` is one Lua call per group commit, which
+    orders, stores and PUBLISHes; every node, this one included, delivers what Redis
+    publishes, which is what gives all nodes one order."""
+
+    capabilities = Capabilities(publishes_on_the_spot=False)  # a round trip to Redis
+
+    def __init__(
+        self, url: str, prefix: str = "bloomr", name: str | None = None, **options: Any
+    ) -> None:
+        self.history = RedisHistory(url, prefix)
+        self.prefix = prefix
+        self.filled = 0  # messages delivered from the history rather than from pub/sub
+        self.sequencer = Sequencer()
+        self._handler: BrokerHandler | None = None
+        self.subscription = Subscription(
+            url,
+            name or f"bloomr-bus:{prefix}",  # its connection's name in CLIENT LIST
+            self._dispatch,
+            patterns=[bus_pattern(prefix)],
+            on_reconnect=self._catch_up,
+            **options,
+        )
+
+    @property
+    def reconnects(self) -> int:
+        return self.subscription.reconnects
+
+    @property
+    def client_name(self) -> str:
+        """The name of this broker's pub/sub connection (CLIENT LIST shows it)."""
+        return self.subscription.name
+
+    # -- Broker -----------------------------------------------------------------------
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        await self.subscription.start()
+
+    async def stop(self) -> None:
+        await self.subscription.stop()
+        self._handler = None
+
+    async def publish(self, batches: Sequence[AppendBatch]) -> list[Published]:
+        return await self.history.append(batches)
+
+    def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:
+        return None
+
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        return await self.history.replay(stream_id, channel, start, limit, window)
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        return await self.history.head(stream_id)
+
+    async def page(
+        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
+    ) -> list[Message]:
+        return await self.history.page(stream_id, channel, after_id, since_ms, limit)
+
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        return await self.history.trim(stream_id, min_ts_ms, max_messages)
+
+    async def drop(self, stream_id: str) -> None:
+        await self.history.drop(stream_id)
+        self.sequencer.forget(stream_id)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["type"] != "pmessage":
+            return
+        stream_id = stream_of_channel(self.prefix, message["channel"])
+        try:
+            messages = decode_published(stream_id, message["data"])
+        except Exception:  # not from our script: skip it, the seqs tell if it mattered
+            log.exception("undecodable publish on %r", message["channel"])
+            return
+        await self._deliver(stream_id, messages)
+
+    async def _deliver(self, stream_id: str, messages: list[Message]) -> None:
+        """Give the handler what it has not had of `messages`, after whatever it
+        missed before them (read from the history)."""
+        messages = self.sequencer.fresh(stream_id, messages) if messages else messages
+        if not messages:
+            return
+        last = self.sequencer.gap(stream_id, messages[0].seq)
+        if last is not None:
+            missed = await self._stored_between(stream_id, last, messages[0].seq)
+            self.filled += len(missed)
+            messages = missed + messages
+        self._hand_over(stream_id, messages)
+
+    async def _stored_between(self, stream_id: str, after: int, before: int) -> list[Message]:
+        """Stored messages with after < seq < before. Some seqs may have none: messages
+        of a stream without history, or trimmed already, cannot be filled."""
+        found: list[Message] = []
+        while True:
+            page = await self.history.since_seq(stream_id, after, _FILL_PAGE)
+            found += [m for m in page if m.seq < before]
+            if len(page) < _FILL_PAGE or page[-1].seq >= before - 1:
+                return found
+            after = page[-1].seq
+
+    async def _catch_up(self) -> None:
+        """After a reconnection: what each stream seen so far published meanwhile."""
+        for stream_id in list(self.sequencer.last):
+            while (last := self.sequencer.last.get(stream_id)) is not None:
+                page = await self.history.since_seq(stream_id, last, _FILL_PAGE)
+                if page:
+                    self.filled += len(page)
+                    self._hand_over(stream_id, page)
+                if len(page) < _FILL_PAGE:
+                    break
+
+    def _hand_over(self, stream_id: str, messages: list[Message]) -> None:
+        self.sequencer.delivered(stream_id, messages)
+        if self._handler is None:
+            return
+        try:
+            self._handler.on_messages(stream_id, messages)
+        except Exception:  # one handler bug must not stop the bus for every stream
+            log.exception("bus handler failed on messages of %s", stream_id)

@@ -1,0 +1,186 @@
+"""The embedded backend's database: one SQLite file in WAL mode.
+
+One writer connection (SQLite has one writer anyway) behind an asyncio lock, and a
+small pool of reader connections: in WAL mode readers see a consistent snapshot from
+their first read inside a transaction and never block the writer. `SQLiteDatabase`
+holds the connections and the schema; `sqlite_history.SQLiteHistory` adds the history
+on top of it, and `sqlite.SQLiteStore` the metadata on top of that."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import aiosqlite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (stream_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    stream_id TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, channel TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (stream_id, channel, seq);
+CREATE TABLE IF NOT EXISTS ticks (
+    stream_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, ts_ms)) WITHOUT ROWID;
+"""
+# `messages` gets two more columns from the migrations below: n and ends (store/runs.py).
+# The time index: a row per stream and millisecond, holding the first seq stored in it.
+# Timestamps never decrease along seq, so a millisecond's messages are the seqs from its
+# tick up to the next tick, which answers both "since a time" and "where is this id" (a
+# UUIDv7 id carries its millisecond). An index on the messages' ts_ms (or id) would
+# cost every insert a third of its speed; a tick costs one row per millisecond.
+_MIGRATIONS = (
+    # 1 -> 2: from an index on messages (stream_id, ts_ms) to ticks
+    """
+    INSERT OR IGNORE INTO ticks (stream_id, ts_ms, first_seq)
+        SELECT stream_id, ts_ms, min(seq) FROM messages GROUP BY stream_id, ts_ms;
+    DROP INDEX IF EXISTS messages_by_ts;
+    DROP INDEX IF EXISTS messages_by_id;
+    """,
+    # 2 -> 3: a row holds a run of messages (store/runs.py); a row of before is a run of 1
+    """
+    ALTER TABLE messages ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE messages ADD COLUMN ends BLOB;
+    """,
+    # 3 -> 4: each stream's history has an epoch, made with its head: a resume point
+    # names the epoch it was taken in, so one from a history that was lost is refused
+    """
+    ALTER TABLE heads ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+    UPDATE heads SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
+    """,
+)
+_SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+_READERS = 2
+
+Row = tuple[Any, ...]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _run_to_completion(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Store calls finish even when their caller is cancelled (a client went away): one
+    cut off between BEGIN and COMMIT would leave a shared connection inside its
+    transaction, and every later call on it would fail."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(method(*args, **kwargs))
+
+    return call
+
+
+# NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
+_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in _PRAGMAS:
+        await conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+def _connect_sync(path: Path, *extra_pragmas: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in (*_PRAGMAS, *extra_pragmas):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+def _statements(script: str) -> list[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+class SQLiteDatabase:
+    """The connections and the schema, shared by the history and the metadata."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await _connect(self._path)
+        await self._migrate(self._writer)
+        for _ in range(_READERS):
+            self._readers.put_nowait(await _connect(self._path))
+
+    @staticmethod
+    async def _migrate(conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(_SCHEMA):
+                await conn.execute(statement)
+            async with conn.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = max(int(row[0]) if row else 0, 1)
+            for script in _MIGRATIONS[version - 1 :]:
+                for statement in _statements(script):
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        while not self._readers.empty():
+            await self._readers.get_nowait().close()
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A reader connection inside one read transaction (one consistent snapshot)."""
+        conn = await self._readers.get()
+        try:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                await conn.execute("COMMIT")
+        finally:
+            self._readers.put_nowait(conn)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            conn = self.writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self._transaction() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return int(cursor.rowcount)
+
+    async def _read(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        """One statement: a snapshot of its own, no BEGIN/COMMIT round trips."""
+        conn = await self._readers.get()
+        try:
+            return [tuple(r) for r in await conn.execute_fetchall(sql, tuple(params))]
+        finally:
+            self._readers.put_nowait(conn)

@@ -1,0 +1,510 @@
+"""History in the embedded SQLite database: appends, replays, pages and trims.
+
+A row of `messages` holds a run of a batch's messages of one channel (`runs.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..errors import BloomrError
+from ..model import Message, id_at, id_place, new_messages, uuid7_ms
+from ..replay import AfterId, AfterSeq, ReplayStart, Since
+from .base import AppendBatch, ReplaySlice
+from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
+from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
+
+log = logging.getLogger("bloomr.store")
+
+# A group of appends this small is stored on the event loop itself: its insert and
+# commit take tens of microseconds, less than a hop to the appender thread and back
+# (which also has to win the GIL back from the loop). Larger groups go to the thread,
+# so that SQLite's work overlaps with the loop's.
+_INLINE_MESSAGES = 64
+# The appender never checkpoints (a checkpoint writes and syncs the database file,
+# milliseconds the event loop must not wait for): a connection of its own does, on
+# its own thread, once this many messages have been appended since the last one.
+_CHECKPOINT_EVERY = 2_000
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # PASSIVE: copies what it can without waiting for readers or blocking the writer
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:  # the next one catches up; appends are unaffected
+        log.warning("checkpointing the write-ahead log failed", exc_info=True)
+
+
+_ROWS_PER_INSERT = 128
+_INSERT = f"INSERT INTO messages ({RUN_COLUMNS}) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_FULL = _INSERT + ", ".join([_ROW] * _ROWS_PER_INSERT)
+
+
+def _insert_runs(conn: sqlite3.Connection, runs: list[Run]) -> None:
+    """Many rows per statement: sqlite3 releases the GIL around each statement it steps
+    and must win it back after, which, one row at a time, made the appender wait on the
+    event loop's thread (a group of many single-message publishes is many rows)."""
+    full = len(runs) - len(runs) % _ROWS_PER_INSERT
+    blocks = (
+        chain.from_iterable(runs[i : i + _ROWS_PER_INSERT])
+        for i in range(0, full, _ROWS_PER_INSERT)
+    )
+    conn.executemany(_INSERT_FULL, (list(block) for block in blocks))
+    if full < len(runs):
+        rest = runs[full:]
+        conn.execute(_INSERT + ", ".join([_ROW] * len(rest)), list(chain.from_iterable(rest)))
+
+
+def _append_sync(
+    conn: sqlite3.Connection, batches: Sequence[AppendBatch], known: dict[str, int]
+) -> tuple[list[list[Message]], dict[str, int]]:
+    """A whole group commit in one call on the appender thread: every thread hop costs
+    a publish more latency than the insert itself."""
+    heads: dict[str, int] = {}
+    ordered: list[list[Message]] = []
+    runs: list[Run] = []
+    ticks: list[Row] = []
+    for batch in batches:
+        head = heads.get(batch.stream_id, known.get(batch.stream_id))
+        if head is None:
+            found = conn.execute(
+                "SELECT last_seq FROM heads WHERE stream_id = ?", (batch.stream_id,)
+            ).fetchone()
+            head = int(found[0]) if found else 0
+        messages = new_messages(batch.stream_id, batch.drafts, head + 1)
+        heads[batch.stream_id] = head + len(messages)
+        ordered.append(messages)
+        if batch.keep and messages:
+            runs += runs_of(messages)
+            ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _insert_runs(conn, runs)
+        # a millisecond's first seq: an earlier batch of that millisecond already has it
+        conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
+        conn.executemany(
+            "INSERT INTO heads (stream_id, last_seq, epoch) "
+            "VALUES (?, ?, lower(hex(randomblob(8)))) "
+            "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
+            list(heads.items()),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return ordered, heads
+
+
+class SQLiteHistory(SQLiteDatabase):
+    """Implements HistoryStore. Appends (the hot path) use a plain sqlite3 connection on
+    a thread of their own; a checkpointer has another."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._heads: dict[str, int] = {}
+        self._appender = ThreadPoolExecutor(1, thread_name_prefix="bloomr-append")
+        self._append_conn: sqlite3.Connection | None = None
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="bloomr-checkpoint")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Future[None] | None = None
+        self._since_checkpoint = 0
+
+    async def open(self) -> None:
+        await super().open()
+        loop = asyncio.get_running_loop()
+        self._append_conn = await loop.run_in_executor(
+            self._appender, _connect_sync, self._path, "wal_autocheckpoint=0"
+        )
+        self._checkpoint_conn = await loop.run_in_executor(
+            self._checkpointer, _connect_sync, self._path
+        )
+
+    async def close(self) -> None:
+        await super().close()
+        loop = asyncio.get_running_loop()
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+        if self._append_conn is not None:
+            conn, self._append_conn = self._append_conn, None
+            await loop.run_in_executor(self._appender, conn.close)
+        if self._checkpoint_conn is not None:
+            conn, self._checkpoint_conn = self._checkpoint_conn, None
+            await loop.run_in_executor(self._checkpointer, conn.close)
+
+    # -- history ----------------------------------------------------------------------
+
+    def _known_heads(self, batches: Sequence[AppendBatch]) -> dict[str, int]:
+        heads = self._heads
+        return {b.stream_id: heads[b.stream_id] for b in batches if b.stream_id in heads}
+
+    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+        done = self.try_append_now(batches)
+        if done is not None:
+            return done
+        return await self._append_later(batches, sum(len(b.drafts) for b in batches))
+
+    def try_append_now(
+        self, batches: Sequence[AppendBatch]
+    ) -> list[list[Message] | BloomrError] | None:
+        count = sum(len(b.drafts) for b in batches)
+        if count <= _INLINE_MESSAGES and not self._write_lock.locked():
+            # No await from here to the end: nothing can cut in, and no shield (an extra
+            # task, two more turns of the loop for every publish) is needed.
+            return self._append_now(batches, count)
+        return None
+
+    @_run_to_completion
+    async def _append_later(
+        self, batches: Sequence[AppendBatch], count: int
+    ) -> list[list[Message] | BloomrError]:
+        async with self._write_lock:
+            if count <= _INLINE_MESSAGES:
+                return self._append_now(batches, count)
+            conn = self._conn_for_append()
+            call = functools.partial(_append_sync, conn, batches, self._known_heads(batches))
+            try:
+                ordered, heads = await asyncio.get_running_loop().run_in_executor(
+                    self._appender, call
+                )
+            except Exception as exc:
+                return _failed(batches, exc)
+            return self._appended(ordered, heads, count)
+
+    def _append_now(
+        self, batches: Sequence[AppendBatch], count: int
+    ) -> list[list[Message] | BloomrError]:
+        conn = self._conn_for_append()
+        try:
+            ordered, heads = _append_sync(conn, batches, self._known_heads(batches))
+        except Exception as exc:
+            return _failed(batches, exc)
+        return self._appended(ordered, heads, count)
+
+    def _conn_for_append(self) -> sqlite3.Connection:
+        assert self._append_conn is not None, "store is not open"
+        return self._append_conn
+
+    def _appended(
+        self, ordered: list[list[Message]], heads: dict[str, int], count: int
+    ) -> list[list[Message] | BloomrError]:
+        self._heads.update(heads)
+        self._checkpoint_after(count)
+        return list(ordered)
+
+    def _checkpoint_after(self, appended: int) -> None:
+        self._since_checkpoint += appended
+        if self._since_checkpoint < _CHECKPOINT_EVERY:
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        conn = self._checkpoint_conn
+        assert conn is not None, "store is not open"
+        self._since_checkpoint = 0
+        loop = asyncio.get_running_loop()
+        self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
+
+    @_run_to_completion
+    async def replay(
+        self,
+        stream_id: str,
+        channel: str,
+        start: ReplayStart | None,
+        limit: int,
+        window: int | None,
+    ) -> ReplaySlice:
+        async with self._snapshot() as conn:
+            q = _Query(conn, stream_id, channel)
+            head, epoch = await q.head()
+            unknown = False
+            if isinstance(start, AfterId):
+                seq = await q.seq_of(start.id)
+                if seq is None:
+                    unknown, start, window = True, None, limit
+            elif isinstance(start, AfterSeq) and not await q.holds_after(start, head, epoch):
+                unknown, start, window = True, None, limit
+            first, boundary = await q.first_seq(start, window)
+            matched = await q.count_from(first)
+            messages = await q.newest_from(first, limit)
+            if matched > limit and boundary is _LAZY:
+                boundary = await q.id_before(first)
+            return ReplaySlice(
+                messages=messages,
+                matched=matched,
+                backfill_after_id=None if boundary is _LAZY else boundary,
+                head_seq=head,
+                unknown_id=unknown,
+                epoch=epoch,
+            )
+
+    @_run_to_completion
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        sql = "SELECT last_seq, epoch FROM heads WHERE stream_id = ?"
+        rows = await self._read(sql, (stream_id,))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+    @_run_to_completion
+    async def page(
+        self,
+        stream_id: str,
+        channel: str,
+        after_id: str | None,
+        since_ms: int | None,
+        limit: int,
+    ) -> list[Message]:
+        async with self._snapshot() as conn:
+            q = _Query(conn, stream_id, channel)
+            first = 0
+            if after_id is not None:
+                seq = await q.seq_of(after_id)
+                if seq is None:
+                    raise BloomrError(
+                        "unknown_message_id", f"message {after_id} is not in this stream's history"
+                    )
+                first = seq + 1
+            if since_ms is not None:
+                first = max(first, await q.first_seq_since(since_ms))
+            return await q.oldest_from(first, limit)
+
+    @_run_to_completion
+    async def drop(self, stream_id: str) -> None:
+        async with self._transaction() as conn:
+            for table in ("messages", "ticks", "heads"):
+                await conn.execute(f"DELETE FROM {table} WHERE stream_id = ?", (stream_id,))
+            self._heads.pop(stream_id, None)
+
+    @_run_to_completion
+    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
+        async with self._transaction() as conn:
+            trim = _Trim(conn, stream_id)
+            removed = await trim.older_than(min_ts_ms) + await trim.beyond(max_messages)
+            # ticks before the oldest message left describe nothing any more
+            await conn.execute(
+                "DELETE FROM ticks WHERE stream_id = ?1 AND ts_ms < coalesce((SELECT ts_ms "
+                "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
+                (stream_id, _FOREVER),
+            )
+            return removed
+
+
+class _Trim:
+    """Trimming one stream's history, inside the caller's write transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection, stream_id: str) -> None:
+        self.conn, self.stream_id = conn, stream_id
+
+    async def older_than(self, min_ts_ms: int) -> int:
+        """Messages of milliseconds before `min_ts_ms`: whole runs, as a run never spans
+        two milliseconds."""
+        sql = (
+            "SELECT first_seq FROM ticks WHERE stream_id = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 1"
+        )
+        rows = await self.conn.execute_fetchall(sql, (self.stream_id, min_ts_ms))
+        return await self._before(next(iter(rows))[0] if rows else _FOREVER)
+
+    async def beyond(self, max_messages: int) -> int:
+        """All but the newest `max_messages`, cutting the run that holds the boundary."""
+        sql = (
+            f"SELECT {RUN_COLUMNS}, acc FROM (SELECT *, sum(n) OVER "
+            "(ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS acc FROM (SELECT * FROM messages "
+            "WHERE stream_id = ?1 ORDER BY seq DESC LIMIT ?2 + 1)) "
+            "WHERE acc > ?2 ORDER BY seq DESC LIMIT 1"
+        )
+        rows = list(await self.conn.execute_fetchall(sql, (self.stream_id, max_messages)))
+        if not rows:
+            return 0
+        *run, acc = rows[0]
+        seq, n = run[4], run[6]
+        drop = acc - max_messages  # the run's oldest messages, past the newest max_messages
+        if drop == n:
+            return await self._before(seq + 1)
+        removed = await self._before(seq)
+        await self.conn.execute(
+            f"UPDATE messages SET ({RUN_COLUMNS}) = (?, ?, ?, ?, ?, ?, ?, ?) "
+            "WHERE stream_id = ? AND seq = ?",
+            (*without_first(tuple(run), drop), self.stream_id, seq),
+        )
+        return removed + int(drop)
+
+    async def _before(self, seq: int) -> int:
+        """Delete the rows before `seq`; how many messages they held."""
+        params = (self.stream_id, seq)
+        where = "WHERE stream_id = ? AND seq < ?"
+        rows = await self.conn.execute_fetchall(
+            f"SELECT coalesce(sum(n), 0) FROM messages {where}", params
+        )
+        await self.conn.execute(f"DELETE FROM messages {where}", params)
+        return int(next(iter(rows))[0])
+
+
+def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[list[Message] | BloomrError]:
+    """The whole group fails: no seq is consumed."""
+    error = BloomrError("internal", f"storing messages failed: {exc}")
+    return [error for _ in batches]
+
+
+_FOREVER = 1 << 62  # past any seq or millisecond
+_LAZY: Any = object()  # "the boundary id, if needed, is the channel message before `first`"
+
+
+class _Query:
+    """The read queries of one snapshot, for one stream and channel. A row is a run of
+    messages (store/runs.py): a query finds rows, and a boundary seq may fall inside
+    one, the run that starts before it and reaches it (`straddling`)."""
+
+    def __init__(self, conn: aiosqlite.Connection, stream_id: str, channel: str) -> None:
+        self.conn, self.stream_id, self.channel = conn, stream_id, channel
+        self._before: dict[int, Run | None] = {}
+
+    async def _rows(self, sql: str, *params: Any) -> list[Row]:
+        return [tuple(r) for r in await self.conn.execute_fetchall(sql, params)]
+
+    async def head(self) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        sql = "SELECT last_seq, epoch FROM heads WHERE stream_id = ?"
+        rows = await self._rows(sql, self.stream_id)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+    async def holds_after(self, start: AfterSeq, head: int, epoch: str) -> bool:
+        """Whether every stored message after `start` is still here: same epoch (or a
+        start before the first message ever), and nothing after it trimmed."""
+        if start.epoch != epoch and not (start.epoch == "" and start.seq == 0):
+            return False
+        if start.seq >= head:
+            return True
+        sql = "SELECT seq FROM messages WHERE stream_id = ? ORDER BY seq LIMIT 1"
+        rows = await self._rows(sql, self.stream_id)
+        return bool(rows) and int(rows[0][0]) <= start.seq + 1
+
+    async def seq_of(self, message_id: str) -> int | None:
+        """Through the ticks: a UUIDv7 id carries its message's millisecond, whose
+        messages are one range of seqs; ids grow with seqs, so the run that may hold it
+        is the last one there whose first id is not past it."""
+        ts_ms = uuid7_ms(message_id)
+        if ts_ms is None:
+            return None
+        sql = (
+            "SELECT seq, id, n FROM messages WHERE stream_id = ?1 AND seq >= (SELECT first_seq "
+            "FROM ticks WHERE stream_id = ?1 AND ts_ms = ?2) AND seq < coalesce((SELECT "
+            "first_seq FROM ticks WHERE stream_id = ?1 AND ts_ms > ?2 ORDER BY ts_ms LIMIT 1), "
+            "?4) AND id <= ?3 ORDER BY seq DESC LIMIT 1"
+        )
+        rows = await self._rows(sql, self.stream_id, ts_ms, message_id, _FOREVER)
+        if not rows:
+            return None
+        seq, first_id, n = rows[0]
+        place = id_place(first_id, message_id)
+        return int(seq) + place if place is not None and place < n else None
+
+    async def first_seq_since(self, ts_ms: int) -> int:
+        """Timestamps never decrease along seq, so the first message at or after `ts_ms`
+        (any channel) starts the matching range. It starts a run too: a run is one
+        millisecond's."""
+        sql = (
+            "SELECT first_seq FROM ticks WHERE stream_id = ? AND ts_ms >= ? ORDER BY ts_ms LIMIT 1"
+        )
+        rows = await self._rows(sql, self.stream_id, ts_ms)
+        return int(rows[0][0]) if rows else (await self.head())[0] + 1
+
+    async def first_seq(self, start: ReplayStart | None, window: int | None) -> tuple[int, Any]:
+        """Where the matching set starts, and the backfill boundary id (or _LAZY)."""
+        if isinstance(start, AfterId):
+            seq = await self.seq_of(start.id)
+            assert seq is not None
+            return seq + 1, start.id
+        if isinstance(start, Since):
+            return await self.first_seq_since(start.ts_ms), _LAZY
+        if isinstance(start, AfterSeq):
+            return start.seq + 1, _LAZY
+        if window is None:
+            return 0, None
+        # The channel's newest `window` messages: the boundary is the message before them,
+        # in the run where the count of messages, newest first, passes `window`. Each
+        # row holds a message at least, so window + 1 rows are enough to look at.
+        sql = (
+            "SELECT seq, id, acc FROM (SELECT seq, id, sum(n) OVER (ORDER BY seq DESC ROWS "
+            "UNBOUNDED PRECEDING) AS acc FROM (SELECT seq, id, n FROM messages WHERE "
+            "stream_id = ?1 AND channel = ?2 ORDER BY seq DESC LIMIT ?3 + 1)) "
+            "WHERE acc > ?3 ORDER BY seq DESC LIMIT 1"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, window)
+        if not rows:
+            return 0, None
+        seq, first_id, acc = rows[0]
+        place = acc - 1 - window  # newest first, the run's message at `place` is number window
+        return seq + place + 1, id_at(first_id, place)
+
+    async def last_before(self, first: int) -> Run | None:
+        """The channel's last run that starts before `first` (read once per snapshot)."""
+        if first not in self._before:
+            sql = (
+                f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+                "AND seq < ? ORDER BY seq DESC LIMIT 1"
+            )
+            rows = await self._rows(sql, self.stream_id, self.channel, first)
+            self._before[first] = rows[0] if rows else None
+        return self._before[first]
+
+    async def straddling(self, first: int) -> Run | None:
+        """The channel's run that starts before `first` and reaches it, if one does."""
+        run = await self.last_before(first)
+        return run if run is not None and run[4] + run[6] > first else None
+
+    async def count_from(self, first: int) -> int:
+        sql = (
+            "SELECT coalesce(sum(n), 0) FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ?"
+        )
+        rows = await self._rows(sql, self.stream_id, self.channel, first)
+        run = await self.straddling(first)
+        return int(rows[0][0]) + (run[4] + run[6] - first if run else 0)
+
+    async def newest_from(self, first: int, limit: int) -> list[Message]:
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ? ORDER BY seq DESC LIMIT ?"
+        )
+        runs = await self._rows(sql, self.stream_id, self.channel, first, limit)
+        newest_first: list[list[Message]] = []
+        need = limit
+        for run in runs:
+            if need <= 0:
+                break
+            newest_first.append(run_messages(run, run[6] - need))
+            need -= run[6]
+        straddling = await self.straddling(first) if need > 0 else None
+        if straddling is not None:
+            start = max(first - straddling[4], straddling[6] - need)
+            newest_first.append(run_messages(straddling, start))
+        return list(chain.from_iterable(reversed(newest_first)))
+
+    async def oldest_from(self, first: int, limit: int) -> list[Message]:
+        messages: list[Message] = []
+        if (run := await self.straddling(first)) is not None:
+            messages += run_messages(run, first - run[4], first - run[4] + limit)
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
+            "AND seq >= ? ORDER BY seq LIMIT ?"
+        )
+        for run in await self._rows(sql, self.stream_id, self.channel, first, limit):
+            if len(messages) >= limit:
+                break
+            messages += run_messages(run, 0, limit - len(messages))
+        return messages
+
+    async def id_before(self, first: int) -> str | None:
+        run = await self.last_before(first)
+        if run is None:
+            return None
+        message_id, seq, n = run[0], run[4], run[6]
+        return id_at(message_id, min(n, first - seq) - 1)

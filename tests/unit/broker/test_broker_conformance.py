@@ -1,0 +1,167 @@
+"""The broker contract (`bloomr.broker.base.Broker`), run against every broker: order,
+atomic and contiguous batches, delivery once per node, gap filling after a lost
+connection, replay and the hand-over to live delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
+from bloomr.errors import BloomrError
+from bloomr.model import Draft, Message
+from bloomr.replay import AfterSeq
+from bloomr.store.base import AppendBatch
+
+BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
+S1, S2 = "brokerAAAA", "brokerBBBB"
+
+Nodes = Callable[[], Awaitable[list[BrokerNode]]]
+
+
+@pytest.fixture
+async def nodes(backend: Any) -> AsyncIterator[Nodes]:
+    """All the nodes the broker can have (one for the embedded one)."""
+    opened: list[BrokerNode] = []
+
+    async def make() -> list[BrokerNode]:
+        for _ in range(backend.nodes):
+            opened.append(await backend.open())
+        return opened
+
+    try:
+        yield make
+    finally:
+        for node in opened:
+            await node.close()
+
+
+def batch(stream: str, *data: Any, channel: str = "", keep: bool = True) -> AppendBatch:
+    return AppendBatch(stream, [Draft(channel, orjson.dumps(d)) for d in data], keep)
+
+
+def stored(result: list[Message] | BloomrError) -> list[Message]:
+    assert isinstance(result, list), result
+    return result
+
+
+def seqs(messages: list[Message]) -> list[int]:
+    return [m.seq for m in messages]
+
+
+async def test_batches_are_contiguous_and_every_node_gets_each_message_once_in_order(
+    nodes: Nodes,
+) -> None:
+    every = await nodes()
+    writers = [
+        every[i % len(every)].broker.publish([batch(S1, *[f"{i}.{j}" for j in range(i % 4 + 1)])])
+        for i in range(30)
+    ]
+    results = [stored(r) for [r] in await asyncio.gather(*writers)]
+    for result in results:  # each batch: consecutive seqs, one millisecond-ordered run
+        assert seqs(result) == list(range(result[0].seq, result[0].seq + len(result)))
+    published = sorted((m for r in results for m in r), key=lambda m: m.seq)
+    assert seqs(published) == list(range(1, len(published) + 1))  # no seq lost or reused
+    assert [m.id for m in published] == sorted(m.id for m in published)
+    for node in every:
+        got = await node.until(S1, len(published))
+        assert got == published  # once, in order, as returned
+
+
+async def test_a_group_mixes_streams_channels_and_streams_without_history(
+    nodes: Nodes,
+) -> None:
+    [node, *_] = await nodes()
+    a, b, c = await node.broker.publish(
+        [batch(S1, 1, 2), batch(S2, "x", channel="progress", keep=False), batch(S1, 3)]
+    )
+    assert seqs(stored(a)) == [1, 2] and seqs(stored(c)) == [3] and seqs(stored(b)) == [1]
+    assert await node.until(S1, 3) == stored(a) + stored(c)
+    assert await node.until(S2, 1) == stored(b)
+    replayed = await node.broker.replay(S2, "progress", None, 10, None)
+    assert replayed.messages == [] and replayed.head_seq == 1  # ordered, never stored
+
+
+async def test_replay_reads_one_snapshot_and_live_delivery_takes_over_after_its_head(
+    nodes: Nodes,
+) -> None:
+    [node, *_] = await nodes()
+    for i in range(5):
+        await node.broker.publish([batch(S1, i, channel="" if i % 2 else "other")])
+    found = await node.broker.replay(S1, "", None, 10, None)
+    assert [m.data for m in found.messages] == [1, 3] and found.head_seq == 5
+    later = stored((await node.broker.publish([batch(S1, 5)]))[0])
+    delivered = await node.until(S1, later[0].seq)
+    assert [m for m in delivered if m.seq > found.head_seq] == later
+
+
+async def test_publish_now_is_offered_exactly_when_declared(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    done = node.broker.publish_now([batch(S1, 1)])
+    if not node.broker.capabilities.publishes_on_the_spot:
+        assert done is None
+        assert (await node.broker.replay(S1, "", None, 10, None)).messages == []
+        return
+    assert done is not None and seqs(stored(done[0])) == [1]
+    assert seqs(node.delivered[S1]) == [1]  # delivered before it returned
+
+
+async def test_what_a_node_missed_while_cut_off_is_filled_in_order(
+    backend: Any, nodes: Nodes
+) -> None:
+    every = await nodes()
+    writer, reader = every[0], every[-1]
+    await writer.broker.publish([batch(S1, 1)])
+    await reader.until(S1, 1)
+    if not await backend.cut(reader):
+        pytest.skip("this broker has no connection to lose")
+    await writer.broker.publish([batch(S1, 2, 3)])
+    await writer.broker.publish([batch(S1, 4)])
+    assert seqs(await reader.until(S1, 4)) == [1, 2, 3, 4]
+
+
+async def test_trim_and_drop(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    await node.broker.publish([batch(S1, *range(10))])
+    assert await node.broker.trim(S1, 0, 4) == 6
+    assert [m.data for m in await node.broker.page(S1, "", None, None, 100)] == [6, 7, 8, 9]
+    await node.broker.drop(S1)
+    assert await node.broker.page(S1, "", None, None, 100) == []
+    again = stored((await node.broker.publish([batch(S1, "new")]))[0])
+    assert seqs(again) == [1]  # a dropped stream's sequence starts over
+
+
+async def test_a_resume_point_replays_what_followed_it_in_its_epoch_only(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    before = await node.broker.replay(S1, "", None, 10, None)
+    assert before.head_seq == 0 and before.epoch == ""
+    first = stored((await node.broker.publish([batch(S1, 1, 2)]))[0])
+    live = await node.broker.replay(S1, "", None, 10, None)
+    assert live.epoch != "" and live.head_seq == 2
+    later = stored((await node.broker.publish([batch(S1, 3), batch(S1, 4, channel="x")]))[0])
+
+    from_empty = await node.broker.replay(S1, "", AfterSeq(0, ""), 100, None)
+    assert from_empty.messages == first + later and not from_empty.unknown_id
+    resumed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    assert resumed.messages == later and not resumed.unknown_id
+    caught_up = await node.broker.replay(S1, "", AfterSeq(4, live.epoch), 100, None)
+    assert caught_up.messages == [] and not caught_up.unknown_id
+
+    elsewhere = await node.broker.replay(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    assert elsewhere.unknown_id  # another history's place means nothing here
+    await node.broker.trim(S1, 0, 1)  # only seq 4 is left: 3 is gone
+    trimmed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    assert trimmed.unknown_id
+
+
+async def test_the_head_is_where_later_publishes_start(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    assert await node.broker.head(S1) == (0, "")
+    await node.broker.publish([batch(S1, 1, 2)])
+    seq, epoch = await node.broker.head(S1)
+    snapshot = await node.broker.replay(S1, "", None, 10, None)
+    assert (seq, epoch) == (2, snapshot.epoch) and epoch != ""

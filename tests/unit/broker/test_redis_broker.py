@@ -1,0 +1,374 @@
+"""The Redis broker with a real Redis: several "nodes" (a RedisBroker each, on one key
+prefix) must each hand their handler every stream's messages exactly once,
+in seq order, whoever appended them and whatever happened to the connection."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from backends import REDIS_URL, delete_redis_prefix, unique_prefix
+from bloomr.broker.redis import RedisBroker, Sequencer
+from bloomr.control import Control, ControlEvent
+from bloomr.control.local import LocalControl
+from bloomr.control.redis import RedisControl, control_channel
+from bloomr.hub import Hub
+from bloomr.model import Draft, Message, Stream
+from bloomr.replay import ReplayRequest
+from bloomr.store.base import AppendBatch
+from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script, bus_channel
+from bloomr.store.sqlite import SQLiteStore
+
+S1, S2 = "streamAAAA", "streamBBBB"
+TIMEOUT = 10.0
+
+
+@dataclass
+class Recorder:
+    """A BusHandler that records what it is given and lets a test await a condition."""
+
+    messages: dict[str, list[Message]] = field(default_factory=lambda: defaultdict(list))
+    controls: list[ControlEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_messages(self, stream_id: str, messages: list[Message]) -> None:
+        assert all(m.stream == stream_id for m in messages)
+        self.messages[stream_id] += messages
+        self.changed.set()
+
+    def on_control(self, event: ControlEvent) -> None:
+        self.controls.append(event)
+        self.changed.set()
+
+    def seqs(self, stream_id: str) -> list[int]:
+        return [m.seq for m in self.messages[stream_id]]
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def has_seqs(self, stream_id: str, last: int) -> None:
+        await self.until(
+            lambda: bool(self.messages[stream_id]) and self.seqs(stream_id)[-1] >= last
+        )
+
+    async def has_controls(self, count: int) -> None:
+        await self.until(lambda: len(self.controls) >= count)
+
+
+@dataclass
+class Node:
+    history: RedisHistory
+    bus: RedisBroker
+    control: RedisControl
+    seen: Recorder
+
+    async def append(self, stream_id: str, *data: Any, keep: bool = True) -> list[Message]:
+        drafts = [Draft("" if i % 3 else "progress", orjson.dumps(d)) for i, d in enumerate(data)]
+        [result] = await self.history.append([AppendBatch(stream_id, drafts, keep)])
+        assert isinstance(result, list), result
+        return result
+
+
+MakeNode = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    unique = unique_prefix()
+    yield unique  # pytest resumes here after the test, whatever its outcome
+    await delete_redis_prefix(unique)
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_node(prefix: str) -> AsyncIterator[MakeNode]:
+    made: list[Node] = []
+
+    async def make(**bus_options: Any) -> Node:
+        bus = RedisBroker(REDIS_URL, prefix, **bus_options)
+        history = bus.history
+        await history.open()
+        node = Node(history, bus, RedisControl(REDIS_URL, prefix), Recorder())
+        made.append(node)
+        await node.bus.start(node.seen)
+        await node.control.start(node.seen)
+        return node
+
+    try:
+        yield make
+    finally:
+        for node in made:
+            await node.control.stop()
+            await node.bus.stop()
+            await node.history.close()
+
+
+def fields(messages: list[Message]) -> list[tuple[str, str, str, int, int, bytes]]:
+    return [(m.id, m.stream, m.channel, m.ts_ms, m.seq, m.data_json) for m in messages]
+
+
+async def kill_bus_connections(client: aioredis.Redis, bus: RedisBroker) -> int:
+    """Cut this prefix's bus subscriptions (only those: Redis may be shared)."""
+    killed = 0
+    for info in await client.client_list(_type="pubsub"):
+        if info.get("name") == bus.client_name:
+            killed += await client.client_kill_filter(_id=info["id"])
+    return killed
+
+
+# -- fan-out ------------------------------------------------------------------------------
+
+
+async def test_appends_from_two_nodes_reach_both_in_seq_order_once(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    rng = random.Random(7)
+
+    async def writer(node: Node, name: str) -> list[Message]:
+        written: list[Message] = []
+        for i in range(40):
+            stream = S1 if i % 2 else S2
+            written += await node.append(
+                stream, *[f"{name}{i}.{j}" for j in range(rng.randint(1, 5))]
+            )
+        return written
+
+    both = await asyncio.gather(writer(a, "a"), writer(a, "a2"), writer(b, "b"), writer(b, "b2"))
+    returned = sorted((m for w in both for m in w), key=lambda m: (m.stream, m.seq))
+    for stream in (S1, S2):
+        ours = [m for m in returned if m.stream == stream]
+        assert [m.seq for m in ours] == list(range(1, len(ours) + 1))  # none reused
+        for node in (a, b):
+            await node.seen.has_seqs(stream, len(ours))
+            got = node.seen.messages[stream]
+            assert fields(got) == fields(ours)  # once each, in order, as returned
+            assert [m.id for m in got] == sorted(m.id for m in got)
+            assert [m.ts_ms for m in got] == sorted(m.ts_ms for m in got)
+        stored = await a.history.since_seq(stream, 0, 10_000)
+        assert fields(stored) == fields(ours)  # and exactly as stored
+
+
+async def test_messages_without_history_are_fanned_out(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    written = await a.append(S1, 1, 2, keep=False)
+    await b.seen.has_seqs(S1, 2)
+    assert fields(b.seen.messages[S1]) == fields(written)
+    assert await a.history.since_seq(S1, 0, 10) == []
+
+
+async def test_control_events_reach_every_node(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    events = [ControlEvent("token_revoked", "tok_1"), ControlEvent("stream_updated", S1)]
+    for event in events:
+        await a.control.send(event)
+    for node in (a, b):
+        await node.seen.has_controls(2)
+        assert node.seen.controls == events
+
+
+# -- gaps and repeats ---------------------------------------------------------------------
+
+
+async def test_what_a_lost_connection_missed_is_filled_after_reconnect(
+    make_node: MakeNode, redis_client: aioredis.Redis
+) -> None:
+    a = await make_node()
+    b = await make_node(reconnect_delay=0.3)  # slow to come back: appends land meanwhile
+    await a.append(S1, 1, 2)
+    await a.append(S2, "x")
+    await b.seen.has_seqs(S1, 2)
+    await b.seen.has_seqs(S2, 1)
+
+    assert await kill_bus_connections(redis_client, b.bus) >= 1
+    missed = await a.append(S1, 3, 4, 5)  # nobody subscribed hears these
+    missed += await a.append(S2, "y")
+    await b.seen.until(lambda: b.bus.reconnects >= 1)
+    await b.seen.has_seqs(S1, 5)
+    await b.seen.has_seqs(S2, 2)
+    assert b.bus.filled >= len(missed)
+
+    await a.append(S1, 6)  # and live again afterwards
+    await b.seen.has_seqs(S1, 6)
+    assert b.seen.seqs(S1) == [1, 2, 3, 4, 5, 6]
+    assert b.seen.seqs(S2) == [1, 2]
+    assert fields(b.seen.messages[S1][2:5]) == fields(missed[:3])
+
+
+async def test_a_gap_in_live_messages_is_filled_from_history(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    await a.append(S1, 1)
+    await b.seen.has_seqs(S1, 1)
+    await b.bus.stop()  # b hears nothing of the next ones
+    await a.append(S1, 2, 3)
+    await a.append(S1, 4, keep=False)  # never stored: cannot be filled
+    await b.bus.start(b.seen)
+    await a.append(S1, 5)  # arrives live after a hole of 2..4
+    await b.seen.has_seqs(S1, 5)
+    assert b.seen.seqs(S1) == [1, 2, 3, 5]
+    assert b.bus.filled == 2
+
+
+async def test_repeated_seqs_are_delivered_once(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    a = await make_node()
+    spy = redis_client.pubsub()
+    await spy.subscribe(bus_channel(prefix, S1))
+    await spy.get_message(timeout=TIMEOUT)  # the subscription's confirmation
+    await a.append(S1, 1, 2, 3)
+    await a.append(S1, 4)
+    payloads: list[bytes] = []
+    async with asyncio.timeout(TIMEOUT):
+        while len(payloads) < 2:
+            message = await spy.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                payloads.append(message["data"])
+    await spy.aclose()  # type: ignore[no-untyped-call]
+    await a.seen.has_seqs(S1, 4)
+
+    for payload in (payloads[0], payloads[1], payloads[0]):  # the same seqs again
+        await redis_client.publish(bus_channel(prefix, S1), payload)
+    await a.append(S1, 5)
+    await a.seen.has_seqs(S1, 5)
+    assert a.seen.seqs(S1) == [1, 2, 3, 4, 5]
+
+
+async def test_garbage_on_the_channels_is_ignored(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    a = await make_node()
+    await redis_client.publish(bus_channel(prefix, S1), b"\x05nope")
+    await redis_client.publish(control_channel(prefix), b'{"kind": "reboot", "target": "x"}')
+    await redis_client.publish(control_channel(prefix), b"not json")
+    await a.append(S1, 1)
+    await a.control.send(ControlEvent("stream_updated", S1))
+    await a.seen.has_seqs(S1, 1)
+    await a.seen.has_controls(1)
+    assert a.seen.controls == [ControlEvent("stream_updated", S1)]
+
+
+async def test_a_deleted_stream_starts_again_at_1(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    await a.append(S1, 1, 2)
+    await b.seen.has_seqs(S1, 2)
+    await a.bus.drop(S1)
+    b.bus.sequencer.forget(S1)  # (another node forgets a deleted stream it never hears of)
+    await a.append(S1, "again")
+    await b.seen.until(lambda: len(b.seen.messages[S1]) == 3)
+    assert b.seen.seqs(S1) == [1, 2, 1]
+
+
+async def test_start_fails_when_redis_cannot_be_reached(prefix: str) -> None:
+    bus = RedisBroker("redis://127.0.0.1:1/0", prefix)
+    with pytest.raises(RedisConnectionError):
+        await bus.start(Recorder())
+    await bus.stop()  # harmless after a failed start
+
+
+# -- the hub on top: replay -> live across nodes -------------------------------------------
+
+
+@pytest.fixture
+async def two_hubs(prefix: str, tmp_path: Path) -> AsyncIterator[tuple[Hub, Hub, Stream]]:
+    """Two nodes' hubs, each with its own metadata (the same stream in both) and the
+    Redis history and bus."""
+    stream = Stream(id=S1, name="cluster")
+    made: list[tuple[Hub, SQLiteStore, RedisHistory]] = []
+    for name in ("a", "b"):
+        meta = SQLiteStore(tmp_path / name / "bloomr.db")
+        await meta.open()
+        await meta.create_stream(stream)
+        broker = RedisBroker(REDIS_URL, prefix)
+        history = broker.history
+        await history.open()
+        hub = Hub(broker, Control(LocalControl()))
+        await hub.start()
+        made.append((hub, meta, history))
+    try:
+        yield made[0][0], made[1][0], stream
+    finally:
+        for hub, meta, history in made:
+            await hub.stop()
+            await history.close()
+            await meta.close()
+
+
+async def test_a_subscriber_on_another_node_gets_replay_then_live_exactly(
+    two_hubs: tuple[Hub, Hub, Stream],
+) -> None:
+    a, b, stream = two_hubs
+    total = 300
+
+    async def publisher() -> None:
+        for i in range(0, total, 3):
+            await a.publish(stream, [Draft("", orjson.dumps(n)) for n in range(i, i + 3)])
+
+    for n in range(-30, 0):  # some history before anyone subscribes
+        await a.publish(stream, [Draft("", orjson.dumps(n))])
+    publishing = asyncio.create_task(publisher())
+    await asyncio.sleep(0)  # let it start: the replay then races the publishes
+    sub = b.subscribe(stream.id, "", None)
+    plan = await b.plan_replay(sub, stream, ReplayRequest(None, 10_000, 10_000))
+    sub.go_live(plan.head_seq)
+    got = [m.data for m in plan.messages]
+    async with asyncio.timeout(TIMEOUT):
+        while not got or got[-1] != total - 1:
+            got += [m.data for m in await sub.next_batch()]
+    await publishing
+    assert got == list(range(-30, total))
+
+
+# -- scripts ------------------------------------------------------------------------------
+
+
+async def test_a_script_redis_does_not_hold_is_loaded_again(prefix: str) -> None:
+    """NOSCRIPT (Redis restarted, or SCRIPT FLUSH) loads the script and runs it."""
+    history = RedisHistory(REDIS_URL, prefix)
+    await history.open()
+    try:
+        token = uuid.uuid4().hex
+        fresh = _Script(f"return '{token}'")  # never loaded anywhere
+        assert fresh.sha not in {script.sha for script in _SCRIPTS.values()}
+        assert await fresh(history.client, [], []) == token.encode()
+    finally:
+        await history.close()
+
+
+# -- the bookkeeping alone --------------------------------------------------------------
+
+
+def msgs(*seqs: int) -> list[Message]:
+    return [Message(f"id{s}", S1, "", 0, s, b"0") for s in seqs]
+
+
+def test_sequencer_drops_what_was_delivered_and_sees_gaps() -> None:
+    seq = Sequencer()
+    assert seq.gap(S1, 57) is None  # a stream seen first mid-way: nothing to fill
+    seq.delivered(S1, msgs(57, 58))
+    assert [m.seq for m in seq.fresh(S1, msgs(57, 58, 59))] == [59]
+    assert seq.fresh(S1, msgs(50, 51)) == []
+    assert seq.gap(S1, 59) is None
+    assert seq.gap(S1, 61) == 58
+    seq.forget(S1)
+    assert [m.seq for m in seq.fresh(S1, msgs(1))] == [1]
