@@ -14,6 +14,7 @@ from raw import STALLED_RCVBUF, RawSocketIO, assert_serves, closed_by_server
 
 from conftest import BACKLOG
 from server import Server, running_server
+from sioclient import connect_and_wait
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -153,6 +154,42 @@ async def test_a_replay_to_a_client_that_never_reads_ends_in_slow_consumer(
             assert await closed_by_server(client.reader, 5)
         finally:
             client.close()
+    await assert_serves(hostile)
+
+
+async def test_a_replay_larger_than_memory_holds_arrives_whole(hostile: Server) -> None:
+    """The replay is held only a few chunks ahead and read again from history: a client
+    that reads gets every message once, in order, then live."""
+    stream, token = await hostile.stream_and_token()
+    pad = "p" * (100 * 1024)
+    await hostile.publish(stream, [{"data": f"{n:03d}{pad}"} for n in range(20)], token)
+    await hostile.publish(stream, [{"channel": "other", "data": "x"}] * 5, token)
+    await hostile.publish(stream, [{"data": f"{n:03d}{pad}"} for n in range(20, 45)], token)
+    url = hostile.socket_url(stream=stream, token=token, replayLimit=40)
+    client = await connect_and_wait(url)
+    try:
+        assert client.named("replay_end")[0]["count"] == 40
+        assert [m[:3] for m in client.messages] == [f"{n:03d}" for n in range(5, 45)]
+        await hostile.publish(stream, {"data": "live"}, token)
+        assert (await client.wait_messages(41))[-1] == "live"
+    finally:
+        await client.close()
+    # and over polling, read raw
+    async with hostile.client() as http:
+        r = await http.get("/socket.io/", params=eio())
+        sid = json.loads(r.text[1:])["sid"]
+        auth = {"stream": stream, "token": token, "replayLimit": 40}
+        await http.post("/socket.io/", params=eio(sid=sid), content="40" + json.dumps(auth))
+        got: list[str] = []
+        async with asyncio.timeout(20):
+            while "replay_end" not in got:
+                r = await http.get("/socket.io/", params=eio(sid=sid))
+                for packet in r.text.split("\x1e"):
+                    if packet.startswith("42"):
+                        name, payload = json.loads(packet[2:])[:2]
+                        got.append(payload[:3] if name == "message" else name)
+        expected = [f"{n:03d}" for n in range(6, 45)] + ["liv"]  # "live" is the newest now
+        assert [g for g in got if g not in ("replay_end", "warning")] == expected
     await assert_serves(hostile)
 
 

@@ -1,6 +1,6 @@
 """Writing to a client at the pace it reads: the live loop's wait for a slow client,
-and the replay, written a chunk at a time and held in memory only up to the
-connection's backlog (the rest is read again from history as the client takes it).
+and the replay, written a chunk at a time and held in memory only a few chunks ahead
+(the rest is read again from history as the client takes it).
 
 Everything queued for one connection counts against its backlog (SPEC §3): a client
 that has more than that waiting and reads nothing for `stall` seconds is a slow
@@ -19,6 +19,11 @@ from ..subscription import SlowConsumer, Subscription
 # Bytes of replay written to a client before looking at its buffer again: the replay
 # reaches the transport as the client takes it, never all at once.
 REPLAY_CHUNK = 256 * 1024
+# Bytes of a replay held in memory at most (beyond the message being written): the
+# rest is read again from history when the client gets to it. A few chunks, so that a
+# client that reads does not wait for each read; a large replay to many stalled
+# clients is not held once per client.
+REPLAY_HELD = 4 * REPLAY_CHUNK
 STALL_SECONDS = 10.0
 
 # The next messages of a channel after an id, at most `limit` (the hub's `page`).
@@ -60,7 +65,7 @@ async def drain(client: Paced, sub: Subscription, stall: float | None = None) ->
 
 
 class _Replay:
-    """The replay still to write: at most about a backlog's worth in memory, the rest
+    """The replay still to write: at most about `keep` bytes of it in memory, the rest
     read again, page by page, up to the last message of the snapshot."""
 
     def __init__(self, messages: list[Message], keep: int, read_after: ReadAfter) -> None:
@@ -74,17 +79,17 @@ class _Replay:
         messages.clear()  # the caller's list: only what is held stays in memory
 
     def _hold(self, messages: list[Message]) -> bool:
-        """Hold the first of `messages` up to `keep` bytes; True if some were let go."""
+        """Hold the first of `messages` up to `keep` bytes (and none past the snapshot);
+        True while some of the replay is neither held nor written."""
         held = 0
-        for index, message in enumerate(messages):
+        for message in messages:
             if message.seq > self._last_seq:
                 return False
             if held and held + message.size > self._keep:
                 return True
             held += message.size
             self._queue.append(message)
-            del index
-        return False
+        return bool(messages) and messages[-1].seq < self._last_seq
 
     async def chunk(self, after: str | None) -> list[Message]:
         """The next messages to write (up to REPLAY_CHUNK bytes); [] at the end."""
@@ -112,7 +117,7 @@ async def send_replay(
     caller's `messages` list is emptied: written messages are let go of as they
     leave). What is still to be written counts against the connection's backlog with
     what the hub holds for it meanwhile."""
-    replay = _Replay(messages, sub.max_bytes, read_after)
+    replay = _Replay(messages, min(REPLAY_HELD, sub.max_bytes), read_after)
     last: str | None = None
     while chunk := await replay.chunk(last):
         last = chunk[-1].id
