@@ -12,17 +12,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server import Server, running_server  # noqa: E402
+from raw import SHORT_ENV  # noqa: E402
 
-BACKLOG = 4 * 1024 * 1024
-SHORT_ENV = {
-    "BLOOMR_REQUEST_TIMEOUT": "1.5",
-    "BLOOMR_CONNECT_TIMEOUT": "1.5",
-    "BLOOMR_STALL_TIMEOUT": "1.5",
-    "BLOOMR_BACKLOG_BYTES": str(BACKLOG),
-    "BLOOMR_AUTH_FAILURES": "0",  # the cases send bad secrets by the hundred
-    "BLOOMR_WEBHOOK_ALLOW_PRIVATE": "1",
-}
+from server import Server, running_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,21 @@ import struct
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import httpx
+
 from server import Server
 from sioclient import connect_and_wait
+
+# The shared server's bounds (conftest.py): short, so that the cases end quickly.
+BACKLOG = 4 * 1024 * 1024
+SHORT_ENV = {
+    "BLOOMR_REQUEST_TIMEOUT": "1.5",
+    "BLOOMR_CONNECT_TIMEOUT": "1.5",
+    "BLOOMR_STALL_TIMEOUT": "1.5",
+    "BLOOMR_BACKLOG_BYTES": str(BACKLOG),
+    "BLOOMR_AUTH_FAILURES": "0",  # the cases send bad secrets by the hundred
+    "BLOOMR_WEBHOOK_ALLOW_PRIVATE": "1",
+}
 
 STALLED_RCVBUF = 4096  # a client that never reads: the kernel takes this much, then nothing
 
@@ -173,3 +186,9 @@ async def assert_serves(server: Server) -> None:
         assert await client.wait_messages(1) == ["after"]
     finally:
         await client.close()
+
+
+async def slow_consumers(http: httpx.AsyncClient) -> float:
+    text = (await http.get("/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("bloomr_slow_consumers_total "))
+    return float(line.split()[1])

@@ -9,9 +9,8 @@ import time
 
 import httpx
 import pytest
-from raw import assert_serves, closed_by_server, open_socket, read_response
+from raw import SHORT_ENV, RawSocketIO, assert_serves, closed_by_server, open_socket, read_response
 
-from conftest import SHORT_ENV
 from server import Server, running_server
 
 pytestmark = pytest.mark.timeout(30)
@@ -264,6 +263,13 @@ async def test_failed_authentication_is_rate_limited() -> None:
             assert int(r.headers["retry-after"]) >= 1
             r = await http.post("/api/streams", json={}, headers={"Authorization": "Bearer x"})
             error_of(r, 429, "rate_limited")
+        client = await RawSocketIO.open(server)  # the handshake counts the same address
+        try:
+            await client.connect({"stream": "dwd23RWdwE", "token": "guess"})
+            events = await client.events_until("error")
+            assert events[-1][1]["code"] == "rate_limited", events
+        finally:
+            client.close()
 
 
 async def test_connections_per_address_are_limited_when_asked() -> None:

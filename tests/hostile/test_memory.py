@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from raw import STALLED_RCVBUF, RawSocketIO, assert_serves
-from test_socketio import slow_consumers
+from raw import STALLED_RCVBUF, RawSocketIO, assert_serves, slow_consumers
 
 from server import running_server
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
-from raw import STALLED_RCVBUF, RawSocketIO, assert_serves, closed_by_server
+from raw import (
+    BACKLOG,
+    STALLED_RCVBUF,
+    RawSocketIO,
+    assert_serves,
+    closed_by_server,
+    slow_consumers,
+)
 
-from conftest import BACKLOG
 from server import Server, running_server
 from sioclient import connect_and_wait
 
@@ -191,9 +196,3 @@ async def test_a_replay_larger_than_memory_holds_arrives_whole(hostile: Server) 
         expected = [f"{n:03d}" for n in range(6, 45)] + ["liv"]  # "live" is the newest now
         assert [g for g in got if g not in ("replay_end", "warning")] == expected
     await assert_serves(hostile)
-
-
-async def slow_consumers(http: httpx.AsyncClient) -> float:
-    text = (await http.get("/metrics")).text
-    line = next(x for x in text.splitlines() if x.startswith("bloomr_slow_consumers_total "))
-    return float(line.split()[1])

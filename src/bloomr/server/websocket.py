@@ -90,6 +90,11 @@ class WebSocket(asyncio.Protocol):
         return self._writable
 
     @property
+    def address(self) -> str | None:
+        peer = None if self._transport is None else self._transport.get_extra_info("peername")
+        return str(peer[0]) if peer else None
+
+    @property
     def buffered(self) -> int:
         transport = self._transport
         return 0 if transport is None else transport.get_write_buffer_size()

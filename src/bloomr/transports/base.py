@@ -38,6 +38,11 @@ class WebSocketLink(Protocol):
         ...
 
     @property
+    def address(self) -> str | None:
+        """The client's address (its host)."""
+        ...
+
+    @property
     def buffered(self) -> int:
         """Bytes written and not yet sent."""
         ...

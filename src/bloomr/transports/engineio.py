@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..credentials import client_address
 from .base import WebSocketHandler, WebSocketLink
 from .frames import ws_frame
 
@@ -67,10 +68,12 @@ class EngineSession:
     __slots__ = (
         "sid", "server", "handler", "ws", "probe", "outbox", "outbox_bytes",
         "closed", "_poll", "_polled", "_ping_timer", "_pong_timer", "_connect_timer",
+        "address",
     )  # fmt: skip
 
-    def __init__(self, server: EngineServer, sid: str) -> None:
+    def __init__(self, server: EngineServer, sid: str, address: str | None = None) -> None:
         self.sid = sid
+        self.address = address  # the client's (failed authentications count per address)
         self.server = server
         self.handler: Handler | None = None
         self.ws: WebSocketLink | None = None  # the transport, once on websocket
@@ -293,12 +296,16 @@ class EngineServer:
         self.unconnected: set[str] = set()  # sessions whose handshake above is pending
 
     def _open(
-        self, query: dict[str, str], headers: dict[str, str], upgrades: list[str]
+        self,
+        query: dict[str, str],
+        headers: dict[str, str],
+        upgrades: list[str],
+        address: str | None,
     ) -> EngineSession:
         if len(self.unconnected) >= self.config.max_unconnected:
             raise EngineError(3, "Too many sessions waiting to connect", status=503)
         sid = secrets.token_urlsafe(15)
-        session = EngineSession(self, sid)
+        session = EngineSession(self, sid, address)
         self.sessions[sid] = session
         handshake = {
             "sid": sid,
@@ -329,7 +336,7 @@ class EngineServer:
         _check_version(query)
         sid = query.get("sid")
         if sid is None:
-            session = self._open(query, headers, [])
+            session = self._open(query, headers, [], link.address)
             session.use_websocket(link)
             return _WebSocketEnd(session, link)
         found = self.sessions.get(sid)
@@ -368,7 +375,7 @@ class EngineServer:
         if sid is None:
             if method != "GET":
                 raise EngineError(2, "Bad handshake method")
-            session = self._open(query, headers, ["websocket"])
+            session = self._open(query, headers, ["websocket"], client_address(scope))
             return await session.poll()
         session_ = self.sessions.get(sid)
         if session_ is None:

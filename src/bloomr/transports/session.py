@@ -67,15 +67,18 @@ class Client(Protocol):
 
 
 async def authorize(
-    streams: Streams, auth: Authenticator, args: dict[str, Any]
+    streams: Streams, auth: Authenticator, args: dict[str, Any], client: str | None = None
 ) -> tuple[Stream, str | None, str | None]:
     """`(stream, token id, token expiry)`; one answer, `unauthorized`, for every reason a
-    client may not subscribe, so stream ids cannot be probed."""
+    client may not subscribe, so stream ids cannot be probed (but `rate_limited` for an
+    address, `client`, that failed too often)."""
     stream_id, secret = parse_credentials(args)
     try:
-        principal = await auth.identify(secret)
+        principal = await auth.identify(secret, client)
         check_access(principal, stream_id, "subscribe")
     except BloomrError as exc:
+        if exc.code == "rate_limited":
+            raise
         raise BloomrError("unauthorized", exc.message) from None
     stream = await streams.get(stream_id)
     if stream is None:
@@ -104,13 +107,14 @@ async def open_session(
     auth: Authenticator,
     args: dict[str, Any],
     signer: PidSigner | None = None,
+    client: str | None = None,
 ) -> Opened:
     """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed). With a `signer`,
     a client that sent a `pid` is resumed where it stood, if it can be, before it is
     confirmed (its confirmation says whether it was)."""
-    stream, token_id, expires_at = await authorize(streams, auth, args)
+    stream, token_id, expires_at = await authorize(streams, auth, args, client)
     channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
     sub = hub.subscribe(stream.id, channel, token_id, expires_at)
     opened = Opened(stream, sub, replay, include_metadata)
@@ -149,9 +153,10 @@ async def try_open_session(
     auth: Authenticator,
     args: dict[str, Any],
     signer: PidSigner | None = None,
+    client: str | None = None,
 ) -> Opened | BloomrError:
     try:
-        return await open_session(hub, streams, auth, args, signer)
+        return await open_session(hub, streams, auth, args, signer, client)
     except BloomrError as exc:
         return exc
 

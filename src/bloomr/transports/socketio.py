@@ -181,7 +181,9 @@ class SocketIOConnection:
             opened = exc
         else:
             signer = transport.signer if self.offsets else None
-            opened = await try_open_session(hub, transport.streams, transport.auth, args, signer)
+            opened = await try_open_session(
+                hub, transport.streams, transport.auth, args, signer, self.session.address
+            )
         try:
             reply: dict[str, str] = {"sid": secrets.token_urlsafe(15)}
             if not isinstance(opened, BloomrError) and opened.pid is not None:
