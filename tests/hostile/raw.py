@@ -69,10 +69,10 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool
         async with asyncio.timeout(timeout):
             while await reader.read(65536):
                 pass
+    except TimeoutError:  # (an OSError too: first)
+        return False
     except (ConnectionError, OSError):
         return True
-    except TimeoutError:
-        return False
     return True
 
 

@@ -139,6 +139,17 @@ bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=64),
     st.integers(min_value=250, max_value=1100).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(min_value=250, max_value=1030).map(
+        lambda n: b'{"data": ' + b"[" * n + b"]" * n + b"}"
+    ),
+    st.sampled_from(
+        [
+            b'{"streams": ["*"], "expires_at": "9999-12-31T23:59:59-14:00"}',
+            b'{"retention": {"max_age": "99999999999999999999d"}}',
+            b'{"retention": {"max_messages": 9223372036854775808}}',
+            b'{"data": "\xff"}',
+        ]
+    ),
 )
 
 
