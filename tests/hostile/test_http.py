@@ -97,6 +97,18 @@ async def test_a_malformed_request_gets_the_json_error_shape(hostile: Server) ->
         assert status == 400 and json.loads(body)["error"]["code"] == "invalid_argument"
     finally:
         writer.close()
+    upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    for path, key, status in [
+        ("/nowhere", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 404),
+        ("/socket.io/?EIO=4&transport=websocket", "", 400),  # no key
+    ]:
+        reader, writer = await open_socket(hostile)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{upgrade}{key}\r\n".encode())
+            answer, body = await read_response(reader)
+            assert answer == status and json.loads(body)["error"]["message"], body
+        finally:
+            writer.close()
     async with hostile.client() as http:
         error_of(await http.get("/api/nothing/here", headers=hostile.admin), 404, "not_found")
         error_of(await http.put("/api/streams", headers=hostile.admin), 405, "method_not_allowed")

@@ -10,16 +10,20 @@ frame costs each client a `transport.write` and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl
 
+import orjson
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ..errors import BloomrError
 from ..transports import Transports
 from ..transports.base import WebSocketHandler, WebSocketRefused
 
@@ -128,11 +132,12 @@ class WebSocket(asyncio.Protocol):
             self._reject(404, "Not Found")
             return
         response = self._conn.accept(request)
-        self._conn.send_response(response)
         if response.status_code != 101:
+            self._conn.send_response(_as_json(response))
             self._flush()
             self._close_transport()
             return
+        self._conn.send_response(response)
         self._flush()
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
@@ -143,7 +148,7 @@ class WebSocket(asyncio.Protocol):
             self._send_close(1008, str(exc))
 
     def _reject(self, status: int, text: str) -> None:
-        self._conn.send_response(self._conn.reject(status, text))
+        self._conn.send_response(_as_json(self._conn.reject(status, text)))
         self._flush()
         self._close_transport()
 
@@ -189,6 +194,20 @@ class WebSocket(asyncio.Protocol):
     def _wake_drain(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+
+
+def _as_json(response: Response) -> Response:
+    """A refused handshake in bloomr's JSON error shape (websockets writes plain text)."""
+    code = {404: "not_found", 426: "invalid_argument"}.get(response.status_code)
+    error = BloomrError(code or "invalid_argument", response.reason_phrase)
+    body = orjson.dumps({"error": error.payload()})
+    headers = Headers((k, v) for k, v in response.headers.raw_items() if k.lower() not in _FRAMING)
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(body))
+    return dataclasses.replace(response, headers=headers, body=body)
+
+
+_FRAMING = ("content-type", "content-length")
 
 
 def protocol_class(transports: Transports) -> type[WebSocket]:
