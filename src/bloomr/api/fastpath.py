@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..auth import Principal, check_access
 from ..errors import BloomrError
+from ..idempotency import header_value
 from ..model import Draft, Message, Stream
 from .context import Context
 from .messages import parse_publish_body, publish_body, published_body
@@ -62,7 +63,8 @@ class FastPublish:
             raw = await _body(receive)
             if raw is None:
                 return  # the client went away
-            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw))
+            key = header_value(scope["headers"])
+            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw, key))
         except Exception as exc:
             await _respond(send, *_failure(exc))
 
@@ -175,6 +177,8 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
             return None  # answered the usual way, with the headers that closing needs
         if self.expect_100_continue:
             return None
+        if header_value(self.headers) is not None:
+            return None  # an Idempotency-Key: Hub.publish_once, on the ASGI path
         if self.cycle is not None and not self.cycle.response_complete:
             return None  # the request before it is still being answered
         url = httptools.parse_url(self.url)

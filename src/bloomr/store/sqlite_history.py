@@ -260,7 +260,9 @@ class SQLiteHistory(SQLiteDatabase):
     def _append_now(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
         conn = self._conn_for_append()
         try:
-            ordered, heads = _append_sync(conn, batches, self._known_heads(batches), self.key_policy)
+            ordered, heads = _append_sync(
+                conn, batches, self._known_heads(batches), self.key_policy
+            )
         except Exception as exc:
             return _failed(batches, exc)
         return self._appended(ordered, heads, count)
