@@ -6,7 +6,7 @@ count (oldest first) and with their stream."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -14,8 +14,16 @@ from backends import Backend, RedisBackend, SQLiteBackend
 from bloomr.errors import BloomrError
 from bloomr.idempotency import KeyPolicy, fingerprint
 from bloomr.model import Draft, Message
-from bloomr.store.base import AppendBatch, Appended, Repeat
-from test_history_store import Store, everything
+from bloomr.store.base import AppendBatch, Appended, HistoryStore, Repeat
+
+
+class Store(HistoryStore, Protocol):
+    async def close(self) -> None: ...
+
+
+async def everything(store: Store, stream: str) -> list[Message]:
+    return await store.page(stream, "", None, None, 100_000)
+
 
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "redis": RedisBackend}
 S1, S2 = "idemAAAAAA", "idemBBBBBB"
