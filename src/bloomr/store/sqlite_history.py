@@ -8,6 +8,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -163,24 +164,39 @@ class _KeyBook:
         self.rows.append((batch.stream_id, batch.key, batch.fingerprint, blob, messages[0].ts_ms))
 
     def write(self) -> None:
-        """Record the new keys, then forget each stream's keys past their time and
-        beyond its newest `per_stream` (the oldest first)."""
+        """Forget each stream's keys past their time, record the new ones, then drop
+        the oldest beyond its newest `per_stream`. `heads.keys` counts a stream's keys:
+        finding the cap's boundary costs a scan of the keys (a quarter of a millisecond
+        at 10,000), so it is looked for only once the count passes the cap."""
         if not self.rows:
             return
+        added = Counter(row[0] for row in self.rows)
+        since = self.now - self.policy.ttl_ms
+        for stream_id, count in added.items():
+            gone = self.conn.execute(
+                "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?", (stream_id, since)
+            ).rowcount
+            self.conn.execute(
+                "UPDATE heads SET keys = keys + ? WHERE stream_id = ?", (count - gone, stream_id)
+            )
         self.conn.executemany(
             "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)", self.rows
         )
-        for stream_id in {row[0] for row in self.rows}:
-            self.conn.execute(
-                "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?",
-                (stream_id, self.now - self.policy.ttl_ms),
-            )
-            self.conn.execute(
-                "DELETE FROM idempotency WHERE stream_id = ?1 AND (at_ms, key) <= (SELECT at_ms, "
-                "key FROM idempotency WHERE stream_id = ?1 ORDER BY at_ms DESC, key DESC "
-                "LIMIT 1 OFFSET ?2)",
-                (stream_id, self.policy.per_stream),
-            )
+        for stream_id in added:
+            _keep_newest_keys(self.conn, stream_id, self.policy.per_stream)
+
+
+def _keep_newest_keys(conn: sqlite3.Connection, stream_id: str, most: int) -> None:
+    found = conn.execute("SELECT keys FROM heads WHERE stream_id = ?", (stream_id,)).fetchone()
+    over = int(found[0]) - most if found else 0
+    if over <= 0:
+        return
+    conn.execute(
+        "DELETE FROM idempotency WHERE stream_id = ?1 AND key IN (SELECT key FROM idempotency "
+        "WHERE stream_id = ?1 ORDER BY at_ms, key LIMIT ?2)",
+        (stream_id, over),
+    )
+    conn.execute("UPDATE heads SET keys = ? WHERE stream_id = ?", (most, stream_id))
 
 
 class SQLiteHistory(SQLiteDatabase):
@@ -364,11 +380,20 @@ class SQLiteHistory(SQLiteDatabase):
                 "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
                 (stream_id, _FOREVER),
             )
-            await conn.execute(  # keys past their time, of a stream that went quiet
-                "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?",
-                (stream_id, now_ms() - self.key_policy.ttl_ms),
-            )
+            await _forget_old_keys(conn, stream_id, now_ms() - self.key_policy.ttl_ms)
             return removed
+
+
+async def _forget_old_keys(conn: aiosqlite.Connection, stream_id: str, before_ms: int) -> None:
+    """Idempotency keys past their time (of a stream that went quiet: appends under a
+    key forget them too), with the stream's count of keys."""
+    cursor = await conn.execute(
+        "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?", (stream_id, before_ms)
+    )
+    if cursor.rowcount > 0:
+        await conn.execute(
+            "UPDATE heads SET keys = keys - ? WHERE stream_id = ?", (cursor.rowcount, stream_id)
+        )
 
 
 class _Trim:
