@@ -1,8 +1,8 @@
-"""The storage, broker and control channel a node runs on, picked by mode: embedded
-(SQLite for metadata and history with the embedded broker, local control and leases) or
-cluster (PostgreSQL for metadata, webhooks, leases and script reports; the Redis broker
-and control channel). Brokers are picked by name (`broker.BROKERS`); cluster drivers
-are imported only when used."""
+"""The storage, broker, control channel and lease keeper a node runs on, picked by
+mode: embedded (SQLite for metadata and history with the embedded broker, local control,
+a local lease keeper, script reports in memory) or cluster (PostgreSQL for metadata,
+webhooks, leases and script reports; the Redis broker and control channel). Brokers
+are picked by name (`broker.BROKERS`); cluster drivers are imported only when used."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .broker import Broker, broker_class
 from .config import Settings
 from .control import ControlChannel
-from .store.base import LeaseStore, MetadataStore, ScriptStatusStore, WebhookStore
+from .leases import LeaseKeeper
+from .store.base import MetadataStore, ScriptStatusStore, WebhookStore
 
 Step = Callable[[], Awaitable[None]]
 _CONNECT_TIMEOUT = 10.0
@@ -44,9 +45,8 @@ class Backends:
     broker: Broker
     control: ControlChannel
     webhooks: WebhookStore
-    leases: LeaseStore
+    leases: LeaseKeeper
     script_status: ScriptStatusStore
-    cluster: bool = False
     # (what, url, open): opened in order at start
     opens: list[tuple[str, str, Step]] = field(default_factory=list)
     closes: list[Step] = field(default_factory=list)  # in order at stop
@@ -70,7 +70,8 @@ class Backends:
 
 def embedded(settings: Settings) -> Backends:
     from .control.local import LocalControl
-    from .store.leases import LocalLeases, LocalScriptStatus
+    from .leases import LocalLeaseKeeper
+    from .store.leases import LocalScriptStatus
     from .store.sqlite import SQLiteStore
     from .store.sqlite_webhooks import SQLiteWebhookStore
 
@@ -82,7 +83,7 @@ def embedded(settings: Settings) -> Backends:
         broker=broker_class("sqlite")(store),
         control=LocalControl(),
         webhooks=webhooks,
-        leases=LocalLeases(),
+        leases=LocalLeaseKeeper(),
         script_status=LocalScriptStatus(),
         opens=[("SQLite", where, store.open), ("SQLite", where, webhooks.open)],
         closes=[store.close],
@@ -91,6 +92,7 @@ def embedded(settings: Settings) -> Backends:
 
 def cluster(settings: Settings) -> Backends:
     from .control.redis import RedisControl
+    from .leases import RenewingLeaseKeeper
     from .store.postgres import PostgresStore
 
     assert settings.redis_url is not None and settings.database_url is not None
@@ -107,9 +109,8 @@ def cluster(settings: Settings) -> Backends:
         broker=broker,
         control=RedisControl(settings.redis_url, name),
         webhooks=pg,
-        leases=pg,
+        leases=RenewingLeaseKeeper(pg, settings.node_id, settings.lease_ttl),
         script_status=pg,
-        cluster=True,
         opens=[
             ("PostgreSQL", settings.database_url, pg.open),
             ("Redis", settings.redis_url, history.open),

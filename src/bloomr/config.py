@@ -7,10 +7,6 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-GatewayName = Literal["native", "python-socketio"]
-GATEWAYS: tuple[GatewayName, ...] = ("native", "python-socketio")
 
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -34,11 +30,9 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_gateway() -> GatewayName:
-    value = os.environ.get("BLOOMR_GATEWAY") or "native"
-    if value not in GATEWAYS:
-        raise ValueError(f"BLOOMR_GATEWAY must be one of {', '.join(GATEWAYS)}")
-    return value  # type: ignore[return-value]
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated environment variable, as its non-empty items."""
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
 
 
 def check_cluster_name(name: str) -> str:
@@ -72,8 +66,11 @@ class Settings:
     )
     trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
     script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
-    cors_origins: str = "*"
-    gateway: GatewayName = field(default_factory=lambda: _env_gateway())
+    cors_origins: str = "*"  # Socket.IO's Engine.IO polling: any origin
+    # the admin API's CORS origins (`*` for any); the client endpoints answer any origin
+    admin_cors_origins: tuple[str, ...] = field(
+        default_factory=lambda: _env_list("BLOOMR_CORS_ORIGINS")
+    )
     # webhooks may call loopback, private and link-local addresses (tests, private nets)
     webhook_allow_private: bool = field(
         default_factory=lambda: _env_bool("BLOOMR_WEBHOOK_ALLOW_PRIVATE")

@@ -36,6 +36,7 @@ WARNING_CODES = frozenset(
         "slow_consumer",
         "recovery_failed",
         "history_reset",
+        "shutting_down",
     }
 )
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from .errors import BloomrError, invalid_argument
 from .model import Draft
-from .store.base import AppendBatch, Repeat
 
 HEADER = "Idempotency-Key"
 _HEADER_NAME = HEADER.lower().encode()
@@ -29,6 +28,14 @@ _ID_LENGTH = 36
 # oldest go first): together they bound what keys cost (README, "Idempotent publish").
 KEY_TTL_MS = 24 * 3600 * 1000
 KEYS_PER_STREAM = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The outcome of a publish whose key was recorded already with the same
+    fingerprint: the ids the first request got. Nothing was stored or fanned out."""
+
+    ids: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +82,10 @@ def split_ids(blob: bytes) -> list[str]:
     return [text[i : i + _ID_LENGTH] for i in range(0, len(text), _ID_LENGTH)]
 
 
-def answer_for(batch: AppendBatch, fingerprint: str, ids: list[str]) -> Repeat | BloomrError:
-    """What a batch gets whose key is recorded with `fingerprint` and `ids`."""
-    if fingerprint == batch.fingerprint:
+def answer_for(asked: str, recorded: str, ids: list[str]) -> Repeat | BloomrError:
+    """What a request with fingerprint `asked` gets when its key is recorded with the
+    fingerprint `recorded` and `ids`."""
+    if asked == recorded:
         return Repeat(ids)
     return BloomrError(
         "idempotency_key_reused",

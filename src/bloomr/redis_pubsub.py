@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from .tasks import cancel
+
 log = logging.getLogger("bloomr.redis")
 
 OnMessage = Callable[[dict[str, Any]], Awaitable[None]]
@@ -74,11 +76,8 @@ class Subscription:
         self._task = asyncio.create_task(self._run(pubsub), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -2,7 +2,7 @@
 the same snapshot (where live delivery takes over), and notices about the replay.
 
 Notices are plain values; each transport turns them into its `warning` payloads at its
-edge (`gateway/notices.py`). Pure but for the one broker read."""
+edge (`transports/notices.py`). Pure but for the one broker read."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from backends import PG_DSN, REDIS_URL, PgSchema, delete_redis_prefix, drop_schema
@@ -299,11 +300,13 @@ def command() -> list[str]:
 
 
 def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed and waiting to be reaped, does not count)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def ticker_pids() -> set[int]:
@@ -405,7 +408,8 @@ async def test_failover_a_killed_node_script_runs_on_the_other_and_nothing_is_lo
 
         owner.process.send_signal(signal.SIGKILL)
         owner.process.wait(5)
-        os.kill(old_pid, signal.SIGKILL)  # its orphan: the node died without stopping it
+        # its script died with it (issue 12: it used to run on, orphaned, and then twice)
+        await wait_for(lambda: _async(not alive(old_pid)), 2, "the orphan still runs")
 
         async def running_elsewhere() -> Any:
             script = await script_of(other, stream_id)
@@ -420,6 +424,34 @@ async def test_failover_a_killed_node_script_runs_on_the_other_and_nothing_is_lo
         assert [i for i in stored if i in set(acked)] == acked  # all there, in order
         await control(other, stream_id, "stop")
         await wait_for(lambda: _async(not ticker_pids()), 5, "the script still runs")
+
+
+async def test_a_node_that_loses_a_script_lease_stops_the_script_at_once() -> None:
+    """The lease keeper's rule on a real store: the lease of a running script is given
+    to another owner in PostgreSQL (as after a pause longer than the ttl); the node
+    stops the script at its next renewal, and nobody starts it while the other holds it."""
+    name = "t_lost_" + uuid.uuid4().hex[:12]
+    try:
+        with running_server(*cluster_args(name), env=ENV) as srv:
+            stream_id, _ = await srv.stream_and_token(command=command())
+            pid = (await control(srv, stream_id, "start"))["script"]["pid"]
+            assert alive(pid)
+            conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": name})
+            try:
+                taken = await conn.execute(
+                    "UPDATE leases SET owner = 'ghost', expires_at = now() + interval '60 s'"
+                    " WHERE key = $1",
+                    f"script:{stream_id}",
+                )
+                assert taken == "UPDATE 1"
+            finally:
+                await conn.close()
+            # next renewal (ttl/5) + the grace period (1 s) + slack
+            await wait_for(lambda: _async(not alive(pid)), TTL / 5 + 1 + 2, "it still runs")
+            await asyncio.sleep(TTL)  # several reconcile rounds: the ghost holds it
+            assert ticker_pids() == set()
+    finally:
+        await forget_cluster(name)
 
 
 async def _health(srv: Server) -> dict[str, Any]:

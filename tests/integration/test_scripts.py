@@ -470,6 +470,30 @@ async def test_stop_kills_forked_children(api: Api) -> None:
     await until_gone(child, 2)
 
 
+async def test_a_node_killed_with_sigkill_takes_its_script_and_children_along() -> None:
+    """SPEC §5 "Cluster faults" (issue 12): no script keeps running orphaned. The script
+    ignores SIGTERM and SIGHUP, and its child is in its process group."""
+    code = """
+    import signal, subprocess, sys, time
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(child.pid, flush=True)
+    time.sleep(60)
+    """
+    with running_server() as srv:
+        async with srv.client() as http:
+            api = Api(srv, http)
+            sid = await api.create(py(code))
+            pid = (await api.control(sid, "start"))["script"]["pid"]
+            child = int((await api.wait_data(sid, lambda d: len(d) >= 1))[0])
+            assert alive(pid) and alive(child)
+            srv.process.kill()
+            srv.process.wait(5)
+            await until_gone(pid, 2)
+            await until_gone(child, 2)
+
+
 # -- control errors and changes ---------------------------------------------------------------
 
 

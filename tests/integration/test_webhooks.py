@@ -411,6 +411,47 @@ async def test_deleting_the_stream_deletes_its_webhooks(
     assert len(receiver.hits) == 1
 
 
+# -- store faults ----------------------------------------------------------------------------
+
+OUTAGE_SECONDS = 4.0
+OUTAGE = (
+    "CREATE TRIGGER outage BEFORE INSERT ON webhook_outbox"
+    " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+)
+
+
+async def test_an_outbox_write_failing_for_seconds_loses_nothing(receiver: Receiver) -> None:
+    """SPEC §5 "Cluster faults", issue 12: every acknowledged message reaches the webhook
+    once the store takes writes again. The fault is the database's own: a trigger added
+    from another connection makes it refuse every outbox insert (the history is not
+    touched, so publishes keep being acknowledged) for longer than bloomr used to retry."""
+    with running_server(env=ALLOW) as srv:
+        async with open_client(srv) as client:
+            api = Api(srv, client)
+            stream = (await api.create_stream())["id"]
+            await create_hook(api, stream, url=receiver.url())
+            await api.publish(stream, {"data": 0})
+            await receiver.until(lambda: len(receiver.delivered()) == 1)
+            db = sqlite3.connect(srv.data_dir / "bloomr.db", timeout=10)
+            try:
+                db.execute(OUTAGE)
+                db.commit()
+                for i in range(1, 31, 3):  # acknowledged while the outbox cannot be written
+                    await api.publish(stream, [{"data": n} for n in range(i, i + 3)])
+
+                # the fault's length, not a wait for an event: longer than the 3 s in
+                # which bloomr used to give up on a write and drop it
+                await asyncio.sleep(OUTAGE_SECONDS)
+                assert [m["data"] for m in receiver.delivered()] == [0]
+                assert any("outbox write failed again" in line for line in srv.output)
+            finally:
+                db.execute("DROP TRIGGER IF EXISTS outage")
+                db.commit()
+                db.close()
+            await receiver.until(lambda: len(receiver.delivered()) >= 31)
+            assert [m["data"] for m in receiver.delivered()] == list(range(31))
+
+
 # -- the private-address guard ---------------------------------------------------------------
 
 

@@ -12,9 +12,9 @@ import orjson
 
 from backends import Backend, RedisBackend, SQLiteBackend
 from bloomr.errors import BloomrError
-from bloomr.idempotency import KeyPolicy, fingerprint
+from bloomr.idempotency import KeyPolicy, Repeat, fingerprint
 from bloomr.model import Draft, Message
-from bloomr.store.base import AppendBatch, Appended, HistoryStore, Repeat
+from bloomr.store.base import AppendBatch, Appended, HistoryStore
 
 
 class Store(HistoryStore, Protocol):

@@ -133,6 +133,34 @@ async def test_nothing_is_published_on_the_spot_behind_a_publish_under_way(hub: 
     assert sink.writes == [list(range(500)), [1000]]
 
 
+class Gate:
+    """A Backpressure source: pushes back until opened."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+
+    def pushing_back(self) -> bool:
+        return not self.open.is_set()
+
+    async def room(self) -> None:
+        await self.open.wait()
+
+
+async def test_no_publish_is_stored_while_a_part_pushes_back(hub: Hub) -> None:
+    stream = Stream(id="hubtest009", name="p")
+    gate = Gate()
+    hub.add_backpressure(gate)
+    assert hub.try_publish_now(stream, drafts("", 1)) is None  # not on the spot either
+    pending = asyncio.create_task(hub.publish(stream, drafts("", 1)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    gate.open.set()
+    async with asyncio.timeout(TIMEOUT):
+        assert [m.seq for m in await pending] == [1]
+    stored = hub.try_publish_now(stream, drafts("", 2))
+    assert stored is not None and [m.seq for m in stored] == [2]
+
+
 class Told:
     """A hub listener: what it was told was published."""
 
@@ -149,7 +177,7 @@ class Told:
 async def test_duplicates_under_one_key_are_published_once_and_all_answered_alike(
     hub: Hub,
 ) -> None:
-    stream = Stream(id="hubtest009", name="k")
+    stream = Stream(id="hubtest019", name="k")
     _, sink = await live(hub, stream, "")
     told = Told()
     hub.add_listener(told)
@@ -168,7 +196,7 @@ async def test_duplicates_under_one_key_are_published_once_and_all_answered_alik
 async def test_another_body_under_a_key_in_progress_is_refused_once_it_is_stored(
     hub: Hub,
 ) -> None:
-    stream = Stream(id="hubtest010", name="k")
+    stream = Stream(id="hubtest020", name="k")
     async with asyncio.timeout(TIMEOUT):
         first, second = await asyncio.gather(
             hub.publish_once(stream, drafts("", 1), "key"),
@@ -180,7 +208,7 @@ async def test_another_body_under_a_key_in_progress_is_refused_once_it_is_stored
 
 
 async def test_a_cancelled_keyed_publish_stays_in_progress_until_stored(hub: Hub) -> None:
-    stream = Stream(id="hubtest011", name="k")
+    stream = Stream(id="hubtest021", name="k")
     async with asyncio.timeout(TIMEOUT):
         gone = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
         await asyncio.sleep(0)  # queued

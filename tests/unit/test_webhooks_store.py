@@ -138,3 +138,14 @@ async def test_everything_survives_a_reopen(backend: Backend[Store]) -> None:
         assert [s for s, _ in await store.outbox("wh_1", 100)] == [1, 2, 3]
     finally:
         await store.close()
+
+
+async def test_routes_follow_creates_and_deletes(store: Store) -> None:
+    assert await store.routes("streamAAAA") == []
+    await store.create_webhook(hook("wh_1"))
+    await store.create_webhook(hook("wh_2", channel="progress"))
+    await store.create_webhook(hook("wh_3", stream="streamBBBB"))
+    assert await store.routes("streamAAAA") == [("wh_1", ""), ("wh_2", "progress")]
+    await store.delete_webhook("wh_1")
+    assert await store.routes("streamAAAA") == [("wh_2", "progress")]
+    assert await store.routes("streamBBBB") == [("wh_3", "")]

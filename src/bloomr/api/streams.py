@@ -23,9 +23,13 @@ async def stream_json(ctx: Context, stream: Stream) -> dict[str, Any]:
 
 
 async def streams_json(ctx: Context, streams: list[Stream]) -> list[dict[str, Any]]:
-    """The streams with their script status (read from the node running each script)."""
+    """The streams with their script status (read from the node running each script)
+    and their activity (rate and last message, as this node's fan-out saw them)."""
     scripts = await ctx.scripts.statuses(streams) if ctx.scripts is not None else {}
-    return [{**s.to_json(), "script": scripts.get(s.id)} for s in streams]
+    activity = ctx.hub.activity.snapshot
+    return [
+        {**s.to_json(), "script": scripts.get(s.id), "activity": activity(s.id)} for s in streams
+    ]
 
 
 @router.post("", status_code=201)

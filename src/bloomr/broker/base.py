@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..idempotency import Repeat
 from ..model import Message
 from ..replay import ReplayStart
-from ..store.base import AppendBatch, Appended, Repeat, ReplaySlice
+from ..store.base import AppendBatch, Appended, ReplaySlice
 
 __all__ = [
     "AppendBatch",
@@ -90,6 +91,12 @@ class Broker(Protocol):
         newest `window` when a window is given), the newest `limit` of them, from one
         snapshot that also yields the stream's head seq: every message with a higher
         seq reaches the handler after this snapshot was taken (the hand-over)."""
+        ...
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch now (`(0, "")` before its first
+        publish): every message published after this read has a higher seq in that
+        epoch, or another epoch."""
         ...
 
     async def page(

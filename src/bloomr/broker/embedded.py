@@ -62,6 +62,9 @@ class EmbeddedBroker:
     ) -> ReplaySlice:
         return await self.history.replay(stream_id, channel, start, limit, window)
 
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        return await self.history.head(stream_id)
+
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
     ) -> list[Message]:

@@ -17,12 +17,8 @@ from typing import Any
 from ..model import Message
 from ..redis_pubsub import Subscription
 from ..replay import ReplayStart
-from ..store.redis_history import (
-    RedisHistory,
-    bus_pattern,
-    decode_published,
-    stream_of_channel,
-)
+from ..store.redis_history import RedisHistory
+from ..store.redis_layout import bus_pattern, decode_published, stream_of_channel
 from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
 
 log = logging.getLogger("bloomr.broker.redis")
@@ -116,6 +112,9 @@ class RedisBroker:
         window: int | None,
     ) -> ReplaySlice:
         return await self.history.replay(stream_id, channel, start, limit, window)
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        return await self.history.head(stream_id)
 
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int

@@ -71,6 +71,15 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Cluster mode: the Redis key prefix and PostgreSQL schema ([a-z_][a-z0-9_]*), "
     "so several clusters can share one Redis and one PostgreSQL.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let pages from ORIGIN (e.g. https://app.example.com, or * for any) call the "
+    "admin API; repeatable. Default: BLOOMR_CORS_ORIGINS (comma-separated), else none. "
+    "The client endpoints (polling, SSE, publish) answer any origin.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -81,6 +90,7 @@ def serve_command(
     redis_url: str | None,
     database_url: str | None,
     cluster_name: str,
+    cors_origins: tuple[str, ...],
 ) -> None:
     """Run bloomr: the HTTP API and Socket.IO on one port, SQLite in --data-dir; or, with
     --redis and --database, one node of a cluster (run as many as you like)."""
@@ -99,6 +109,8 @@ def serve_command(
         database_url=database_url or None,
         cluster_name=cluster_name,
     )
+    if cors_origins:
+        settings.admin_cors_origins = cors_origins
     on_ready = None
     if demo:
         from ..demo import run_demo

@@ -8,7 +8,15 @@ it per policy. Depends on nothing of bloomr but `bloomr.model`; the server wires
     await supervisor.close()
 """
 
-from .spec import Publish, ScriptError, ScriptSpec, ScriptStatus
+from .spec import NEVER_RAN, Publish, ScriptError, ScriptReport, ScriptSpec, ScriptStatus
 from .supervisor import Supervisor
 
-__all__ = ["Publish", "ScriptError", "ScriptSpec", "ScriptStatus", "Supervisor"]
+__all__ = [
+    "NEVER_RAN",
+    "Publish",
+    "ScriptError",
+    "ScriptReport",
+    "ScriptSpec",
+    "ScriptStatus",
+    "Supervisor",
+]

@@ -15,6 +15,7 @@ from bloomr.model import DEFAULT_CHANNEL, ERRORS_CHANNEL
 from .batcher import Batcher
 from .lines import Decoder, EmitLines, OutputLines
 from .policy import ExitInfo
+from .reaper import REAPER
 from .spec import Publish, ScriptSpec
 
 logger = logging.getLogger("bloomr.runner")
@@ -70,6 +71,7 @@ class Run:
             raise
         finally:
             _close_fds(writes)  # the child has its copies; ours would keep end of file away
+        REAPER.watch(proc.pid)  # the group is the child's pid (start_new_session)
         run = cls(proc, Batcher(publish), grace)
         files = [os.fdopen(fd, "rb", buffering=0) for fd in reads]
         decoders: list[Decoder] = [
@@ -95,11 +97,12 @@ class Run:
     def uptime(self) -> float:
         return (self._ended or time.monotonic()) - self._started
 
-    def terminate(self) -> asyncio.Task[None]:
-        """SIGTERM the whole group, SIGKILL what is left after the grace period. Calling
-        it again returns the same termination."""
+    def terminate(self, grace: float | None = None) -> asyncio.Task[None]:
+        """SIGTERM the whole group, SIGKILL what is left after the grace period (this
+        run's unless given). Calling it again returns the same termination."""
         if self._terminating is None:
-            self._terminating = asyncio.create_task(terminate_group(self.pid, self._grace))
+            grace = self._grace if grace is None else grace
+            self._terminating = asyncio.create_task(terminate_group(self.pid, grace))
         return self._terminating
 
     async def wait(self) -> ExitInfo:
@@ -109,12 +112,14 @@ class Run:
         # The script is its main process: what it leaves behind in its group goes too,
         # so a restarted script never runs beside the remains of the previous one.
         await self.terminate()
+        REAPER.forget(self.pid)
         await self._finish_output()
         return ExitInfo.from_returncode(returncode)
 
     def abort(self) -> None:
         """Last-resort cleanup when supervision itself is cancelled or failed."""
         signal_group(self.pid, signal.SIGKILL)
+        REAPER.forget(self.pid)
         for task in (*self._pumps, self._terminating):
             if task is not None:
                 task.cancel()

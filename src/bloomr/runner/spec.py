@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from bloomr.model import RESTART_POLICIES, Draft, RestartPolicy
 
-from .states import PublicState
+from .states import STOPPED, PublicState
 
 # Stores the drafts as messages, in order, before returning; may raise.
 Publish = Callable[[list[Draft]], Awaitable[None]]
@@ -98,3 +98,38 @@ class ScriptStatus:
         if self.backoff_until is not None:
             out["backoff_until"] = self.backoff_until
         return out
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> ScriptStatus:
+        """The inverse of `to_json` (a report read back from a store)."""
+        return ScriptStatus(
+            state=doc["state"],
+            pid=doc.get("pid"),
+            exit_code=doc.get("exit_code"),
+            signal=doc.get("signal"),
+            restarts=int(doc.get("restarts") or 0),
+            started_at=doc.get("started_at"),
+            backoff_until=doc.get("backoff_until"),
+        )
+
+
+NEVER_RAN = ScriptStatus(STOPPED, None, None, None, 0, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptReport:
+    """A script's status as the node running it reported it, for every node's API."""
+
+    status: ScriptStatus
+    node: str | None  # the reporting node's name (None: a lone node, which needs none)
+
+    @property
+    def state(self) -> PublicState:
+        return self.status.state
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.status.to_json(), "node": self.node}
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> ScriptReport:
+        return ScriptReport(ScriptStatus.from_json(doc), doc.get("node"))

@@ -61,3 +61,16 @@ _PUBLIC: dict[ProcessState, PublicState] = {
 def public_name(state: ProcessState) -> PublicState:
     """The `state` clients see in the stream's status."""
     return _PUBLIC[state]
+
+
+def _public_set(*states: ProcessState) -> frozenset[PublicState]:
+    return frozenset(_PUBLIC[state] for state in states)
+
+
+# What the server asks of a state it only knows by its public name (a report from
+# another node): the sets, from the table above, so no state name is written twice.
+ALIVE = _public_set(_S.STARTING, _S.RUNNING, _S.BACKOFF)  # runs, or will by itself
+ALIVE_OR_STOPPING = ALIVE | _public_set(_S.STOPPING)  # a process may still run
+FINISHED = _public_set(_S.EXITED, _S.CRASHED, _S.FATAL)  # ended by itself, no restart due
+PASSING = _public_set(_S.STARTING, _S.STOPPING)  # on the way to another state
+STOPPED = _PUBLIC[_S.STOPPED]

@@ -86,11 +86,13 @@ class Supervisor:
         """Used from the next (re)start on, including restarts by the policy."""
         self._spec = spec
 
-    async def close(self) -> None:
-        """Stop the script for good: the stream is deleted or the server shuts down."""
+    async def close(self, grace_seconds: float | None = None) -> None:
+        """Stop the script for good: the stream is deleted or the server shuts down.
+        `grace_seconds`: a shorter grace period than the usual one (the node must be
+        done by a deadline, such as a lease's expiry)."""
         async with self._lock:
             self._closed = True
-            await self._stop_locked()
+            await self._stop_locked(grace_seconds)
 
     def status(self) -> ScriptStatus:
         run, ended = self._run, self._last_exit
@@ -123,7 +125,7 @@ class Supervisor:
         if run is not None:
             self._task = asyncio.create_task(self._supervise(run))
 
-    async def _stop_locked(self) -> None:
+    async def _stop_locked(self, grace_seconds: float | None = None) -> None:
         task = self._task
         if task is None or task.done():
             return  # already stopped, exited or crashed: nothing runs, keep its report
@@ -131,7 +133,7 @@ class Supervisor:
         self._wake.set()
         if self._state is _S.RUNNING and self._run is not None:
             self._set_state(_S.STOPPING)
-            self._run.terminate()
+            self._run.terminate(grace_seconds)
         # shield: a caller that gives up waiting must not interrupt the clean-up
         await asyncio.shield(task)
 

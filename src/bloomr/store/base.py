@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..errors import BloomrError
+from ..idempotency import Repeat
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
+from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
 
@@ -30,14 +32,6 @@ class AppendBatch:
     keep: bool  # False when the stream does not store history: ordered, never written
     key: str | None = None
     fingerprint: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Repeat:
-    """The outcome of a batch whose key was recorded already with the same fingerprint:
-    the ids the first request got. Nothing was stored or fanned out this time."""
-
-    ids: list[str]
 
 
 # one batch's outcome: stored (or, without history, ordered), a repeat, or refused
@@ -153,6 +147,12 @@ class WebhookStore(Protocol):
         """Delete a webhook with its state and outbox, atomically."""
         ...
 
+    async def routes(self, stream_id: str) -> list[tuple[str, str]]:
+        """(webhook id, channel) of the stream's webhooks, oldest first: what the outbox
+        writer reads for every publish, so as cheap as the backend can make it. Sees
+        every create and delete that returned before the call."""
+        ...
+
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Add items to their webhooks' outboxes in one transaction. Items of webhooks
         that no longer exist, and items already there (same webhook and seq), are
@@ -205,11 +205,11 @@ class ScriptStatusStore(Protocol):
     """Where the node that runs a script reports its state, so that every node can show
     it. Written by the lease holder on each state change; a report is whole or absent."""
 
-    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
-        """Replace the stream's report (`doc`: the script status JSON) by `node`'s."""
+    async def save_script_status(self, stream_id: str, report: ScriptReport) -> None:
+        """Replace the stream's report."""
         ...
 
-    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, ScriptReport]:
         """The latest reports of these streams (absent: never reported)."""
         ...
 

@@ -1,12 +1,14 @@
-"""Leases for the embedded mode: one process is the only node, so a dict is the whole
-store. It keeps the LeaseStore semantics anyway (another owner's unexpired lease wins),
-so code written for the cluster behaves the same on one node."""
+"""In-memory LeaseStore and ScriptStatusStore, for one process. The embedded mode keeps
+its leases in `bloomr.leases.LocalLeaseKeeper` (nothing to expire on one node) and its
+reports in `LocalScriptStatus`; `LocalLeases` keeps the full LeaseStore semantics
+(another owner's unexpired lease wins, expiry) for tests of code written against it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+
+from ..runner.spec import ScriptReport
 
 
 class LocalLeases:
@@ -46,13 +48,13 @@ class LocalScriptStatus:
     """Implements ScriptStatusStore in memory: on one node the reports never leave it."""
 
     def __init__(self) -> None:
-        self._reports: dict[str, dict[str, Any]] = {}
+        self._reports: dict[str, ScriptReport] = {}
 
-    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
-        self._reports[stream_id] = dict(doc)
+    async def save_script_status(self, stream_id: str, report: ScriptReport) -> None:
+        self._reports[stream_id] = report  # frozen: safe to share
 
-    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {i: dict(self._reports[i]) for i in stream_ids if i in self._reports}
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, ScriptReport]:
+        return {i: self._reports[i] for i in stream_ids if i in self._reports}
 
     async def delete_script_status(self, stream_id: str) -> None:
         self._reports.pop(stream_id, None)

@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
+from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 from .base import OutboxItem
 
@@ -202,6 +203,12 @@ class PostgresStore:
         sql = "DELETE FROM webhooks WHERE id = $1 RETURNING true"  # the outbox cascades
         return await self._fetchval(sql, webhook_id) is not None
 
+    async def routes(self, stream_id: str) -> list[tuple[str, str]]:
+        # read every time: webhooks are made and deleted on every node
+        sql = "SELECT doc FROM webhooks WHERE stream_id = $1 ORDER BY pos"
+        hooks = [Webhook.from_doc(orjson.loads(r[0])) for r in await self._fetch(sql, stream_id)]
+        return [(hook.id, hook.channel) for hook in hooks]
+
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         if not items:
             return 0
@@ -270,17 +277,18 @@ class PostgresStore:
 
     # -- script status ------------------------------------------------------------------
 
-    async def save_script_status(self, stream_id: str, node: str, doc: dict[str, Any]) -> None:
+    async def save_script_status(self, stream_id: str, report: ScriptReport) -> None:
         sql = (
             "INSERT INTO script_status (stream_id, node, doc) VALUES ($1, $2, $3) "
             "ON CONFLICT (stream_id) DO UPDATE SET node = excluded.node, doc = excluded.doc"
         )
-        await self._execute(sql, stream_id, node, orjson.dumps(doc))
+        doc = orjson.dumps(report.to_json())
+        await self._execute(sql, stream_id, report.node or "", doc)
 
-    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def script_statuses(self, stream_ids: Sequence[str]) -> dict[str, ScriptReport]:
         sql = "SELECT stream_id, doc FROM script_status WHERE stream_id = ANY($1::text[])"
         rows = await self._fetch(sql, list(stream_ids))
-        return {str(r[0]): orjson.loads(r[1]) for r in rows}
+        return {str(r[0]): ScriptReport.from_json(orjson.loads(r[1])) for r in rows}
 
     async def delete_script_status(self, stream_id: str) -> None:
         await self._execute("DELETE FROM script_status WHERE stream_id = $1", stream_id)

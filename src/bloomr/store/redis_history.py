@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,11 +50,10 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import BloomrError
 from ..idempotency import KeyPolicy, answer_for, split_ids
-from ..model import Draft, Message, uuid7_ms
+from ..model import Draft, Message
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
 from .base import AppendBatch, Appended, ReplaySlice
-
-_ID_LEN = 36
+from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 
 # Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
 # first_seq_since.
@@ -363,83 +361,6 @@ _SCRIPTS = {
 }
 
 
-# -- names and encodings shared with the bus ----------------------------------------------
-
-
-def key_base(prefix: str, stream_id: str) -> str:
-    return f"{prefix}:{{{stream_id}}}:"
-
-
-def bus_channel(prefix: str, stream_id: str) -> str:
-    return key_base(prefix, stream_id) + "bus"
-
-
-def bus_pattern(prefix: str) -> str:
-    """The glob matching every stream's bus channel (the prefix's own glob characters
-    escaped)."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return f"{escaped}:{{*}}:bus"
-
-
-def stream_of_channel(prefix: str, channel: bytes) -> str:
-    """The stream id in a bus channel name made by `bus_channel`."""
-    return channel[len(prefix) + 2 : -len("}:bus")].decode()
-
-
-def seq_of_id(message_id: str) -> int | None:
-    """The seq a bloomr Redis id carries (see the module docstring); None for a string
-    that cannot be one: no id index is needed to find a message by its id."""
-    if uuid7_ms(message_id) is None:
-        return None
-    try:
-        counter = int(message_id[15:18] + message_id[19:23] + message_id[24:28], 16)
-    except ValueError:
-        return None
-    # the 12 bits after the version, then the 30 bits after the variant
-    return (counter >> 32) << 30 | (counter & 0x3FFFFFFF)
-
-
-# A row (a channel-set member) is this header, the id, then the data JSON: the numbers
-# in fixed width are the cheapest for the client to read back.
-_HEADER = struct.Struct(">IQQ")  # data length, seq, ts_ms
-_ROW_START = _HEADER.size + _ID_LEN
-
-
-def _rows(stream_id: str, channel: str, blob: bytes, at: int = 0, end: int = -1) -> list[Message]:
-    """The messages of consecutive rows of one channel, from `at` to `end`."""
-    messages: list[Message] = []
-    header, i, end = _HEADER, at, len(blob) if end < 0 else end
-    while i < end:
-        size, seq, ts_ms = header.unpack_from(blob, i)
-        i += _ROW_START
-        message_id = blob[i - _ID_LEN : i].decode()
-        messages.append(Message(message_id, stream_id, channel, ts_ms, seq, blob[i : i + size]))
-        i += size
-    return messages
-
-
-EPOCH_LEN = 16
-
-
-def new_epoch() -> str:
-    return os.urandom(EPOCH_LEN // 2).hex()
-
-
-def decode_published(stream_id: str, payload: bytes) -> list[Message]:
-    """The messages of one PUBLISH of the append script: the epoch, then per message a
-    length byte, the channel, then its row."""
-    messages: list[Message] = []
-    i, end = EPOCH_LEN, len(payload)
-    while i < end:
-        size = payload[i]
-        channel = payload[i + 1 : i + 1 + size].decode()
-        i += 1 + size
-        row_end = i + _ROW_START + _HEADER.unpack_from(payload, i)[0]
-        messages += _rows(stream_id, channel, payload, i, row_end)
-        i = row_end
-    return messages
-
-
 # -- the append call -------------------------------------------------------------------
 
 
@@ -491,14 +412,14 @@ def _message_args(drafts: list[Draft], names: list[str]) -> list[bytes]:
 def _outcome(batch: AppendBatch, reply: list[Any]) -> Appended:
     """A batch's reply: its messages, or what its key was recorded with."""
     if int(reply[0]) == 0:
-        return answer_for(batch, bytes(reply[1]).decode(), split_ids(bytes(reply[2])))
+        return answer_for(batch.fingerprint, bytes(reply[1]).decode(), split_ids(bytes(reply[2])))
     return _ordered(batch, reply)
 
 
 def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     first, ts_ms, blob = int(reply[0]), int(reply[1]), bytes(reply[2]).decode()
     return [
-        Message(blob[i * _ID_LEN : (i + 1) * _ID_LEN], batch.stream_id, d.channel, ts_ms,
+        Message(blob[i * ID_LEN : (i + 1) * ID_LEN], batch.stream_id, d.channel, ts_ms,
                 first + i, d.data_json)
         for i, d in enumerate(batch.drafts)
     ]  # fmt: skip
@@ -588,13 +509,22 @@ class RedisHistory:
         reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
         head, matched, boundary, unknown, members, epoch = reply
         return ReplaySlice(
-            messages=_rows(stream_id, channel, members),
+            messages=read_rows(stream_id, channel, members),
             matched=int(matched),
             backfill_after_id=None if boundary is None else bytes(boundary).decode(),
             head_seq=int(head),
             unknown_id=bool(unknown),
             epoch=bytes(epoch).decode(),
         )
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        seq, epoch = await self.client.hmget(
+            key_base(self.prefix, stream_id) + "head", ["seq", "epoch"]
+        )
+        if seq is None:
+            return 0, ""
+        return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
 
     async def page(
         self,
@@ -612,7 +542,7 @@ class RedisHistory:
             raise BloomrError(
                 "unknown_message_id", f"message {after_id} is not in this stream's history"
             )
-        return _rows(stream_id, channel, reply[1])
+        return read_rows(stream_id, channel, reply[1])
 
     async def since_seq(self, stream_id: str, after_seq: int, limit: int) -> list[Message]:
         """Stored messages of every channel with seq > `after_seq`, the oldest `limit`,
@@ -621,7 +551,7 @@ class RedisHistory:
         args = (base, after_seq, limit)
         flat = await _SCRIPTS["since_seq"](self.client, [base + "all"], args)
         pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [m for ch, row in pairs if row for m in _rows(stream_id, ch.decode(), row)]
+        return [m for ch, row in pairs if row for m in read_rows(stream_id, ch.decode(), row)]
 
     async def drop(self, stream_id: str) -> None:
         base = key_base(self.prefix, stream_id)

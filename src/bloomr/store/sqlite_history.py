@@ -8,7 +8,6 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -18,12 +17,13 @@ from typing import Any
 import aiosqlite
 
 from ..errors import BloomrError
-from ..idempotency import KeyPolicy, answer_for, split_ids
+from ..idempotency import KeyPolicy
 from ..model import Message, id_at, id_place, new_messages, now_ms, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, Appended, Repeat, ReplaySlice
+from .base import AppendBatch, Appended, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
+from .sqlite_keys import KeyBook, forget_old_keys
 
 log = logging.getLogger("bloomr.store")
 
@@ -96,10 +96,10 @@ def _append_in_transaction(
     results: list[Appended] = []
     runs: list[Run] = []
     ticks: list[Row] = []
-    book: _KeyBook | None = None
+    book: KeyBook | None = None
     for batch in batches:
         if batch.key is not None and batch.drafts:
-            book = book or _KeyBook(conn, keys)
+            book = book or KeyBook(conn, keys)
             if (answer := book.lookup(batch)) is not None:
                 results.append(answer)
                 continue
@@ -129,74 +129,6 @@ def _append_in_transaction(
     if book is not None:
         book.write()
     return results, heads
-
-
-class _KeyBook:
-    """The idempotency keys of one group commit, inside its transaction: looked up
-    before their batch is ordered, recorded with it. A key seen earlier in the same
-    group counts as recorded."""
-
-    def __init__(self, conn: sqlite3.Connection, policy: KeyPolicy) -> None:
-        self.conn, self.policy = conn, policy
-        self.now = now_ms()
-        self.seen: dict[tuple[str, str], tuple[str, list[str]]] = {}
-        self.rows: list[Row] = []
-
-    def lookup(self, batch: AppendBatch) -> Repeat | BloomrError | None:
-        assert batch.key is not None
-        found = self.seen.get((batch.stream_id, batch.key))
-        if found is None:
-            row = self.conn.execute(
-                "SELECT fingerprint, ids FROM idempotency "
-                "WHERE stream_id = ? AND key = ? AND at_ms >= ?",
-                (batch.stream_id, batch.key, self.now - self.policy.ttl_ms),
-            ).fetchone()
-            if row is None:
-                return None
-            found = (str(row[0]), split_ids(bytes(row[1])))
-        return answer_for(batch, *found)
-
-    def record(self, batch: AppendBatch, messages: list[Message]) -> None:
-        assert batch.key is not None
-        ids = [m.id for m in messages]
-        self.seen[(batch.stream_id, batch.key)] = (batch.fingerprint, ids)
-        blob = "".join(ids).encode()
-        self.rows.append((batch.stream_id, batch.key, batch.fingerprint, blob, messages[0].ts_ms))
-
-    def write(self) -> None:
-        """Forget each stream's keys past their time, record the new ones, then drop
-        the oldest beyond its newest `per_stream`. `heads.keys` counts a stream's keys:
-        finding the cap's boundary costs a scan of the keys (a quarter of a millisecond
-        at 10,000), so it is looked for only once the count passes the cap."""
-        if not self.rows:
-            return
-        added = Counter(row[0] for row in self.rows)
-        since = self.now - self.policy.ttl_ms
-        for stream_id, count in added.items():
-            gone = self.conn.execute(
-                "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?", (stream_id, since)
-            ).rowcount
-            self.conn.execute(
-                "UPDATE heads SET keys = keys + ? WHERE stream_id = ?", (count - gone, stream_id)
-            )
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)", self.rows
-        )
-        for stream_id in added:
-            _keep_newest_keys(self.conn, stream_id, self.policy.per_stream)
-
-
-def _keep_newest_keys(conn: sqlite3.Connection, stream_id: str, most: int) -> None:
-    found = conn.execute("SELECT keys FROM heads WHERE stream_id = ?", (stream_id,)).fetchone()
-    over = int(found[0]) - most if found else 0
-    if over <= 0:
-        return
-    conn.execute(
-        "DELETE FROM idempotency WHERE stream_id = ?1 AND key IN (SELECT key FROM idempotency "
-        "WHERE stream_id = ?1 ORDER BY at_ms, key LIMIT ?2)",
-        (stream_id, over),
-    )
-    conn.execute("UPDATE heads SET keys = ? WHERE stream_id = ?", (most, stream_id))
 
 
 class SQLiteHistory(SQLiteDatabase):
@@ -340,6 +272,13 @@ class SQLiteHistory(SQLiteDatabase):
             )
 
     @_run_to_completion
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch."""
+        sql = "SELECT last_seq, epoch FROM heads WHERE stream_id = ?"
+        rows = await self._read(sql, (stream_id,))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
+
+    @_run_to_completion
     async def page(
         self,
         stream_id: str,
@@ -380,20 +319,8 @@ class SQLiteHistory(SQLiteDatabase):
                 "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
                 (stream_id, _FOREVER),
             )
-            await _forget_old_keys(conn, stream_id, now_ms() - self.key_policy.ttl_ms)
+            await forget_old_keys(conn, stream_id, now_ms() - self.key_policy.ttl_ms)
             return removed
-
-
-async def _forget_old_keys(conn: aiosqlite.Connection, stream_id: str, before_ms: int) -> None:
-    """Idempotency keys past their time (of a stream that went quiet: appends under a
-    key forget them too), with the stream's count of keys."""
-    cursor = await conn.execute(
-        "DELETE FROM idempotency WHERE stream_id = ? AND at_ms < ?", (stream_id, before_ms)
-    )
-    if cursor.rowcount > 0:
-        await conn.execute(
-            "UPDATE heads SET keys = keys - ? WHERE stream_id = ?", (cursor.rowcount, stream_id)
-        )
 
 
 class _Trim:

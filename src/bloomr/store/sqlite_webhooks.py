@@ -36,6 +36,10 @@ class SQLiteWebhookStore:
 
     def __init__(self, db: SQLiteStore) -> None:
         self._db = db
+        # routes by stream, exact because every write of the table goes through this
+        # object (one process owns the file): the outbox writer reads them per publish
+        self._routes: dict[str, list[tuple[str, str]]] = {}
+        self._generation = 0  # bumped by every write: a read that raced one is not kept
 
     async def open(self) -> None:
         """Create the tables (after `db.open()`)."""
@@ -44,7 +48,11 @@ class SQLiteWebhookStore:
     async def create_webhook(self, webhook: Webhook) -> None:
         doc, state = orjson.dumps(webhook.to_doc()), orjson.dumps(DeliveryState().to_doc())
         sql = "INSERT INTO webhooks (id, stream_id, doc, state) VALUES (?, ?, ?, ?)"
-        await self._db._write(sql, (webhook.id, webhook.stream, doc, state))
+        self._changed()
+        try:
+            await self._db._write(sql, (webhook.id, webhook.stream, doc, state))
+        finally:
+            self._changed()
 
     async def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
         rows = await self._db._read(f"{_SELECT} WHERE w.id = ?", (webhook_id,))
@@ -59,10 +67,30 @@ class SQLiteWebhookStore:
         return [_record(r) for r in rows]
 
     async def delete_webhook(self, webhook_id: str) -> bool:
-        async with self._db._transaction() as conn:
-            await conn.execute("DELETE FROM webhook_outbox WHERE webhook_id = ?", (webhook_id,))
-            cursor = await conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
-            return int(cursor.rowcount) > 0
+        self._changed()
+        try:
+            async with self._db._transaction() as conn:
+                await conn.execute("DELETE FROM webhook_outbox WHERE webhook_id = ?", (webhook_id,))
+                cursor = await conn.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+                return int(cursor.rowcount) > 0
+        finally:
+            self._changed()
+
+    async def routes(self, stream_id: str) -> list[tuple[str, str]]:
+        routes = self._routes.get(stream_id)
+        if routes is None:
+            generation = self._generation
+            sql = "SELECT doc FROM webhooks WHERE stream_id = ? ORDER BY rowid"
+            rows = await self._db._read(sql, (stream_id,))
+            hooks = [Webhook.from_doc(orjson.loads(row[0])) for row in rows]
+            routes = [(hook.id, hook.channel) for hook in hooks]
+            if generation == self._generation:
+                self._routes[stream_id] = routes
+        return list(routes)
+
+    def _changed(self) -> None:
+        self._generation += 1
+        self._routes.clear()  # webhooks change seldom: forgetting every stream is simplest
 
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         if not items:

@@ -14,10 +14,10 @@ import pytest
 
 from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
 from bloomr.errors import BloomrError
-from bloomr.idempotency import fingerprint
+from bloomr.idempotency import Repeat, fingerprint
 from bloomr.model import Draft, Message
 from bloomr.replay import AfterSeq
-from bloomr.store.base import AppendBatch, Appended, Repeat
+from bloomr.store.base import AppendBatch, Appended
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
 S1, S2 = "brokerAAAA", "brokerBBBB"
@@ -158,6 +158,15 @@ async def test_a_resume_point_replays_what_followed_it_in_its_epoch_only(nodes: 
     await node.broker.trim(S1, 0, 1)  # only seq 4 is left: 3 is gone
     trimmed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
     assert trimmed.unknown_id
+
+
+async def test_the_head_is_where_later_publishes_start(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    assert await node.broker.head(S1) == (0, "")
+    await node.broker.publish([batch(S1, 1, 2)])
+    seq, epoch = await node.broker.head(S1)
+    snapshot = await node.broker.replay(S1, "", None, 10, None)
+    assert (seq, epoch) == (2, snapshot.epoch) and epoch != ""
 
 
 def keyed(stream: str, key: str, *data: Any) -> AppendBatch:

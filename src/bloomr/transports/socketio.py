@@ -1,4 +1,4 @@
-"""The native Socket.IO gateway: Socket.IO v5 (default namespace) on bloomr's own
+"""The Socket.IO transport: Socket.IO v5 (default namespace) on bloomr's own
 Engine.IO v4 server, built for fan-out.
 
 Live messages to a websocket client that keeps up skip every queue and task: the
@@ -13,48 +13,78 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from ..auth import Authenticator
+from ..config import Settings
 from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
 from ..replay import merge_handshake
 from ..streams import Streams
 from ..subscription import Delivery
-from .engineio import EngineConfig, EngineServer, EngineSession
+from .base import (
+    WARNING_SECONDS,
+    WebSocketHandler,
+    WebSocketLink,
+    WebSocketRefused,
+    wait_at_most,
+)
+from .engineio import EngineConfig, EngineError, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
-from .session import run_session, try_open_session
-from .wsconn import EngineWebSocket, protocol_class
+from .session import SHUTTING_DOWN, run_session, try_open_session
 
-log = logging.getLogger("bloomr.gateway")
+log = logging.getLogger("bloomr.transports")
 
 # Bytes a polling client may have waiting before its session task waits for it to poll.
 _POLL_HIGH_WATER = 256 * 1024
 
 
-class NativeGateway:
-    def __init__(
-        self, hub: Hub, streams: Streams, auth: Authenticator, cors_origins: str = "*"
-    ) -> None:
+class SocketIOTransport:
+    """`/socket.io/`: Engine.IO long-polling over HTTP, and websockets."""
+
+    path = re.compile(r"/socket\.io(/|$)")
+    websocket = True
+    answers_cors = True  # Engine.IO answers CORS itself, as socket.io's server does
+    openapi: dict[str, Any] = {}
+
+    def __init__(self, hub: Hub, streams: Streams, auth: Authenticator, settings: Settings) -> None:
         self.hub = hub
         self.streams = streams
         self.auth = auth
-        self.engine = EngineServer(self._open, EngineConfig(cors_origins=cors_origins))
+        self.engine = EngineServer(self._open, EngineConfig(cors_origins=settings.cors_origins))
         self._connections: set[SocketIOConnection] = set()
 
-    def asgi_app(self) -> Any:
-        return self.engine.handle_http
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.engine.handle_http(scope, receive, send)
 
-    @property
-    def ws_protocol(self) -> type[EngineWebSocket]:
-        return protocol_class(self.engine)
+    def open_websocket(
+        self, link: WebSocketLink, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> WebSocketHandler:
+        try:
+            return self.engine.attach_websocket(link, query, headers)
+        except EngineError as exc:
+            raise WebSocketRefused(exc.message) from None
 
     async def close(self) -> None:
-        tasks = [c.task for c in self._connections if c.task is not None]
+        """Warn, then end each Engine.IO session by closing its transport (a websocket's
+        close frame; a polling client's next poll is refused), with neither a Socket.IO
+        DISCONNECT (`41`: socket.io-client would not reconnect, "io server disconnect")
+        nor an Engine.IO CLOSE (`1`: python-socketio would not). socket.io-client sees
+        "transport close" (websocket) or "transport error" (polling), python-socketio
+        "transport error", and both reconnect by themselves."""
+        connections = list(self._connections)
+        tasks = [c.task for c in connections if c.task is not None]
+        for connection in connections:
+            connection.stop_session()  # nothing after the warning
+        warned = [c for c in connections if c.warn_stopping()]
+        # a polling client between two polls takes its warning with the next one
+        await wait_at_most((c.session.drained(0) for c in warned), WARNING_SECONDS)
         self.engine.close_all()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -72,13 +102,16 @@ class SocketIOConnection:
     """One client: the Socket.IO layer of one Engine.IO session, and the session's
     `Client` (see `session.py`)."""
 
-    __slots__ = ("gateway", "session", "query", "task")
+    __slots__ = ("transport", "session", "query", "task", "connected")
 
-    def __init__(self, gateway: NativeGateway, session: EngineSession, query: dict[str, str]):
-        self.gateway = gateway
+    def __init__(
+        self, transport: SocketIOTransport, session: EngineSession, query: dict[str, str]
+    ) -> None:
+        self.transport = transport
         self.session = session
         self.query = query
         self.task: asyncio.Task[None] | None = None
+        self.connected = False  # the client has its CONNECT reply
 
     # -- engine handler ---------------------------------------------------------------
 
@@ -87,12 +120,12 @@ class SocketIOConnection:
         if kind == "0":
             self._connect(data[1:])
         elif kind == "1":
-            self._stop()
+            self.stop_session()
         # client events and acks (2, 3) mean nothing to bloomr
 
     def on_close(self, reason: str) -> None:
-        self._stop()
-        self.gateway._connections.discard(self)
+        self.stop_session()
+        self.transport._connections.discard(self)
 
     def _connect(self, rest: str) -> None:
         namespace, auth_json = _split_namespace(rest)
@@ -111,18 +144,26 @@ class SocketIOConnection:
         self.task = asyncio.create_task(self._serve(args))
 
     async def _serve(self, args: dict[str, Any]) -> None:
-        hub = self.gateway.hub
-        opened = await try_open_session(hub, self.gateway.streams, self.gateway.auth, args)
+        hub = self.transport.hub
+        opened = await try_open_session(hub, self.transport.streams, self.transport.auth, args)
         try:
             sid = secrets.token_urlsafe(15)
             self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)
+            self.connected = True
         except BaseException:
             if not isinstance(opened, BloomrError):
                 hub.unsubscribe(opened.sub)
             raise
         await run_session(hub, opened, self)
 
-    def _stop(self) -> None:
+    def warn_stopping(self) -> bool:
+        """Send `warning` `shutting_down`, if connected (True then)."""
+        if self.connected:
+            self.session.send(event_packet("warning", SHUTTING_DOWN))
+        return self.connected
+
+    def stop_session(self) -> None:
+        """Cancel the session task (the client left, or the server is stopping)."""
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()

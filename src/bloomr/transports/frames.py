@@ -1,4 +1,4 @@
-"""Wire encodings of the native gateway, pure functions: websocket frames (RFC 6455,
+"""Wire encodings of the Socket.IO transport, pure functions: websocket frames (RFC 6455,
 server side: never masked, so one frame's bytes can go to every client) and the
 Socket.IO v5 packets bloomr sends inside Engine.IO v4 message packets."""
 

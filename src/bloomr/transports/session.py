@@ -1,7 +1,7 @@
 """One subscriber connection's life, the same for every push transport: authorize,
 register with the hub, warnings, replay, `replay_end`, then live until it ends.
 
-A gateway adapts its connection to `Client`; nothing here knows Socket.IO."""
+A transport adapts its connection to `Client`; nothing here knows Socket.IO or HTTP."""
 
 from __future__ import annotations
 
@@ -19,12 +19,17 @@ from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
 from .notices import notice_payload
 
-log = logging.getLogger("bloomr.gateway")
+log = logging.getLogger("bloomr.transports")
 
 SLOW_CONSUMER = warning(
     "slow_consumer",
     "this client fell too far behind and is disconnected; reconnect with replay=<last id> "
     "to catch up",
+)
+SHUTTING_DOWN = warning(
+    "shutting_down",
+    "this server is stopping; reconnect (with replay=<last id>, or as your client "
+    "resumes) to carry on where you left off",
 )
 
 
@@ -101,7 +106,7 @@ class Opened:
 async def open_session(
     hub: Hub, streams: Streams, auth: Authenticator, args: dict[str, Any]
 ) -> Opened:
-    """Authorize and register with the hub. A gateway calls this *before* it confirms
+    """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed)."""
     stream, token_id, expires_at = await authorize(streams, auth, args)
