@@ -21,8 +21,8 @@ from .control import Control, ControlEvent
 from .errors import BloomrError
 from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
-from .replay import ReplayRequest
-from .replay_plan import ReplayPlan, plan_replay
+from .replay import AfterId, AfterSeq, ReplayRequest
+from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
 from .store.base import AppendBatch
 from .subscribers import Subscribers
 from .subscription import Subscription
@@ -299,6 +299,17 @@ class Hub:
     ) -> ReplayPlan:
         """Read what `sub` must get before going live (call after `subscribe`)."""
         return await plan_replay(self.broker, stream, sub.channel, request)
+
+    async def plan_resume(
+        self, stream: Stream, channel: str, start: AfterId | AfterSeq
+    ) -> ReplayPlan | RecoveryFailed:
+        """What a reconnecting subscriber missed after its resume point (call after
+        `subscribe`), or why it cannot be told exactly."""
+        return await plan_resume(self.broker, stream, channel, start)
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and history epoch now (`Broker.head`)."""
+        return await self.broker.head(stream_id)
 
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int

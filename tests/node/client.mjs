@@ -1,7 +1,8 @@
 // A socket.io-client 4 subscriber for the tests, configured by one JSON argument:
-//   {url, query?, auth?, transports?, count?, stopOnField?, timeoutMs?, reconnect?}
+//   {url, query?, auth?, transports?, count?, stopOnField?, timeoutMs?, reconnect?,
+//    reconnectDelayMs?}
 // Prints one JSON line per event on stdout:
-//   {"event": "connect"} | {"event": "message", "data": ...} | {"event": "warning", "data": ...}
+//   {"event": "connect", "recovered": bool} | {"event": "message", "data": ...} | {"event": "warning", "data": ...}
 //   {"event": "error", "data": ...} | {"event": "replay_end", "data": ...}
 //   {"event": "connect_error", "data": "..."} | {"event": "disconnect", "reason": "..."}
 // Exits 0 once `count` messages arrived (when count is given), or after a message whose
@@ -20,12 +21,14 @@ const socket = io(options.url, {
   auth: options.auth,
   transports: options.transports ?? ['polling', 'websocket'],
   reconnection: options.reconnect ?? false,
+  reconnectionDelay: options.reconnectDelayMs ?? 1000,
+  reconnectionDelayMax: options.reconnectDelayMs ?? 5000,
   forceNew: true,
 });
 
 let messages = 0;
 let finishing = false; // our own disconnect is not reported
-socket.on('connect', () => out({ event: 'connect' }));
+socket.on('connect', () => out({ event: 'connect', recovered: socket.recovered }));
 socket.on('message', (data) => {
   out({ event: 'message', data });
   messages += 1;

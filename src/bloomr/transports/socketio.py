@@ -1,6 +1,16 @@
 """The Socket.IO transport: Socket.IO v5 (default namespace) on bloomr's own
 Engine.IO v4 server, built for fan-out.
 
+Connection state recovery (socket.io >= 4.6) is backed by the durable history: the
+CONNECT reply carries a signed `pid` (`resume.py`: no process keeps anything), every
+`message` event carries the message id as its last argument (the offset), and a client
+that reconnects with `{pid, offset}` gets exactly what followed (`session.open_session`).
+python-socketio's client knows nothing of it and calls a `message` handler with every
+argument, so a one-argument handler would break on the offset: clients are recognised
+by the handshake URL python-engineio writes (`transport=` before `EIO=`; socket.io-client
+writes `EIO=` first) and get no offsets and no pid; the handshake key `recovery`
+(`true`/`false`) decides for any client.
+
 Live messages to a websocket client that keeps up skip every queue and task: the
 hub's delivery is encoded once into websocket frames (the same bytes for every client
 with the same options) and written to each transport. A client that falls behind
@@ -25,7 +35,8 @@ from ..config import Settings
 from ..errors import BloomrError
 from ..hub import Hub
 from ..model import Message
-from ..replay import merge_handshake
+from ..replay import merge_handshake, parse_bool
+from ..resume import PidSigner
 from ..streams import Streams
 from ..subscription import Delivery
 from .base import (
@@ -37,7 +48,7 @@ from .base import (
 )
 from .engineio import EngineConfig, EngineError, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
-from .session import SHUTTING_DOWN, run_session, try_open_session
+from .session import SHUTTING_DOWN, Opened, run_session, try_open_session
 
 log = logging.getLogger("bloomr.transports")
 
@@ -59,6 +70,15 @@ class SocketIOTransport:
         self.auth = auth
         self.engine = EngineServer(self._open, EngineConfig(cors_origins=settings.cors_origins))
         self._connections: set[SocketIOConnection] = set()
+        self._signer: PidSigner | None = None
+
+    @property
+    def signer(self) -> PidSigner:
+        """Signs pids with the deployment's admin key hash, which every node has (a
+        cluster node learns it when it connects, after it is built)."""
+        if self._signer is None:
+            self._signer = PidSigner(self.auth.admin_key_hash)
+        return self._signer
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.engine.handle_http(scope, receive, send)
@@ -102,7 +122,7 @@ class SocketIOConnection:
     """One client: the Socket.IO layer of one Engine.IO session, and the session's
     `Client` (see `session.py`)."""
 
-    __slots__ = ("transport", "session", "query", "task", "connected")
+    __slots__ = ("transport", "session", "query", "task", "connected", "offsets")
 
     def __init__(
         self, transport: SocketIOTransport, session: EngineSession, query: dict[str, str]
@@ -112,6 +132,7 @@ class SocketIOConnection:
         self.query = query
         self.task: asyncio.Task[None] | None = None
         self.connected = False  # the client has its CONNECT reply
+        self.offsets = False  # messages carry their id as a last argument (recovery)
 
     # -- engine handler ---------------------------------------------------------------
 
@@ -144,11 +165,20 @@ class SocketIOConnection:
         self.task = asyncio.create_task(self._serve(args))
 
     async def _serve(self, args: dict[str, Any]) -> None:
-        hub = self.transport.hub
-        opened = await try_open_session(hub, self.transport.streams, self.transport.auth, args)
+        transport, hub = self.transport, self.transport.hub
+        opened: Opened | BloomrError
         try:
-            sid = secrets.token_urlsafe(15)
-            self.session.send(b"40" + orjson.dumps({"sid": sid}), end_poll=True)
+            self.offsets = wants_recovery(args, self.query)
+        except BloomrError as exc:
+            opened = exc
+        else:
+            signer = transport.signer if self.offsets else None
+            opened = await try_open_session(hub, transport.streams, transport.auth, args, signer)
+        try:
+            reply: dict[str, str] = {"sid": secrets.token_urlsafe(15)}
+            if not isinstance(opened, BloomrError) and opened.pid is not None:
+                reply["pid"] = opened.pid
+            self.session.send(b"40" + orjson.dumps(reply), end_poll=True)
             self.connected = True
         except BaseException:
             if not isinstance(opened, BloomrError):
@@ -176,12 +206,12 @@ class SocketIOConnection:
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
     ) -> None:
-        session = self.session
+        session, offsets = self.session, self.offsets
         if session.ws is not None:
-            session.ws.write(message_frames(messages, replayed, include_metadata))
+            session.ws.write(message_frames(messages, replayed, include_metadata, offsets))
         else:
             for message in messages:
-                session.send(message_packet(message, replayed, include_metadata))
+                session.send(message_packet(message, replayed, include_metadata, offsets))
 
     @property
     def writable(self) -> bool:
@@ -196,7 +226,7 @@ class SocketIOConnection:
     def live_sink(self, include_metadata: bool) -> _WebSocketSink | None:
         if self.session.ws is None:
             return None
-        return _WebSocketSink(self.session, include_metadata)
+        return _WebSocketSink(self.session, include_metadata, self.offsets)
 
     async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
         self.task = None  # closing the session must not cancel the task doing it
@@ -209,12 +239,13 @@ class SocketIOConnection:
 class _WebSocketSink:
     """Live deliveries straight onto a websocket transport, as shared frames."""
 
-    __slots__ = ("session", "key", "include_metadata")
+    __slots__ = ("session", "key", "include_metadata", "offsets")
 
-    def __init__(self, session: EngineSession, include_metadata: bool) -> None:
+    def __init__(self, session: EngineSession, include_metadata: bool, offsets: bool) -> None:
         self.session = session
         self.include_metadata = include_metadata
-        self.key = ("ws", include_metadata)
+        self.offsets = offsets
+        self.key = ("ws", include_metadata, offsets)
 
     @property
     def writable(self) -> bool:
@@ -226,7 +257,19 @@ class _WebSocketSink:
             ws.write(delivery.encoded(self.key, self._encode))
 
     def _encode(self, messages: list[Message]) -> bytes:
-        return message_frames(messages, False, self.include_metadata)
+        return message_frames(messages, False, self.include_metadata, self.offsets)
+
+
+def wants_recovery(args: dict[str, Any], handshake: dict[str, str]) -> bool:
+    """Whether a client gets connection state recovery (a pid, offsets): the `recovery`
+    handshake key if given, else every client but python-socketio's, whose Engine.IO
+    handshake URL puts `transport` before `EIO`."""
+    if args.get("recovery") is not None:
+        return parse_bool(args["recovery"], "recovery")
+    keys = list(handshake)
+    return not (
+        "transport" in keys and "EIO" in keys and keys.index("transport") < keys.index("EIO")
+    )
 
 
 def _split_namespace(rest: str) -> tuple[str, str]:
