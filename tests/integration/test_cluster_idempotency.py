@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from httpkit import Api, assert_error, bearer
+from httpkit import Api, assert_error, bearer, messages_url
 from test_cluster import ENV, forget_cluster, two_nodes
 
 from backends import PG_DSN
@@ -40,7 +40,7 @@ async def publish(
     headers = {**bearer(token), "Idempotency-Key": key}
     async with server.client() as client:
         return await client.post(
-            f"/api/streams/{stream_id}/messages", json=body, headers=headers, timeout=timeout
+            messages_url(stream_id), json=body, headers=headers, timeout=timeout
         )
 
 

@@ -12,18 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from httpkit import Api, assert_error, bearer, open_client
+from httpkit import Api, assert_error, bearer, messages_url
 
-from server import Server, running_server
+from server import running_server
 from sioclient import connect_and_wait
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def api(server: Server) -> Any:
-    async with open_client(server) as client:
-        yield Api(server, client)
 
 
 async def publish(
@@ -32,7 +26,7 @@ async def publish(
     headers = bearer(secret)
     if key is not None:
         headers["Idempotency-Key"] = key  # type: ignore[assignment]  # bytes: sent as is
-    return await client.post(f"/api/streams/{stream_id}/messages", json=body, headers=headers)
+    return await client.post(messages_url(stream_id), json=body, headers=headers)
 
 
 def ids_of(response: httpx.Response) -> list[str]:
@@ -86,10 +80,10 @@ async def test_keys_are_scoped_to_their_stream_and_work_with_the_admin_key(api: 
     s1, token = await api.stream_and_token()
     s2 = (await api.create_stream())["id"]
     headers = {**api.admin, "Idempotency-Key": "shared"}
-    a = await api.client.post(f"/api/streams/{s1}/messages", json={"data": 1}, headers=headers)
-    b = await api.client.post(f"/api/streams/{s2}/messages", json={"data": 1}, headers=headers)
+    a = await api.client.post(messages_url(s1), json={"data": 1}, headers=headers)
+    b = await api.client.post(messages_url(s2), json={"data": 1}, headers=headers)
     assert ids_of(a) != ids_of(b)
-    again = await api.client.post(f"/api/streams/{s1}/messages", json={"data": 1}, headers=headers)
+    again = await api.client.post(messages_url(s1), json={"data": 1}, headers=headers)
     assert ids_of(again) == ids_of(a)
     assert await stored(api, s1, token) == [1]
 
