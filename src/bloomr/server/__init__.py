@@ -18,6 +18,7 @@ import uvicorn
 from ..app import Bloomr, build_asgi
 from ..backends import Unreachable
 from ..config import Settings, explicit_admin_key, load_admin_key
+from ..datadir_lock import DataDirInUse, lock_data_dir
 from .http import check_fast_path, publishing_http
 from .stop import DRAIN_SECONDS, StoppingServer, exit_now
 from .websocket import protocol_class
@@ -89,7 +90,24 @@ def _node(settings: Settings) -> Bloomr:
     return Bloomr(settings, key.value)
 
 
+def _lock(settings: Settings) -> None:
+    """Embedded: hold the data directory before anything in it is opened (a cluster
+    node has none). Its descriptor is never closed: the OS releases the lock when the
+    process ends, however it ends."""
+    if settings.cluster:
+        return
+    try:
+        lock_data_dir(settings.data_dir)
+    except DataDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        print(f"error: cannot lock {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
+    _lock(settings)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
