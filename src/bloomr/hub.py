@@ -169,6 +169,8 @@ class Hub:
         slot = (stream.id, key)
         while (ahead := self._keyed.get(slot)) is not None and not ahead.done():
             await asyncio.wait([ahead])  # never cancels it: its publisher is waiting too
+        if not self._tasks:  # stopped while it waited: no pipeline would take it
+            raise BloomrError("unavailable", "server is stopping")
         batch = AppendBatch(stream.id, drafts, stream.store_history, key, fingerprint(drafts))
         future = self._submit(batch)
         self._keyed[slot] = future

@@ -216,3 +216,17 @@ async def test_a_cancelled_keyed_publish_stays_in_progress_until_stored(hub: Hub
         retry = await hub.publish_once(stream, drafts("", 1), "key")
     [stored] = await hub.page(stream.id, "", None, None, 10)
     assert retry == [stored.id]
+
+
+async def test_keyed_publishes_waiting_when_the_hub_stops_are_answered(hub: Hub) -> None:
+    stream = Stream(id="hubtest022", name="k")
+    hub.add_backpressure(Gate())  # nothing gets stored: both stay in progress
+    first = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
+    second = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
+    await asyncio.sleep(0)  # the first queued, the second waiting behind it
+    await hub.stop()
+    async with asyncio.timeout(TIMEOUT):
+        for waiting in (first, second):
+            with pytest.raises(BloomrError) as stopped:
+                await waiting
+            assert stopped.value.code == "unavailable"
