@@ -17,12 +17,8 @@ from typing import Any
 from ..model import Message
 from ..redis_pubsub import Subscription
 from ..replay import ReplayStart
-from ..store.redis_history import (
-    RedisHistory,
-    bus_pattern,
-    decode_published,
-    stream_of_channel,
-)
+from ..store.redis_history import RedisHistory
+from ..store.redis_layout import bus_pattern, decode_published, stream_of_channel
 from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
 
 log = logging.getLogger("bloomr.broker.redis")
