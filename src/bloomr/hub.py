@@ -21,6 +21,7 @@ from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
+from .faults import as_error
 from .model import Draft, Message, Stream, now_ms
 from .replay import ReplayRequest
 from .replay_plan import ReplayPlan, plan_replay
@@ -194,10 +195,10 @@ class Hub:
                 try:
                     await self._commit(group)
                 except Exception as exc:  # keep publishing for everyone else
-                    log.exception("publish pipeline failed")
+                    error = as_error(exc, "the publish pipeline")
                     for pending in group:
                         if not pending.future.done():
-                            pending.future.set_exception(BloomrError("internal", str(exc)))
+                            pending.future.set_exception(error)
                 finally:
                     self._committing = False
 
@@ -246,6 +247,13 @@ class Hub:
                 delivery = Delivery(run)
                 for sub in subs:
                     sub.deliver(delivery)
+
+    def on_reset(self, stream_id: str, epoch: str) -> None:
+        """The stream's history was lost: every subscriber of it, on every channel, is
+        warned (`history_reset`) and goes on with the new history's messages."""
+        for subs in self._subs.get(stream_id, {}).values():
+            for sub in subs:
+                sub.reset(epoch)
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
@@ -314,7 +322,9 @@ class Hub:
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None
     ) -> ReplayPlan:
         """Read what `sub` must get before going live (call after `subscribe`)."""
-        return await plan_replay(self.broker, stream, sub.channel, request)
+        plan = await plan_replay(self.broker, stream, sub.channel, request)
+        sub.snapshot_epoch = plan.epoch if request is not None else None
+        return plan
 
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int

@@ -85,7 +85,10 @@ async def _stream(hub: Hub, sub: Subscription, plan: ReplayPlan) -> AsyncIterato
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            yield b"".join(_message(m, False) for m in batch)
+            for payload in sub.take_warnings():  # history_reset, where it falls
+                yield _named("warning", payload)
+            if batch:
+                yield b"".join(_message(m, False) for m in batch)
     except SubscriptionClosed as exc:
         yield _named("error", exc.error.payload())
     except SlowConsumer:
