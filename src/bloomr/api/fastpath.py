@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..auth import Principal, check_access
-from ..errors import BloomrError
+from ..faults import RETRY_AFTER_SECONDS, as_error
 from ..model import Draft, Message, Stream
 from .context import Context
 from .messages import parse_publish_body, publish_body, published_body
@@ -85,12 +85,10 @@ def _secret_of(headers: Headers, query_string: bytes) -> str | None:
 
 
 def _failure(exc: Exception) -> tuple[int, bytes]:
-    """The answer to a publish that failed with `exc` (call it in the `except` block: an
-    unexpected error is logged with its traceback and answered as `internal`)."""
-    if not isinstance(exc, BloomrError):
-        log.exception("publish failed")
-        exc = BloomrError("internal", "internal error")
-    return exc.status, orjson.dumps({"error": exc.payload()})
+    """The answer to a publish that failed with `exc` (an unexpected error is logged with
+    its traceback and answered as `internal`; a backend's failure as `unavailable`)."""
+    error = as_error(exc, "publish")
+    return error.status, orjson.dumps({"error": error.payload()})
 
 
 async def _body(receive: Receive) -> bytes | None:
@@ -105,7 +103,7 @@ async def _body(receive: Receive) -> bytes | None:
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *_retry_after(status)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -210,11 +208,15 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
 
     def _respond(self, status: int, body: bytes) -> None:
         head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
-        for name, value in (*self.server_state.default_headers, _JSON):
+        for name, value in (*self.server_state.default_headers, _JSON, *_retry_after(status)):
             head += (name, b": ", value, b"\r\n")
         head.append(b"content-length: %d\r\n\r\n" % len(body))
         self.transport.write(b"".join(head) + body)
         self.on_response_complete()  # uvicorn's bookkeeping: keep-alive, next request
+
+
+def _retry_after(status: int) -> list[tuple[bytes, bytes]]:
+    return [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)] if status == 503 else []
 
 
 def _declared_length(headers: Headers) -> int | None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
+from ..faults import BACKEND_TIMEOUT, guarded
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
@@ -73,6 +74,7 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
 
 
+@guarded
 class PostgresStore:
     """Implements MetadataStore, WebhookStore, LeaseStore and ScriptStatusStore in the
     schema `schema`, and keeps the cluster's admin key hash."""
@@ -89,6 +91,9 @@ class PostgresStore:
             min_size=_POOL_MIN,
             max_size=_POOL_MAX,
             server_settings={"search_path": self._schema},
+            # a database that is down or frozen is answered `unavailable` in seconds
+            timeout=BACKEND_TIMEOUT,
+            command_timeout=BACKEND_TIMEOUT,
         )
         try:
             await self._transaction(self._create_tables)
@@ -122,20 +127,30 @@ class PostgresStore:
     # went away), so a cancellation never lands between a write and its commit or
     # leaves a pooled connection mid-query.
 
+    # Waiting for a pooled connection is bounded too: with the database frozen, every
+    # connection of the pool is stuck in a query and the next caller would wait forever.
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        return list(await asyncio.shield(self.pool.fetch(sql, *args)))
+        return list(await self._on_connection(lambda conn: conn.fetch(sql, *args)))
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
-        return await asyncio.shield(self.pool.fetchval(sql, *args))
+        return await self._on_connection(lambda conn: conn.fetchval(sql, *args))
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        await asyncio.shield(self.pool.execute(sql, *args))
+        await self._on_connection(lambda conn: conn.execute(sql, *args))
+
+    async def _on_connection(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        return await asyncio.shield(self._with_connection(work))
+
+    async def _with_connection(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.pool.acquire(timeout=BACKEND_TIMEOUT) as conn:
+            return await work(conn)
 
     async def _transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         return await asyncio.shield(self._in_transaction(work))
 
     async def _in_transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire(timeout=BACKEND_TIMEOUT) as conn, conn.transaction():
             return await work(conn)
 
     # -- streams and tokens -----------------------------------------------------------

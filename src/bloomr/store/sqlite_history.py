@@ -5,6 +5,7 @@ A row of `messages` holds a run of a batch's messages of one channel (`runs.py`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -17,6 +18,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import BloomrError
+from ..faults import as_error, unavailable
 from ..model import Message, id_at, id_place, new_messages, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
 from .base import AppendBatch, ReplaySlice
@@ -87,8 +89,8 @@ def _append_sync(
         if batch.keep and messages:
             runs += runs_of(messages)
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute("BEGIN IMMEDIATE")
         _insert_runs(conn, runs)
         # a millisecond's first seq: an earlier batch of that millisecond already has it
         conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
@@ -98,10 +100,14 @@ def _append_sync(
             "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
             list(heads.items()),
         )
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does): a ROLLBACK then
+        # fails, and its error would hide the real one
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return ordered, heads
 
 
@@ -156,6 +162,8 @@ class SQLiteHistory(SQLiteDatabase):
     def try_append_now(
         self, batches: Sequence[AppendBatch]
     ) -> list[list[Message] | BloomrError] | None:
+        if not self.reserve.restore():  # the disk is full: what is left is for deletes
+            return _refused(batches, self.reserve.reason)
         count = sum(len(b.drafts) for b in batches)
         if count <= _INLINE_MESSAGES and not self._write_lock.locked():
             # No await from here to the end: nothing can cut in, and no shield (an extra
@@ -168,6 +176,8 @@ class SQLiteHistory(SQLiteDatabase):
         self, batches: Sequence[AppendBatch], count: int
     ) -> list[list[Message] | BloomrError]:
         async with self._write_lock:
+            if not self.reserve.restore():
+                return _refused(batches, self.reserve.reason)
             if count <= _INLINE_MESSAGES:
                 return self._append_now(batches, count)
             conn = self._conn_for_append()
@@ -177,7 +187,7 @@ class SQLiteHistory(SQLiteDatabase):
                     self._appender, call
                 )
             except Exception as exc:
-                return _failed(batches, exc)
+                return self._failed(batches, exc)
             return self._appended(ordered, heads, count)
 
     def _append_now(
@@ -187,8 +197,16 @@ class SQLiteHistory(SQLiteDatabase):
         try:
             ordered, heads = _append_sync(conn, batches, self._known_heads(batches))
         except Exception as exc:
-            return _failed(batches, exc)
+            return self._failed(batches, exc)
         return self._appended(ordered, heads, count)
+
+    def _failed(
+        self, batches: Sequence[AppendBatch], exc: Exception
+    ) -> list[list[Message] | BloomrError]:
+        """The whole group fails: no seq is consumed."""
+        self.noticed(exc)
+        error = as_error(exc, "storing messages")
+        return [error for _ in batches]
 
     def _conn_for_append(self) -> sqlite3.Connection:
         assert self._append_conn is not None, "store is not open"
@@ -282,6 +300,7 @@ class SQLiteHistory(SQLiteDatabase):
             for table in ("messages", "ticks", "heads"):
                 await conn.execute(f"DELETE FROM {table} WHERE stream_id = ?", (stream_id,))
             self._heads.pop(stream_id, None)
+        await self.reclaim()
 
     @_run_to_completion
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
@@ -294,7 +313,9 @@ class SQLiteHistory(SQLiteDatabase):
                 "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
                 (stream_id, _FOREVER),
             )
-            return removed
+        if removed:
+            await self.reclaim()
+        return removed
 
 
 class _Trim:
@@ -347,9 +368,8 @@ class _Trim:
         return int(next(iter(rows))[0])
 
 
-def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[list[Message] | BloomrError]:
-    """The whole group fails: no seq is consumed."""
-    error = BloomrError("internal", f"storing messages failed: {exc}")
+def _refused(batches: Sequence[AppendBatch], reason: str) -> list[list[Message] | BloomrError]:
+    error = unavailable(f"the disk is full ({reason}): publishes wait for room")
     return [error for _ in batches]
 
 
