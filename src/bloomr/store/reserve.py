@@ -79,6 +79,11 @@ class DiskReserve:
     def _make(self) -> None:
         if self._in_place():
             return
+        # room for the reserve and as much again: making it must not be what fills the
+        # disk (publishes would then fail and give it up again at once)
+        stat = os.statvfs(self.path.parent)
+        if self.full and stat.f_bavail * stat.f_frsize < 2 * self.size:
+            raise OSError(28, "still too little room for the reserve and for publishes")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             try:

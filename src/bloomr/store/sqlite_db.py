@@ -90,7 +90,20 @@ def _run_to_completion(
 
 
 # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
-_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+# auto_vacuum first: it takes only on a database not written yet (WAL mode writes it);
+# then space freed by trims and deletes can go back to the disk (`reclaim`), which is
+# what lets the reserve be made again after a full disk.
+_PRAGMAS = (
+    "auto_vacuum=INCREMENTAL",
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "busy_timeout=5000",
+    # a log grown by a burst shrinks back once checkpointed
+    "journal_size_limit=4194304",
+    # some builds (Debian's) zero every freed page: deleting a stream would write as
+    # much as it frees, which a full disk cannot take
+    "secure_delete=FAST",
+)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -142,9 +155,6 @@ class SQLiteDatabase:
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self._path)
-        # a new database only: space freed by trims and deletes can go back to the disk
-        # (`reclaim`), which is what lets the reserve be made again after a full disk
-        await self._writer.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await self._migrate(self._writer)
         self.reserve.restore(force=True)
         for _ in range(_READERS):
@@ -234,7 +244,8 @@ class SQLiteDatabase:
             try:
                 free = await _freelist(conn)
                 while free > 0:
-                    await conn.execute(f"PRAGMA incremental_vacuum({_RECLAIM_PAGES})")
+                    # stepped to its end: each step gives one page back
+                    await conn.execute_fetchall(f"PRAGMA incremental_vacuum({_RECLAIM_PAGES})")
                     await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     free, before = await _freelist(conn), free
                     if free >= before:

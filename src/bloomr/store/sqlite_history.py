@@ -36,6 +36,10 @@ _INLINE_MESSAGES = 64
 # milliseconds the event loop must not wait for): a connection of its own does, on
 # its own thread, once this many messages have been appended since the last one.
 _CHECKPOINT_EVERY = 2_000
+# ... or once this many bytes of messages were: big messages would otherwise grow the
+# log by megabytes between checkpoints, and a log can only shrink once its content fits
+# in the database file (on a full disk, it never would)
+_CHECKPOINT_BYTES = 1 << 20
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -124,6 +128,7 @@ class SQLiteHistory(SQLiteDatabase):
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Future[None] | None = None
         self._since_checkpoint = 0
+        self._since_checkpoint_bytes = 0
 
     async def open(self) -> None:
         await super().open()
@@ -216,18 +221,22 @@ class SQLiteHistory(SQLiteDatabase):
         self, ordered: list[list[Message]], heads: dict[str, int], count: int
     ) -> list[list[Message] | BloomrError]:
         self._heads.update(heads)
-        self._checkpoint_after(count)
+        self._checkpoint_after(count, sum(m.size for batch in ordered for m in batch))
         return list(ordered)
 
-    def _checkpoint_after(self, appended: int) -> None:
+    def _checkpoint_after(self, appended: int, size: int) -> None:
         self._since_checkpoint += appended
-        if self._since_checkpoint < _CHECKPOINT_EVERY:
+        self._since_checkpoint_bytes += size
+        if (
+            self._since_checkpoint < _CHECKPOINT_EVERY
+            and self._since_checkpoint_bytes < _CHECKPOINT_BYTES
+        ):
             return
         if self._checkpoint_task is not None and not self._checkpoint_task.done():
             return
         conn = self._checkpoint_conn
         assert conn is not None, "store is not open"
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._since_checkpoint_bytes = 0
         loop = asyncio.get_running_loop()
         self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
 
