@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from faultkit import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 
 from server import Server, running_server
-from sioclient import Recorder, connect_and_wait, refused
+from sioclient import Recorder, connect_and_wait, poll_messages, refused
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,6 +120,18 @@ def reset_warnings_at(client: Recorder) -> list[int]:
     return at
 
 
+async def stored_ids(srv: Server, stream_id: str, token: str) -> list[str]:
+    """What HTTP polling gets of the stream's history."""
+    page = await poll_messages(srv, stream_id, token, limit=10000)
+    return [m["id"] for m in page["messages"]]
+
+
+def acked_are_stored(stored: list[str], acked: list[str]) -> bool:
+    """Every acknowledged id is stored, in order (a publish answered 503 may be too)."""
+    kept = set(acked)
+    return [i for i in stored if i in kept] == acked
+
+
 async def refused_in_time(url: str) -> dict[str, Any]:
     """A socket connecting now gets `error` then a disconnect, within ANSWER_WITHIN."""
     started = time.monotonic()
@@ -140,6 +153,56 @@ async def close_all(clients: list[Recorder]) -> None:
         await client.close()
 
 
+class SseReader:
+    """A live server-sent events client: message ids, and where `history_reset` came."""
+
+    def __init__(self, srv: Server, stream_id: str, token: str) -> None:
+        self.srv, self.stream_id, self.token = srv, stream_id, token
+        self.ids: list[str] = []
+        self.reset_at: list[int] = []
+        self._changed = asyncio.Event()
+        self._live = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._live.wait(), 10)
+
+    async def _read(self) -> None:
+        path = f"/api/streams/{self.stream_id}/events"
+        async with (
+            self.srv.client() as http,
+            http.stream("GET", path, params={"token": self.token}) as response,
+        ):
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    self._on(event, json.loads(line[len("data: ") :]))
+
+    def _on(self, event: str, data: Any) -> None:
+        if event == "replay_end":
+            self._live.set()
+        elif event == "message":
+            self.ids.append(data["id"])
+        elif event == "warning" and data["code"] == "history_reset":
+            self.reset_at.append(len(self.ids))
+        self._changed.set()
+
+    async def until(self, predicate: Any, timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 # -- Redis loses its history ------------------------------------------------------------------
 
 
@@ -149,6 +212,8 @@ async def test_a_flushed_redis_is_noticed_and_every_new_message_arrives(
     a, b = nodes
     stream_id, token = await a.stream_and_token()
     clients = await subscribers(nodes, stream_id, token)
+    sse = SseReader(b, stream_id, token)
+    await sse.start()
     try:
         async with a.client() as http_a, b.client() as http_b:
             old: list[str] = []
@@ -167,6 +232,9 @@ async def test_a_flushed_redis_is_noticed_and_every_new_message_arrives(
                 assert ids(client) == old + new, client.summary()  # none stalled, none lost
                 assert reset_warnings_at(client) == [30]  # warned once, where it happened
                 assert client.errors == [] and not client.disconnected
+            await sse.until(lambda: len(sse.ids) >= 130)
+            assert sse.ids == old + new  # SSE too: warned at the reset, nothing lost
+            assert sse.reset_at == [30]
 
             # old ids are not held any more
             r = await http_b.get(
@@ -184,6 +252,7 @@ async def test_a_flushed_redis_is_noticed_and_every_new_message_arrives(
             finally:
                 await late.close()
     finally:
+        await sse.stop()
         await close_all(clients)
 
 
@@ -261,6 +330,7 @@ async def test_a_frozen_redis_is_answered_in_time_and_loses_nothing(
                 assert [i for i in got if i in set(acked)] == acked  # all, in order
                 assert len(got) == len(set(got))  # none twice
                 assert reset_warnings_at(client) == []
+            assert acked_are_stored(await stored_ids(b, stream_id, token), acked)
     finally:
         await close_all(clients)
 
@@ -307,5 +377,6 @@ async def test_postgresql_stopped_503_seen_tokens_still_work_then_recovery(
         acked += r.json()["ids"]
         await watcher.wait_until(lambda: len(watcher.messages) >= len(acked), timeout=10)
         assert ids(watcher) == acked
+        assert await stored_ids(b, stream_id, token) == acked  # and polls get them all
         assert watcher.errors == [] and not watcher.disconnected
         await watcher.close()
