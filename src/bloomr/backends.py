@@ -121,7 +121,7 @@ def cluster(settings: Settings) -> Backends:
             ("Redis", settings.redis_url, ping_redis),
         ],
         closes=[history.close, pg.close],
-        probes={"postgresql": pg.ping, "redis": probe_redis},
+        probes={"postgresql": pg.check_writable, "redis": probe_redis},
         claim_admin_hash=pg.claim_admin_key_hash,
     )
 

@@ -42,6 +42,9 @@ _TABLES = (
     # the cluster's generated admin key, as its sha256 only (one row)
     "CREATE TABLE IF NOT EXISTS admin_key ("
     " id int PRIMARY KEY CHECK (id = 1), key_hash text NOT NULL)",
+    # /healthz writes here: a database that answers but cannot write is not healthy
+    "CREATE TABLE IF NOT EXISTS health ("
+    " id int PRIMARY KEY CHECK (id = 1), checked_at timestamptz NOT NULL)",
 )
 _SELECT_WEBHOOKS = (
     "SELECT w.doc, w.state, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) "
@@ -325,3 +328,10 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._fetchval("SELECT 1")
+
+    async def check_writable(self) -> None:
+        """A tiny write, committed (what /healthz asks)."""
+        await self._execute(
+            "INSERT INTO health (id, checked_at) VALUES (1, now()) "
+            "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+        )
