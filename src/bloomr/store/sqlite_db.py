@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 
-from ..faults import SQLITE_FULL, sqlite_code
+from ..faults import SQLITE_FULL, sqlite_code, unavailable
 from .reserve import DiskReserve
 
 _SCHEMA = """
@@ -226,10 +226,11 @@ class SQLiteDatabase:
             self.reserve.release(str(exc))
 
     async def check_writable(self) -> None:
-        """Raise (`unavailable` once guarded) unless a write can be stored now: the disk
-        is not full (the reserve is in place) and a tiny write commits."""
+        """Raise `unavailable` (once guarded, for a failing write too) unless a write can
+        be stored now: the disk is not full (the reserve is in place) and a tiny write
+        commits."""
         if not self.reserve.restore():
-            raise sqlite3.OperationalError(f"database or disk is full ({self.reserve.reason})")
+            raise unavailable(f"the disk is full ({self.reserve.reason})")
         sql = "INSERT OR REPLACE INTO health (id, checked_ms) VALUES (1, ?)"
         await self._write(sql, (int(time.time() * 1000),))
 
