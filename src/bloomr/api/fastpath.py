@@ -13,7 +13,6 @@ HTTP plumbing differs.
 from __future__ import annotations
 
 import http
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,8 +29,6 @@ from ..faults import RETRY_AFTER_SECONDS, as_error
 from ..model import Draft, Message, Stream
 from .context import Context
 from .messages import parse_publish_body, publish_body, published_body
-
-log = logging.getLogger("bloomr.api")
 
 _PUBLISH_PATH = re.compile(r"/api/streams/([^/]+)/messages/?")
 _JSON = (b"content-type", b"application/json")
