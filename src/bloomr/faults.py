@@ -24,6 +24,10 @@ RETRY_AFTER_SECONDS = 1  # what a 503 tells a client to wait before trying again
 # How long a call to Redis or PostgreSQL may take: a frozen backend must be answered
 # (503) well within the 5 s a connecting socket may wait for its answer.
 BACKEND_TIMEOUT = 3.0
+# How long an HTTP publish may wait for its turn at the store (behind a call to a frozen
+# store, or while the webhook outboxes push back) before it is withdrawn, unstored, as
+# `unavailable`: with BACKEND_TIMEOUT, a publish is answered within 5 s.
+PUBLISH_QUEUE_WAIT = 2.0
 
 # SQLite's primary result codes that mean "the storage", not "the statement": busy,
 # locked, out of memory, read-only, I/O error, can't open, disk full

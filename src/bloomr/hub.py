@@ -21,7 +21,7 @@ from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
-from .faults import as_error
+from .faults import as_error, unavailable
 from .model import Draft, Message, Stream, now_ms
 from .replay import ReplayRequest
 from .replay_plan import ReplayPlan, plan_replay
@@ -62,7 +62,7 @@ class Backpressure(Protocol):
         ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # found in the queue by identity
 class _Pending:
     batch: AppendBatch
     future: asyncio.Future[list[Message]]
@@ -151,13 +151,28 @@ class Hub:
 
     # -- publish ----------------------------------------------------------------------
 
-    async def publish(self, stream: Stream, drafts: list[Draft]) -> list[Message]:
+    async def publish(
+        self, stream: Stream, drafts: list[Draft], queue_wait: float | None = None
+    ) -> list[Message]:
         """Store the drafts as one contiguous batch, then fan them out. Returns once they
-        are durable."""
+        are durable. With `queue_wait`, a publish not yet handed to the store after that
+        many seconds (the store is frozen, or pushes back) is withdrawn, nothing stored,
+        and fails `unavailable`: an HTTP client is answered in time, where a script's
+        output rather waits."""
         future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(AppendBatch(stream.id, drafts, stream.store_history), future))
+        pending = _Pending(AppendBatch(stream.id, drafts, stream.store_history), future)
+        self._queue.append(pending)
         self._wakeup.set()
-        return await future
+        if queue_wait is None:
+            return await future
+        try:
+            async with asyncio.timeout(queue_wait):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if pending not in self._queue:
+                return await future  # in the store's hands: its own timeouts answer
+            self._queue.remove(pending)
+            raise unavailable("the store is not taking publishes now; nothing was stored") from None
 
     @property
     def publishes_on_the_spot(self) -> bool:

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..auth import Principal, check_access
-from ..faults import RETRY_AFTER_SECONDS, as_error
+from ..faults import PUBLISH_QUEUE_WAIT, RETRY_AFTER_SECONDS, as_error
 from ..model import Draft, Message, Stream
 from .context import Context
 from .messages import parse_publish_body, publish_body, published_body
@@ -52,7 +52,8 @@ class FastPublish:
         try:
             handed: _Request | None = scope.get(_HANDED_OVER)
             if handed is not None:  # authorized and parsed already, in PublishingHttp
-                messages = await self.ctx.hub.publish(handed.stream, handed.drafts)
+                hub, wait = self.ctx.hub, PUBLISH_QUEUE_WAIT
+                messages = await hub.publish(handed.stream, handed.drafts, wait)
                 await _respond(send, 201, published_body(messages))
                 return
             caller = await self.ctx.auth.identify(_secret(scope))

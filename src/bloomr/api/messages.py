@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
+from ..faults import PUBLISH_QUEUE_WAIT
 from ..hub import Hub
 from ..model import (
     DEFAULT_CHANNEL,
@@ -91,7 +92,7 @@ async def publish_body(ctx: Context, caller: Principal, stream_id: str, raw: byt
     `api/fastpath.py`: authorize, parse, store and fan out; the 201 body."""
     stream = await _authorized_stream(ctx, caller, stream_id, "publish")
     drafts = parse_publish_body(raw)
-    messages = await ctx.hub.publish(stream, drafts) if drafts else []
+    messages = await ctx.hub.publish(stream, drafts, PUBLISH_QUEUE_WAIT) if drafts else []
     return published_body(messages)
 
 
