@@ -43,10 +43,16 @@ class Sequencer:
 
     def __init__(self) -> None:
         self.last: dict[str, tuple[str, int]] = {}
+        self._retired: dict[str, set[str]] = {}  # epochs a stream's history left behind
 
     def epoch(self, stream_id: str) -> str | None:
         state = self.last.get(stream_id)
         return None if state is None else state[0]
+
+    def is_retired(self, stream_id: str, epoch: str) -> bool:
+        """Whether `epoch` is one the stream's history already left (a late or repeated
+        publish of a lost history: nothing to deliver, nothing to reset)."""
+        return epoch in self._retired.get(stream_id, ())
 
     def is_reset(self, stream_id: str, epoch: str) -> bool:
         """Whether `epoch` says the stream's history was lost since what was delivered
@@ -56,6 +62,9 @@ class Sequencer:
 
     def reset(self, stream_id: str, epoch: str) -> None:
         """The history began again in `epoch`: nothing of it was delivered yet."""
+        known = self.epoch(stream_id)
+        if known:
+            self._retired.setdefault(stream_id, set()).add(known)
         self.last[stream_id] = (epoch, 0)
 
     def fresh(self, stream_id: str, messages: list[Message]) -> list[Message]:
@@ -78,6 +87,7 @@ class Sequencer:
     def forget(self, stream_id: str) -> None:
         """A dropped stream starts again at seq 1."""
         self.last.pop(stream_id, None)
+        self._retired.pop(stream_id, None)
 
 
 class RedisBroker:
@@ -172,7 +182,7 @@ class RedisBroker:
     async def _deliver(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         """Give the handler what it has not had of `messages`, after whatever it
         missed before them (read from the history)."""
-        if not messages:
+        if not messages or self.sequencer.is_retired(stream_id, epoch):
             return
         if self.sequencer.is_reset(stream_id, epoch):
             self._reset(stream_id, epoch)

@@ -389,6 +389,7 @@ def test_sequencer_sees_a_new_epoch_as_a_reset() -> None:
     seq.reset(S1, "e2")
     assert [m.seq for m in seq.fresh(S1, msgs(1, 2))] == [1, 2]  # not taken for repeats
     assert seq.gap(S1, 3) == 0  # fill the new epoch from its start
+    assert seq.is_retired(S1, "e1") and not seq.is_retired(S1, "e2")  # e1 is no reset
 
 
 # -- a history lost behind bloomr's back -------------------------------------------------------
