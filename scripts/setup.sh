@@ -25,4 +25,19 @@ if [ "${1:-}" = "--with-node" ]; then
     exit 1
   fi
   (cd tests/node && npm ci --no-audit --no-fund --silent)
+  # nginx from the distribution, for the load-balancer test (deploy/nginx.conf)
+  if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      log=$(mktemp)
+      if ! { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nginx
+      } >"$log" 2>&1; then
+        cat "$log" >&2
+        exit 1
+      fi
+      rm -f "$log"
+    else
+      echo "nginx is needed for tests/integration/test_nginx.py: install it (apt-get install nginx)" >&2
+    fi
+  fi
 fi

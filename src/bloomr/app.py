@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -22,7 +23,6 @@ from .backends import Backends, for_settings
 from .config import Settings, new_admin_key
 from .control import Control
 from .dashboard import Dashboard
-from .gateway import Gateway, build_gateway
 from .hub import Hub, Limits
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
@@ -30,6 +30,7 @@ from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
 from .streams import Streams
+from .transports import Transports, build_transports
 from .webhooks.manager import WebhookManager
 
 log = logging.getLogger("bloomr")
@@ -50,7 +51,7 @@ class Bloomr:
     trimmer: Trimmer = field(init=False)
     streams: Streams = field(init=False)
     auth: Authenticator = field(init=False)
-    gateway: Gateway = field(init=False)
+    transports: Transports = field(init=False)
     scripts: ScriptManager = field(init=False)
     webhook_store: WebhookStore = field(init=False)
     webhooks: WebhookManager = field(init=False)
@@ -59,6 +60,7 @@ class Bloomr:
     ctx: Context = field(init=False)
     generated_admin_key: str | None = field(init=False, default=None)
     _connected: bool = field(init=False, default=False)
+    _scripts_closed: asyncio.Future[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -75,7 +77,7 @@ class Bloomr:
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked)
-        self.gateway = build_gateway(s.gateway, self.hub, self.streams, self.auth, s.cors_origins)
+        self.transports = build_transports(self.hub, self.streams, self.auth, s)
         self.scripts = ScriptManager(
             self.hub, self.streams, self.control, b.meta, b.leases, b.script_status,
             s.script_grace,
@@ -112,13 +114,13 @@ class Bloomr:
                 "bloomr_publish_batches": ("Publish batches", lambda: counters.publish_batches),
                 "bloomr_slow_consumers": (
                     "Subscribers cut off for falling behind",
-                    lambda: hub.slow_consumers,
+                    lambda: hub.subscribers.slow_consumers,
                 ),
             },
             gauges={
                 "bloomr_subscriptions": (
                     "Live subscribers (Socket.IO, SSE, long polls)",
-                    lambda: hub.subscription_count,
+                    lambda: hub.subscribers.count,
                 ),
                 "bloomr_scripts_running": (
                     "Scripts running or waiting to restart",
@@ -153,10 +155,20 @@ class Bloomr:
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
+    def begin_stop(self) -> None:
+        """The server accepts no one new: stop the scripts now, alongside the rest of
+        the stop (their last output still reaches the store), and end the long polls."""
+        self.ctx.stopping.set()
+        if self._scripts_closed is None:
+            self._scripts_closed = asyncio.ensure_future(self.scripts.close())
+
     async def stop(self) -> None:
         """Stop taking work, end sessions, flush, close the store."""
-        await self.scripts.close()  # their last output still reaches the store
-        await self.gateway.close()
+        self.begin_stop()
+        assert self._scripts_closed is not None
+        await self._scripts_closed
+        self._scripts_closed = None
+        await self.transports.close()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.backends.leases.stop()
         await self.trimmer.stop()
@@ -175,21 +187,32 @@ class Bloomr:
 
 
 def build_asgi(node: Bloomr) -> Any:
-    """`/socket.io/` goes to the gateway, the dashboard's files to it, everything else
-    to the HTTP API (behind CORS, outside everything that answers by hand)."""
-    limited = BodyLimit(
-        FastPublish(build_api(node.ctx, node.webhooks), node.ctx), node.settings.max_body_bytes
-    )
-    api = Dashboard(Cors(limited, node.settings.admin_cors_origins))
-    sio = node.gateway.asgi_app()
+    """A transport's paths go to it (`transports/`), the dashboard's files to it,
+    everything else to the HTTP API; all behind the CORS layer (outside everything that
+    answers by hand) but for the transports that answer CORS themselves. (Websockets
+    never get here: the server's websocket protocol takes them.)"""
+    transports = node.transports
+    fastapi = build_api(node.ctx, node.webhooks, transports.openapi())
+    api = BodyLimit(FastPublish(fastapi, node.ctx), node.settings.max_body_bytes)
+
+    async def routed(scope: Scope, receive: Receive, send: Send) -> None:
+        transport = transports.for_http(scope["path"])
+        if transport is not None:
+            await transport.http(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    front = Dashboard(Cors(routed, node.settings.admin_cors_origins))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(node, receive, send)
-        elif scope["path"].startswith("/socket.io"):
-            await sio(scope, receive, send)
+            return
+        transport = transports.for_http(scope["path"])
+        if transport is not None and transport.answers_cors:
+            await transport.http(scope, receive, send)
         else:
-            await api(scope, receive, send)
+            await front(scope, receive, send)
 
     return app
 

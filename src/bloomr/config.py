@@ -7,10 +7,6 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-GatewayName = Literal["native", "python-socketio"]
-GATEWAYS: tuple[GatewayName, ...] = ("native", "python-socketio")
 
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -37,13 +33,6 @@ def _env_bool(name: str) -> bool:
 def _env_list(name: str) -> tuple[str, ...]:
     """A comma-separated environment variable, as its non-empty items."""
     return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
-
-
-def _env_gateway() -> GatewayName:
-    value = os.environ.get("BLOOMR_GATEWAY") or "native"
-    if value not in GATEWAYS:
-        raise ValueError(f"BLOOMR_GATEWAY must be one of {', '.join(GATEWAYS)}")
-    return value  # type: ignore[return-value]
 
 
 def check_cluster_name(name: str) -> str:
@@ -82,7 +71,6 @@ class Settings:
     admin_cors_origins: tuple[str, ...] = field(
         default_factory=lambda: _env_list("BLOOMR_CORS_ORIGINS")
     )
-    gateway: GatewayName = field(default_factory=lambda: _env_gateway())
     # webhooks may call loopback, private and link-local addresses (tests, private nets)
     webhook_allow_private: bool = field(
         default_factory=lambda: _env_bool("BLOOMR_WEBHOOK_ALLOW_PRIVATE")

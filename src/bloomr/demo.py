@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from .app import Bloomr
 from .model import (
@@ -19,6 +21,7 @@ from .model import (
 )
 
 DEMO_NAME = "demo"
+DEMO_TOKEN_FILE = "demo.token"  # in the data dir, mode 0600
 
 SNIPPET = """\
 // paste into a file demo.mjs, then: npm install socket.io-client && node demo.mjs
@@ -59,16 +62,47 @@ async def _demo_stream(node: Bloomr) -> Stream:
 
 
 async def _demo_token(node: Bloomr, stream: Stream) -> str:
+    """The secret of the demo token: the one of the previous start while it still works
+    for the demo stream, so restarts do not pile tokens up (embedded mode keeps it in
+    the data dir; a cluster node has none and mints one per start)."""
+    path = None if node.settings.cluster else node.settings.data_dir / DEMO_TOKEN_FILE
+    if path is not None and (secret := _read_secret(path)):
+        token = await node.store.get_token_by_hash(hash_secret(secret))
+        if token is not None and token.allows_stream(stream.id) and not token.expired():
+            return secret
+    secret = await _mint_token(node, stream)
+    if path is not None:
+        _write_secret(path, secret)
+    return secret
+
+
+async def _mint_token(node: Bloomr, stream: Stream) -> str:
     secret = new_token_secret()
     token = Token(
         id=new_token_id(),
-        name="demo",
+        name=DEMO_NAME,
         secret_hash=hash_secret(secret),
         streams=[stream.id],
         scopes=["subscribe"],
     )
     await node.store.create_token(token)
     return secret
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    """Mode 0600 from the start, replaced whole: a reader never sees half a secret."""
+    staging = path.with_name(path.name + ".new")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(secret + "\n")
+    os.replace(staging, path)
 
 
 async def _tick(node: Bloomr, stream: Stream) -> None:

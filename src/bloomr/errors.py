@@ -35,6 +35,7 @@ WARNING_CODES = frozenset(
         "slow_consumer",
         "recovery_failed",
         "history_reset",
+        "shutting_down",
     }
 )
 

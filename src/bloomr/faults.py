@@ -91,6 +91,12 @@ def as_error(exc: BaseException, what: str) -> BloomrError:
     return BloomrError("internal", f"{what} failed")
 
 
+def retry_after(status: int) -> list[tuple[bytes, bytes]]:
+    """The `Retry-After` header of a 503 (raw, for ASGI and protocol writers; nothing for
+    another status): the backend is expected back by itself."""
+    return [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)] if status == 503 else []
+
+
 def unavailable(message: str) -> BloomrError:
     return BloomrError("unavailable", message)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from .activity import Activity
@@ -22,11 +20,12 @@ from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
 from .faults import as_error, unavailable
-from .model import Draft, Message, Stream, now_ms
-from .replay import ReplayRequest
-from .replay_plan import ReplayPlan, plan_replay
+from .model import Draft, Message, Stream
+from .replay import AfterId, AfterSeq, ReplayRequest
+from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
 from .store.base import AppendBatch
-from .subscription import Delivery, Subscription
+from .subscribers import Subscribers
+from .subscription import Subscription
 
 log = logging.getLogger("bloomr.hub")
 
@@ -81,17 +80,15 @@ class Hub:
         control.watch(self.on_control)  # first: sessions end before anything else reacts
         self.limits = limits or Limits()
         self._deleted: set[str] = set()  # streams deleted while this node runs
-        self._subs: dict[str, dict[str, set[Subscription]]] = {}
+        self.subscribers = Subscribers(
+            self.limits.backlog_messages, self.limits.backlog_bytes, revoked_tokens
+        )
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
         self._pressure: list[Backpressure] = []
-        self.slow_consumers = 0  # subscribers cut off so far
-        # tokens revoked while this node runs (kept by the streams service): a session
-        # that authenticated just before the revocation arrived must not outlive it
-        self.revoked_tokens = revoked_tokens
         self.activity = Activity()  # rate and last message per stream, for the dashboard
 
     def add_listener(self, listener: HubListener) -> None:
@@ -136,7 +133,7 @@ class Hub:
             if not pending.future.done():
                 pending.future.set_exception(BloomrError("unavailable", "server is stopping"))
         self._queue.clear()
-        for sub in list(self._all_subscriptions()):
+        for sub in self.subscribers.all():
             sub.close(BloomrError("unavailable", "server is stopping"))
         await self.broker.stop()
 
@@ -253,36 +250,26 @@ class Hub:
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
         self.activity.record(stream_id, messages)
-        channels = self._subs.get(stream_id)
-        if not channels:
-            return
-        for channel, run in _by_channel(messages):
-            subs = channels.get(channel)
-            if subs:
-                delivery = Delivery(run)
-                for sub in subs:
-                    sub.deliver(delivery)
+        self.subscribers.deliver(stream_id, messages)
 
     def on_reset(self, stream_id: str, epoch: str) -> None:
         """The stream's history was lost: every subscriber of it, on every channel, is
         warned (`history_reset`) and goes on with the new history's messages."""
-        for subs in self._subs.get(stream_id, {}).values():
-            for sub in subs:
-                sub.reset(epoch)
+        for sub in list(self.subscribers.of_stream(stream_id)):
+            sub.reset(epoch)
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
             error = BloomrError("token_revoked", "the token was revoked")
-            for sub in self._all_subscriptions():
+            for sub in self.subscribers.all():
                 if sub.token_id == event.target:
                     sub.close(error)
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
             self.activity.forget(event.target)
             error = BloomrError("stream_deleted", "the stream was deleted")
-            for subs in self._subs.get(event.target, {}).values():
-                for sub in subs:
-                    sub.close(error)
+            for sub in self.subscribers.of_stream(event.target):
+                sub.close(error)
 
     # -- subscribe --------------------------------------------------------------------
 
@@ -290,48 +277,11 @@ class Hub:
         self, stream_id: str, channel: str, token_id: str | None, expires_at: str | None = None
     ) -> Subscription:
         """Register a subscriber; it holds live messages until `go_live`."""
-        sub = Subscription(
-            stream_id,
-            channel,
-            token_id,
-            max_messages=self.limits.backlog_messages,
-            max_bytes=self.limits.backlog_bytes,
-        )
-        self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
-        if token_id is not None and token_id in self.revoked_tokens:
-            sub.close(BloomrError("token_revoked", "the token was revoked"))
-        if expires_at is not None:
-            self._expire_later(sub, expires_at)
-        return sub
-
-    def occupancy(self, stream_id: str) -> dict[str, int]:
-        """Live subscribers of a stream on this node (every transport), by channel."""
-        return {channel: len(subs) for channel, subs in self._subs.get(stream_id, {}).items()}
-
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(subs) for channels in self._subs.values() for subs in channels.values())
+        return self.subscribers.add(stream_id, channel, token_id, expires_at)
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscriber (calling it again is harmless)."""
-        if sub.expiry is not None:
-            sub.expiry.cancel()
-        channels = self._subs.get(sub.stream_id, {})
-        subs = channels.get(sub.channel)
-        if subs is None or sub not in subs:
-            return
-        subs.remove(sub)
-        if sub.overflowed:
-            self.slow_consumers += 1
-        if not subs:
-            del channels[sub.channel]
-            if not channels:
-                del self._subs[sub.stream_id]
-
-    def _expire_later(self, sub: Subscription, expires_at: str) -> None:
-        delay = datetime.fromisoformat(expires_at).timestamp() * 1000 - now_ms()
-        error = BloomrError("unauthorized", "the token expired")
-        sub.expiry = asyncio.get_running_loop().call_later(max(delay, 0) / 1000, sub.close, error)
+        self.subscribers.remove(sub)
 
     async def plan_replay(
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None
@@ -341,25 +291,19 @@ class Hub:
         sub.snapshot_epoch = plan.epoch if request is not None else None
         return plan
 
+    async def plan_resume(
+        self, stream: Stream, channel: str, start: AfterId | AfterSeq
+    ) -> ReplayPlan | RecoveryFailed:
+        """What a reconnecting subscriber missed after its resume point (call after
+        `subscribe`), or why it cannot be told exactly."""
+        return await plan_resume(self.broker, stream, channel, start)
+
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and history epoch now (`Broker.head`)."""
+        return await self.broker.head(stream_id)
+
     async def page(
         self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
     ) -> list[Message]:
         """A page of a channel's history, oldest first (HTTP polling): `Broker.page`."""
         return await self.broker.page(stream_id, channel, after_id, since_ms, limit)
-
-    def _all_subscriptions(self) -> Iterator[Subscription]:
-        for channels in self._subs.values():
-            for subs in channels.values():
-                yield from subs
-
-
-def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
-    """Each channel's messages, in order (one channel in the common case). A subscriber
-    hears one channel, so how channels interleave means nothing to it."""
-    channel = messages[0].channel
-    if all(m.channel == channel for m in messages):
-        return [(channel, messages)]
-    runs: dict[str, list[Message]] = {}
-    for message in messages:
-        runs.setdefault(message.channel, []).append(message)
-    return list(runs.items())

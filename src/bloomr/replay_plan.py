@@ -2,7 +2,7 @@
 the same snapshot (where live delivery takes over), and notices about the replay.
 
 Notices are plain values; each transport turns them into its `warning` payloads at its
-edge (`gateway/notices.py`). Pure but for the one broker read."""
+edge (`transports/notices.py`). Pure but for the one broker read."""
 
 from __future__ import annotations
 
@@ -57,12 +57,11 @@ Notice = LimitCapped | Truncated | UnknownId | HistoryDisabled | RecoveryFailed
 @dataclass(frozen=True, slots=True)
 class Backfill:
     """Messages to send before the replayed ones, read page by page: those of the
-    channel after `after_id` (None: from the start) and after seq `after_seq`, up to
-    `until_id` (excluded)."""
+    channel after `after_id` (None: from the start) with after_seq < seq < until_seq."""
 
     after_id: str | None
     after_seq: int
-    until_id: str
+    until_seq: int
 
 
 @dataclass(slots=True)
@@ -113,5 +112,5 @@ async def plan_resume(
     plan = ReplayPlan(messages=found.messages, head_seq=found.head_seq, epoch=found.epoch)
     if found.matched > len(found.messages) and found.messages:
         after_seq = start.seq if isinstance(start, AfterSeq) else 0
-        plan.backfill = Backfill(found.backfill_after_id, after_seq, found.messages[0].id)
+        plan.backfill = Backfill(found.backfill_after_id, after_seq, found.messages[0].seq)
     return plan

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from .replay import AfterId, AfterSeq, parse_message_id
+
 _MAC_LEN = 16  # bytes of HMAC-SHA256 kept: forging one takes 2**128 tries
 
 
@@ -64,3 +66,21 @@ class PidSigner:
         except (orjson.JSONDecodeError, ValueError, TypeError):
             return None
         return ResumePoint(stream, channel, token, epoch, seq)
+
+
+def resume_start(
+    point: ResumePoint | None, stream: str, channel: str, token: str | None, offset: object
+) -> AfterId | AfterSeq | str:
+    """Where a reconnecting client resumes: after its offset (the id of the last message
+    it got), or after the point its previous connection went live; or why it cannot
+    (a `recovery_failed` reason)."""
+    if point is None:
+        return "invalid_pid"
+    if (point.stream, point.channel, point.token) != (stream, channel, token):
+        return "another_stream_channel_or_token"
+    if offset is None or offset == "":
+        return AfterSeq(point.seq, point.epoch)
+    message_id = parse_message_id(offset) if isinstance(offset, str) else None
+    if message_id is None:
+        return "invalid_offset"
+    return AfterId(message_id)

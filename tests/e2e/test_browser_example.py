@@ -63,7 +63,6 @@ def test_live_output_resumes_after_a_drop(page: Page, tmp_path: Path) -> None:
             assert lines(page) == [str(i) for i in range(11)]  # no gap, no duplicate
 
 
-@pytest.mark.xfail(strict=True, reason="needs connection state recovery")
 def test_the_session_is_recovered_after_a_drop(page: Page, tmp_path: Path) -> None:
     """SPEC §2 "Resume after a drop": socket.io-client's connection state recovery works
     after a restart of bloomr, and `socket.recovered` is true (the page says "resumed")."""

@@ -162,9 +162,11 @@ def test_tail_resumes_exactly_after_a_restart(context: Any, tmp_path: Any) -> No
         publish(first, stream["id"], [{"data": i} for i in range(5)])
         expect(page.get_by_role("list", name="Messages").get_by_role("listitem")).to_have_count(5)
     expect(page.get_by_role("status")).to_have_text("Connection lost: reconnecting…")
+    warned = page.get_by_role("list", name="Messages").locator("li.warning")
+    expect(warned).to_have_count(1)  # shutting_down: the tail says why it reconnects
     with running_server(*args, data_dir=tmp_path) as second:
         publish(second, stream["id"], [{"data": i} for i in range(5, 10)])
-        items = page.get_by_role("list", name="Messages").get_by_role("listitem")
+        items = page.get_by_role("list", name="Messages").locator("li:not(.warning)")
         expect(items).to_have_text([str(i) for i in range(10)])  # no gap, no duplicate
         publish(second, stream["id"], {"data": 10})
         expect(items).to_have_count(11)

@@ -113,3 +113,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10) 
     while not await check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+def messages_url(stream_id: str) -> str:
+    return f"/api/streams/{stream_id}/messages"

@@ -121,13 +121,16 @@ def free_port() -> int:
 class Proc:
     """A long-running CLI process whose stdout and stderr lines are awaited as events."""
 
-    def __init__(self, url: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bloomr", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env if env is not None else cli_env(url),
+            cwd=cwd,
         )
         self.out: queue.Queue[str] = queue.Queue()
         self.err: list[str] = []

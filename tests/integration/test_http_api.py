@@ -4,7 +4,7 @@ polling, health and docs. Each test makes its own streams and tokens."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,6 +17,7 @@ from httpkit import (
     assert_error,
     assert_uuid7,
     bearer,
+    messages_url,
     open_client,
     wait_until,
 )
@@ -37,16 +38,6 @@ STREAM_KEYS = {
     "script",
 }
 TOKEN_KEYS = {"id", "name", "streams", "scopes", "expires_at", "created_at"}
-
-
-@pytest.fixture
-async def api(server: Server) -> AsyncIterator[Api]:
-    async with open_client(server) as client:
-        yield Api(server, client)
-
-
-def messages_url(stream_id: str) -> str:
-    return f"/api/streams/{stream_id}/messages"
 
 
 # -- streams ------------------------------------------------------------------------------

@@ -14,21 +14,11 @@ import h11
 import httpx
 import orjson
 import pytest
-from httpkit import Api, assert_error, bearer, open_client
+from httpkit import Api, assert_error, bearer, messages_url, open_client
 
 from server import Server
 
 MAX_BODY = 10 * 1024 * 1024  # the default limit
-
-
-@pytest.fixture
-async def api(server: Server) -> AsyncIterator[Api]:
-    async with open_client(server) as client:
-        yield Api(server, client)
-
-
-def messages_url(stream_id: str) -> str:
-    return f"/api/streams/{stream_id}/messages"
 
 
 # -- a raw HTTP/1.1 client, to control exactly what is sent --------------------------------

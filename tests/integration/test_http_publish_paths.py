@@ -12,22 +12,12 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
-from httpkit import Api, assert_error, assert_uuid7, bearer, open_client
+from httpkit import Api, assert_error, assert_uuid7, bearer, messages_url, open_client
 
 from server import Server
 
 TIMEOUT = 20
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def api(server: Server) -> Any:
-    async with open_client(server) as client:
-        yield Api(server, client)
-
-
-def messages_url(stream_id: str) -> str:
-    return f"/api/streams/{stream_id}/messages"
 
 
 class RawHttp:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
-from . import errors, events, health, messages, occupancy, streams, tokens, webhooks
+from . import errors, health, messages, occupancy, streams, tokens, webhooks
 from .context import Context
 from .schemas import PUBLISH_ITEM_SCHEMA
 
@@ -14,7 +14,12 @@ if TYPE_CHECKING:
     from ..webhooks.manager import WebhookManager
 
 
-def build_api(ctx: Context, webhook_manager: WebhookManager | None = None) -> FastAPI:
+def build_api(
+    ctx: Context,
+    webhook_manager: WebhookManager | None = None,
+    other_paths: dict[str, Any] | None = None,
+) -> FastAPI:
+    """`other_paths`: OpenAPI `paths` served beside the API (server-sent events)."""
     app = FastAPI(
         title="bloomr",
         summary="Stream what scripts print, live and with exact replay.",
@@ -23,14 +28,15 @@ def build_api(ctx: Context, webhook_manager: WebhookManager | None = None) -> Fa
     app.state.ctx = ctx
     app.state.webhooks = webhook_manager  # None: the webhook routes answer 404
     errors.install(app)
-    for module in (streams, occupancy, tokens, messages, events, webhooks, health):
+    for module in (streams, occupancy, tokens, messages, webhooks, health):
         app.include_router(module.router)
-    _add_publish_item_schema(app)
+    _complete_openapi(app, other_paths or {})
     return app
 
 
-def _add_publish_item_schema(app: FastAPI) -> None:
-    """The publish body is parsed by hand (it is the hot path); document it anyway."""
+def _complete_openapi(app: FastAPI, other_paths: dict[str, Any]) -> None:
+    """The publish body is parsed by hand (it is the hot path); document it anyway, and
+    the paths that other parts serve."""
     build = app.openapi
 
     def openapi() -> dict[str, object]:
@@ -39,6 +45,7 @@ def _add_publish_item_schema(app: FastAPI) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {})["PublishItem"] = (
                 PUBLISH_ITEM_SCHEMA
             )
+            schema.setdefault("paths", {}).update(other_paths)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ class Context:
     metrics: CollectorRegistry | None = None
     # cluster: what /healthz checks, by name (empty in embedded mode)
     probes: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    # set when the server stops accepting: long polls answer at once
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def get_context(request: Request) -> Context:

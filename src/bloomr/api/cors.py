@@ -1,7 +1,7 @@
 """CORS for the HTTP API (SPEC §3). The client endpoints (polling, SSE, publish), which
 take bearer tokens and never cookies, answer any origin; the admin API answers the
 origins given with `--cors-origin` (none by default; `*` for any). Socket.IO's Engine.IO
-transport answers CORS itself (`gateway/engineio.py`).
+transport answers CORS itself (`transports/engineio.py`).
 
 A plain ASGI wrapper, outside everything that writes responses by hand (the publish
 fast path, the body limit), so that every answer, errors included, carries the headers."""

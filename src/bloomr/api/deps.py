@@ -1,25 +1,29 @@
-"""Credentials: `Authorization: Bearer <secret>` or `?token=<secret>`."""
+"""Credentials: `Authorization: Bearer <secret>` or `?token=<secret>` (`credentials.py`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from ..auth import Principal
+from ..credentials import secret_of
 from .context import Context, get_context
 
+# Documents the scheme in OpenAPI only: the secret itself is read by `secret_of`, the
+# one reader every path shares.
 _bearer = HTTPBearer(auto_error=False, description="The admin key or a token")
 
 
 async def get_principal(
     request: Request,
     ctx: Annotated[Context, Depends(get_context)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _: Annotated[object, Depends(_bearer)],
 ) -> Principal:
-    secret = credentials.credentials if credentials else request.query_params.get("token")
-    return await ctx.auth.identify(secret)
+    return await ctx.auth.identify(
+        secret_of(request.scope["headers"], request.scope["query_string"])
+    )
 
 
 async def get_admin(

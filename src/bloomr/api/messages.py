@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +12,6 @@ from fastapi import APIRouter, Request, Response
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
 from ..faults import PUBLISH_QUEUE_WAIT
-from ..hub import Hub
 from ..model import (
     DEFAULT_CHANNEL,
     Draft,
@@ -32,7 +30,6 @@ from ..replay import (
     parse_positive_int,
     parse_replay,
 )
-from ..subscription import SlowConsumer, SubscriptionClosed
 from .context import Context
 from .deps import Caller, Ctx
 from .schemas import PUBLISH_SCHEMA
@@ -140,7 +137,7 @@ async def poll(
 
     messages = await fetch()
     if not messages and wait_seconds > 0:
-        messages = await _long_poll(ctx.hub, stream.id, channel, wait_seconds, fetch)
+        messages = await _long_poll(ctx, stream.id, channel, wait_seconds, fetch)
     return _page_response(messages, after_id)
 
 
@@ -157,22 +154,30 @@ def _wait_seconds(value: str | None) -> float:
 
 
 async def _long_poll(
-    hub: Hub,
+    ctx: Context,
     stream_id: str,
     channel: str,
     seconds: float,
     fetch: Callable[[], Awaitable[list[Message]]],
 ) -> list[Message]:
     """Subscribe first, then look again: a message committed in between is either in
-    the second look or offered to the subscription, never lost."""
+    the second look or offered to the subscription, never lost. Answers at once (the
+    empty page: the client asks again, with the same `after`) when the server stops."""
+    hub = ctx.hub
     sub = hub.subscribe(stream_id, channel, None)
     try:
         sub.go_live(0)
         messages = await fetch()
-        if messages:
+        if messages or ctx.stopping.is_set():
             return messages
-        with contextlib.suppress(TimeoutError, SubscriptionClosed, SlowConsumer):
-            await asyncio.wait_for(sub.next_batch(), seconds)
+        batch = asyncio.ensure_future(sub.next_batch())
+        stopping = asyncio.ensure_future(ctx.stopping.wait())
+        try:
+            await asyncio.wait((batch, stopping), timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            batch.cancel()
+            stopping.cancel()
+        if batch.done() and not batch.cancelled() and batch.exception() is None:
             return await fetch()
         return []
     finally:

@@ -15,5 +15,5 @@ async def stream_occupancy(stream_id: str, ctx: Ctx, _: Admin) -> JSON:
     """Live subscribers (Socket.IO, SSE, long polls) by channel: `{total, channels}`.
     Counts this node's subscribers."""
     await ctx.streams.require(stream_id)
-    channels = ctx.hub.occupancy(stream_id)
+    channels = ctx.hub.subscribers.occupancy(stream_id)
     return JSON({"total": sum(channels.values()), "channels": channels})

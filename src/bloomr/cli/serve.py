@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from ..config import DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, Settings, check_cluster_name
 from .common import CliError
+
+# the drivers `pip install 'bloomr[cluster]'` brings (pyproject.toml)
+CLUSTER_DRIVERS = ("redis", "asyncpg")
+
+
+def _require_cluster_extra() -> None:
+    """One line naming the extra, rather than a ModuleNotFoundError deep in the start."""
+    for module in CLUSTER_DRIVERS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise CliError(
+                "cluster mode needs the cluster extra: pip install 'bloomr[cluster]'"
+            ) from None
+
+
+# Settings read only from the environment (config.py), listed under the options. `\b`
+# keeps click from rewrapping the table.
+ENVIRONMENT = """\b
+Also read from the environment:
+  BLOOMR_MAX_BODY           request bodies over this many bytes get 413 [10485760]
+  BLOOMR_BACKLOG_MESSAGES   messages queued for one connection before slow_consumer [10000]
+  BLOOMR_BACKLOG_BYTES      bytes queued for one connection before slow_consumer [16777216]
+  BLOOMR_TRIM_INTERVAL      seconds between retention trims [30]
+  BLOOMR_SCRIPT_GRACE       seconds from SIGTERM to SIGKILL when a script stops [5]
+  BLOOMR_LEASE_TTL          cluster: seconds a dead node keeps its scripts and webhooks [10]
+  BLOOMR_GATEWAY            Socket.IO implementation: native or python-socketio [native]
+  BLOOMR_DEBUG              1: a traceback instead of the one-line error
+"""
 
 
 def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -17,14 +47,17 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str
         raise click.BadParameter(str(exc).removeprefix("invalid cluster name ")) from None
 
 
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", envvar="BLOOMR_HOST", show_default=True)
+@click.command("serve", epilog=ENVIRONMENT)
+@click.option(
+    "--host", default="127.0.0.1", envvar="BLOOMR_HOST", show_default=True, show_envvar=True
+)
 @click.option(
     "--port",
     default=8080,
     type=int,
     envvar="BLOOMR_PORT",
     show_default=True,
+    show_envvar=True,
     help="0 picks a free port (printed at start).",
 )
 @click.option(
@@ -33,9 +66,15 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str
     type=click.Path(path_type=Path),
     envvar="BLOOMR_DATA_DIR",
     show_default=True,
+    show_envvar=True,
+    help="Embedded mode: the SQLite database, admin.key and the lock of the one process.",
 )
 @click.option(
-    "--admin-key", default=None, help="Defaults to BLOOMR_ADMIN_KEY, else data-dir/admin.key."
+    "--admin-key",
+    default=None,
+    envvar="BLOOMR_ADMIN_KEY",
+    show_envvar=True,
+    help="Else data-dir/admin.key (embedded) or the one the cluster keeps.",
 )
 @click.option("--demo", is_flag=True, help="Create a demo stream that ticks every second.")
 @click.option(
@@ -97,6 +136,8 @@ def serve_command(
     if bool(redis_url) != bool(database_url):
         missing = "--database (BLOOMR_DATABASE_URL)" if redis_url else "--redis (BLOOMR_REDIS_URL)"
         raise CliError(f"cluster mode needs both --redis and --database: {missing} is missing")
+    if redis_url:
+        _require_cluster_extra()
     from ..server import serve
 
     settings = Settings(

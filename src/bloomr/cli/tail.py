@@ -1,188 +1,172 @@
-"""`bloomr tail STREAM`: a stream's messages, live in the terminal.
+"""`bloomr tail STREAM`: a stream's messages, live in the terminal, on `bloomr.client`.
 
-A dropped connection is resumed with `replay=<id of the last message seen>`, so no
-message is missed or printed twice. Every connection asks for `includeMetadata` (the
-ids are the resume points) and prints only the data unless `--metadata` is given."""
+The client resumes a dropped connection right after the last message it received,
+so nothing is missed or printed twice. Beside the messages, the script's fate goes to
+standard error: a second, live-only subscription to the `errors` channel prints the
+script's stderr lines and its crashes (`script crashed (exit code 3)`), which any token
+holder may read; with an admin key at hand, the stream's `script.state` is also
+polled and each change printed (`script state: crashed (exit code 3)`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import re
 import signal
 import sys
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import CliError, client_options, client_secret, stdout_closed, warn
+from .common import (
+    CliError,
+    client_options,
+    client_secret,
+    data_dir_default,
+    read_admin_key,
+    stdout_closed,
+    tls_verify,
+    warn,
+)
 
-MAX_REPLAY = 10_000  # the server's cap on one replay
-RECENT_IDS = 1024  # ids remembered to drop a message seen twice
-RETRY_INITIAL = 0.5
-RETRY_MAX = 5.0
-CONNECT_TIMEOUT = 10.0
-# An `error` with one of these codes may go away by itself: reconnect. Any other code
-# (unauthorized, stream_deleted, token_revoked, invalid_argument) ends the tail.
-TRANSIENT_ERRORS = frozenset({"internal", "unavailable", "rate_limited"})
-# Warnings about the replay a live-only tail makes to learn where the stream ends
-QUIET_WARNINGS = frozenset({"replay_truncated", "history_disabled", "replay_limit_capped"})
+if TYPE_CHECKING:
+    from ..client import BloomrWarning, Message, Subscription
 
-
-@dataclass
-class Follow:
-    """Where a tail stands in the stream, and what to ask on the next connection. Pure.
-
-    A tail without --replay/--replay-limit still replays the newest message once, without
-    printing it: its id is where a reconnection resumes, even if nothing is published
-    before the connection drops."""
-
-    replay: str | None = None
-    replay_limit: int | None = None
-    cursor: str | None = None  # id of the newest message printed (or skipped as old)
-    joined: bool = False  # a replay_end came: the stream's end at joining time is known
-    quiet: bool = field(default=False, init=False)  # this connection's replay is not shown
-    _recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_IDS), init=False)
-    _recent_set: set[str] = field(default_factory=set, init=False)
-
-    def handshake(self) -> dict[str, str]:
-        """The replay arguments of the next connection."""
-        asked = self.replay is not None or self.replay_limit is not None
-        self.quiet = not self.joined and not asked and self.cursor is None
-        if self.cursor is not None:
-            return {"replay": self.cursor}
-        if self.quiet:
-            return {"replayLimit": "1"}
-        if not self.joined or self.replay is not None:
-            # before joining: what was asked; after joining with nothing seen: the same
-            # window again holds exactly what was published since
-            return _replay_args(self.replay, self.replay_limit)
-        return {"replayLimit": str(MAX_REPLAY)}  # the stream was empty when we joined
-
-    def accept(self, message_id: str | None, replayed: bool) -> bool:
-        """Whether to print a message. The server never repeats one across a resume;
-        the ids of the last messages are kept anyway, so a straggler of the previous
-        connection cannot be printed twice."""
-        if message_id is None:
-            return True
-        if message_id in self._recent_set:
-            return False
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(message_id)
-        self._recent_set.add(message_id)
-        self.cursor = message_id
-        return not (replayed and self.quiet)
-
-    def replay_ended(self) -> None:
-        self.joined = True
-        self.quiet = False
+STATE_POLL = 1.0  # seconds between two looks at the script's state
+# the client's own notices are sentences already; the server's get their code
+CLIENT_NOTICES = frozenset({"connection_lost", "reconnected"})
+QUIET_STATES = frozenset({"starting", "stopping"})  # on their way to another state
 
 
-def _replay_args(replay: str | None, limit: int | None) -> dict[str, str]:
-    args = {"replay": replay, "replayLimit": None if limit is None else str(limit)}
-    return {k: v for k, v in args.items() if v is not None}
-
-
-def format_message(payload: Any, metadata: bool) -> str:
+def format_message(message: Message, metadata: bool) -> str:
     """The line printed for one message: strings as they are, other JSON compact."""
-    value = payload.get("data") if isinstance(payload, dict) and not metadata else payload
+    value = message.to_json() if metadata else message.data
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _connect_failure(exc: BaseException) -> str:
-    """`connection refused` from `Cannot connect to host ... [Connect call failed ...]`."""
-    text = str(exc)
-    inner = re.search(r"\[([^\[\]]*)\]\s*$", text)
-    if inner is None:
-        return text or type(exc).__name__
-    reason = inner.group(1)
-    return "connection refused" if reason.startswith("Connect call failed") else reason.lower()
+def format_error_line(data: Any) -> str:
+    """A message of the `errors` channel, for standard error: the runner's events
+    in words, the script's stderr lines as they are."""
+    if isinstance(data, dict) and data.get("event") == "exit":  # sent when it failed
+        if data.get("signal"):
+            return f"script crashed (killed by {data['signal']})"
+        return f"script crashed (exit code {data.get('code')})"
+    if isinstance(data, dict) and data.get("event") == "spawn_error":
+        return f"script could not start: {data.get('message')}"
+    if isinstance(data, str):
+        return data
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def describe_state(script: dict[str, Any]) -> str | None:
+    """`crashed (exit code 3)`; None for the passing states."""
+    state = str(script.get("state"))
+    if state in QUIET_STATES:
+        return None
+    details = []
+    if state == "running" and script.get("pid") is not None:
+        details.append(f"pid {script['pid']}")
+    if state in ("crashed", "exited", "backoff"):
+        if script.get("signal"):
+            details.append(f"signal {script['signal']}")
+        elif script.get("exit_code") is not None:
+            details.append(f"exit code {script['exit_code']}")
+    if script.get("restarts"):
+        details.append(f"restarts {script['restarts']}")
+    return f"{state} ({', '.join(details)})" if details else state
 
 
 class Tail:
-    """Connects, prints, and reconnects until stopped or refused for good."""
+    """Prints one subscription's messages until stopped, refused, or live (--until-live)."""
 
-    def __init__(
-        self, url: str, stream: str, secret: str, channel: str, follow: Follow, metadata: bool
-    ) -> None:
+    def __init__(self, url: str, stream: str, secret: str, admin_key: str | None) -> None:
         self.url = url.rstrip("/")
-        self.auth = {"stream": stream, "token": secret, "channel": channel}
-        self.follow = follow
-        self.metadata = metadata
+        self.stream = stream
+        self.secret = secret
+        self.admin_key = admin_key
         self.stop = asyncio.Event()
-        self.fatal: str | None = None
         self.stdout_gone = False
         self._flush_pending = False
 
-    async def run(self) -> None:
-        import socketio
+    async def run(self, subscription: Subscription, metadata: bool, watch: bool) -> None:
+        """Print until stopped; `watch`: also say what happens to the script."""
+        from ..client import BloomrError
 
-        delay, connected_before = RETRY_INITIAL, False
-        while not self.stop.is_set():
-            client, ended = self._client(socketio.AsyncClient)
-            auth = {**self.auth, "includeMetadata": "true", **self.follow.handshake()}
-            try:
-                await client.connect(self.url, auth=auth, wait_timeout=CONNECT_TIMEOUT)
-            except socketio.exceptions.ConnectionError as exc:
-                if not connected_before:
-                    reason = _connect_failure(exc)
-                    raise CliError(f"cannot reach bloomr at {self.url}: {reason}") from None
-                await self._pause(delay)
-                delay = min(delay * 2, RETRY_MAX)
-                continue
-            if connected_before:
-                warn("reconnected")
-            connected_before = True
-            await self._until(ended)
-            await client.disconnect()
-            if self.fatal is not None:
-                raise CliError(self.fatal)
+        watchers = []
+        if watch and subscription.channel != "errors":  # else they are the output itself
+            watchers.append(asyncio.create_task(self._script_errors()))
+        if watch and self.admin_key:
+            watchers.append(asyncio.create_task(self._script_state(self.admin_key)))
+        printing = asyncio.create_task(self._print(subscription, metadata))
+        stop = asyncio.create_task(self.stop.wait())
+        try:
+            await asyncio.wait({printing, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if printing.done():
+                printing.result()
+        except BloomrError as exc:
+            message = exc.message if exc.code == "unreachable" else f"{exc.code}: {exc.message}"
+            raise CliError(message) from None
+        finally:
+            for task in (printing, stop, *watchers):
+                task.cancel()
+            await asyncio.gather(printing, stop, *watchers, return_exceptions=True)
+            await subscription.aclose()
+
+    async def _print(self, subscription: Subscription, metadata: bool) -> None:
+        async for message in subscription:
+            self._write(format_message(message, metadata))
             if self.stop.is_set():
                 return
-            if self.follow.joined:
-                delay = RETRY_INITIAL
-            warn(f"connection to {self.url} lost; reconnecting")
-            await self._pause(delay)
-            delay = min(delay * 2, RETRY_MAX)
 
-    def _client(self, factory: Any) -> tuple[Any, asyncio.Event]:
-        """A fresh client per connection. Its handlers do no I/O that awaits, so they
-        run in the order the server sent the events."""
-        client = factory(reconnection=False, handle_sigint=False)
-        ended = asyncio.Event()
+    def on_warning(self, warning: BloomrWarning) -> None:
+        if warning.code in CLIENT_NOTICES:
+            warn(warning.message)
+        else:
+            warn(f"{warning.code}: {warning.message}")
 
-        def on_error(payload: Any = None) -> None:
-            code, message = _code_message(payload)
-            if code in TRANSIENT_ERRORS:
-                warn(f"{code}: {message}")
-                return
-            self.fatal = f"{code}: {message}"
-            ended.set()
+    async def _script_errors(self) -> None:
+        """The `errors` channel, live, to standard error. It ends quietly when refused
+        (a token limited to other channels): the tail itself goes on."""
+        from ..client import BloomrError, subscribe
 
-        def on_warning(payload: Any = None) -> None:
-            code, message = _code_message(payload)
-            if not (self.follow.quiet and code in QUIET_WARNINGS):
-                warn(f"{code}: {message}")
+        # its drops are the main subscription's, so its notices are not repeated
+        errors = subscribe(
+            self.url, self.stream, self.secret, channel="errors", on_warning=lambda _: None
+        )
+        with contextlib.suppress(BloomrError):
+            async with errors:
+                async for message in errors:
+                    click.echo(format_error_line(message.data), err=True)
 
-        client.on("message", self._on_message)
-        client.on("replay_end", lambda *_: self.follow.replay_ended())
-        client.on("warning", on_warning)
-        client.on("error", on_error)
-        client.on("disconnect", lambda *_: ended.set())
-        return client, ended
+    async def _script_state(self, key: str) -> None:
+        """Polls the stream's script state with the admin key, printing each change
+        (and the first one seen, unless the script is running)."""
+        import httpx
 
-    def _on_message(self, payload: Any = None) -> None:
-        envelope = payload if isinstance(payload, dict) else {}
-        message_id = envelope.get("id")
-        replayed = bool(envelope.get("replayed"))
-        if self.follow.accept(message_id if isinstance(message_id, str) else None, replayed):
-            self._write(format_message(payload, self.metadata))
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=10, verify=tls_verify(self.url)
+        ) as http:
+            last: str | None = None
+            while True:
+                try:
+                    response = await http.get(f"/api/streams/{self.stream}")
+                except httpx.HTTPError:
+                    response = None  # the server is away: the subscription says so
+                if response is not None:
+                    if response.status_code != 200:
+                        return  # not an admin key after all, or the stream is gone
+                    script = response.json().get("script")
+                    if script is None:
+                        return  # no command: nothing to watch
+                    seen = describe_state(script)
+                    if seen is not None and seen != last:
+                        if last is not None or script.get("state") != "running":
+                            click.echo(f"script state: {seen}", err=True)
+                        last = seen
+                await asyncio.sleep(STATE_POLL)
 
     def _write(self, line: str) -> None:
         if self.stdout_gone:
@@ -207,32 +191,18 @@ class Tail:
         self.stdout_gone = True
         self.stop.set()
 
-    async def _until(self, ended: asyncio.Event) -> None:
-        stop = asyncio.create_task(self.stop.wait())
-        end = asyncio.create_task(ended.wait())
-        try:
-            await asyncio.wait({stop, end}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            end.cancel()
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
+async def _main(tail: Tail, subscription_args: dict[str, Any], metadata: bool) -> None:
+    from ..client import subscribe
 
-
-def _code_message(payload: Any) -> tuple[str, str]:
-    if isinstance(payload, dict):
-        return str(payload.get("code", "unknown")), str(payload.get("message", ""))
-    return "unknown", str(payload)
-
-
-async def _main(tail: Tail) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, tail.stop.set)
+    subscription = subscribe(
+        tail.url, tail.stream, tail.secret, on_warning=tail.on_warning, **subscription_args
+    )
     try:
-        await tail.run()
+        await tail.run(subscription, metadata, watch=not subscription_args["until_live"])
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -247,6 +217,8 @@ async def _main(tail: Tail) -> None:
 @click.option(
     "--replay-limit", type=click.IntRange(min=1), metavar="N", help="Replay at most N messages."
 )
+@click.option("--until-live", is_flag=True, help="Exit (0) once the replay is over.")
+@click.option("--backfill", is_flag=True, help="When the replay is truncated, fetch the rest too.")
 @click.option("--metadata", is_flag=True, help="Print each message's envelope JSON.")
 @client_options
 def tail_command(
@@ -254,19 +226,36 @@ def tail_command(
     channel: str,
     replay: str | None,
     replay_limit: int | None,
+    until_live: bool,
+    backfill: bool,
     metadata: bool,
     url: str,
     token: str | None,
     admin_key: str | None,
 ) -> None:
     """Print STREAM's messages as they come (Ctrl-C to stop): strings as they are,
-    other JSON compact. Needs a token with the subscribe scope, or the admin key."""
+    other JSON compact. Needs a token with the subscribe scope, or the admin key.
+
+    A dropped connection is resumed where it stopped, without loss or repeat.
+    Standard error tells what happens to the stream's script: its `errors` channel
+    (stderr lines, and "script crashed (exit code N)" or "(killed by SIGNAL)"),
+    and, when an admin key is at hand (--admin-key, BLOOMR_ADMIN_KEY or the data
+    dir's admin.key), each change of its state ("script state: stopped", "crashed
+    (exit code 1)", "exited (exit code 0)", "running (pid N)"). None of this with
+    --until-live."""
     import importlib.util
 
     if importlib.util.find_spec("aiohttp") is None:
         raise CliError("bloomr tail needs aiohttp: pip install 'python-socketio[asyncio_client]'")
-    follow = Follow(replay=replay or None, replay_limit=replay_limit)
-    tail = Tail(url, stream_id, client_secret(token, admin_key), channel, follow, metadata)
-    asyncio.run(_main(tail))
+    key = admin_key or read_admin_key(data_dir_default())
+    tail = Tail(url, stream_id, client_secret(token, admin_key), key)
+    args = {
+        "channel": channel,
+        "replay": replay or None,
+        "replay_limit": replay_limit,
+        "until_live": until_live,
+        "backfill": backfill,
+    }
+    asyncio.run(_main(tail, args, metadata))
     if tail.stdout_gone:
         stdout_closed()

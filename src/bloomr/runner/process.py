@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import BinaryIO
 
+import bloomr
 from bloomr.model import DEFAULT_CHANNEL, ERRORS_CHANNEL
 
 from .batcher import Batcher
@@ -27,10 +29,19 @@ GROUP_POLL = 0.03  # how often to look whether a terminated group is gone
 EOF_PATIENCE = 0.5
 
 
+# The directory holding the server's own `bloomr` package: first on a script's
+# PYTHONPATH, so `import bloomr` (for bloomr.emit, standard library only) works in
+# whatever python3 the script finds first, not only in the server's virtualenv.
+PACKAGE_PARENT = str(Path(bloomr.__file__).resolve().parent.parent)
+
+
 def child_env(stream_id: str, spec: ScriptSpec, emit_fd: int) -> dict[str, str]:
+    """What a script inherits: the server's environment, the stream's `env` over it,
+    then bloomr's own variables (README, "Scripts")."""
+    env = {**os.environ, **(spec.env or {})}
     return {
-        **os.environ,
-        **(spec.env or {}),
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")])),
         "BLOOMR_EMIT_FD": str(emit_fd),
         "BLOOMR_STREAM": stream_id,
         "PYTHONUNBUFFERED": "1",  # Python scripts' lines arrive as they print them

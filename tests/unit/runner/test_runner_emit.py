@@ -74,3 +74,27 @@ def test_import_bloomr_stays_light() -> None:
     env = dict(os.environ, PYTHONPATH=SRC)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == "['bloomr', 'bloomr.emit']"
+
+
+OUTSIDE = r"""
+import os, sys
+import bloomr
+outside = sorted(
+    name for name in sys.modules
+    if name.split(".")[0] not in {*sys.stdlib_module_names, "__main__", "bloomr"}
+)
+bloomr.emit("check", {"outside": outside, "pythonpath": os.environ["PYTHONPATH"]})
+"""
+
+
+async def test_a_script_imports_bloomr_without_the_servers_site_packages(
+    supervise: Factory, collector: Collector
+) -> None:
+    """`python -S` skips site-packages, where the virtualenv installs bloomr: only the
+    PYTHONPATH bloomr gives its scripts can find it. The stream's own PYTHONPATH stays,
+    after bloomr's, and `import bloomr` loads nothing beyond the standard library."""
+    sup = supervise([sys.executable, "-S", "-c", OUTSIDE], env={"PYTHONPATH": "/opt/mine"})
+    await sup.start()
+    await wait_until(lambda: sup.status().state in ("exited", "crashed"))
+    assert collector.on("errors") == []
+    assert collector.on("check") == [{"outside": [], "pythonpath": f"{SRC}{os.pathsep}/opt/mine"}]

@@ -1,9 +1,10 @@
-"""Websocket connections for the native gateway, as uvicorn's `ws` protocol class.
+"""Websocket connections, as uvicorn's `ws` protocol class: the one websocket
+protocol of the server, handing each connection to the transport of its path.
 
 uvicorn parses the HTTP request and hands an upgrade over to this asyncio protocol.
 The handshake and incoming frames (masked, and rare: pongs and the Socket.IO
 connect) go through the `websockets` library's sans-I/O parser; outgoing frames are
-written by the engine straight to the transport, already built, so one broadcast
+written by the transport straight to the socket, already built, so one broadcast
 frame costs each client a `transport.write` and nothing else."""
 
 from __future__ import annotations
@@ -18,24 +19,26 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from .engineio import EngineError, EngineServer, EngineSession
+from ..transports import Transports
+from ..transports.base import WebSocketHandler, WebSocketRefused
 
-log = logging.getLogger("bloomr.gateway")
+log = logging.getLogger("bloomr.transports")
 
 _MAX_INCOMING = 1 << 20
 _GOING_AWAY = 1001
 
 
-class EngineWebSocket(asyncio.Protocol):
-    """One websocket connection. Subclassed per server by `protocol_class(engine)`."""
+class WebSocket(asyncio.Protocol):
+    """One websocket connection; a `WebSocketLink` for its transport. Subclassed per
+    server by `protocol_class(transports)`."""
 
-    engine: ClassVar[EngineServer]
+    transports: ClassVar[Transports]
 
     def __init__(self, config: Any, server_state: Any, app_state: Any = None, **_: Any) -> None:
         self._connections: set[Any] = server_state.connections
         self._conn = ServerProtocol(max_size=_MAX_INCOMING)
         self._transport: asyncio.Transport | None = None
-        self._session: EngineSession | None = None
+        self._handler: WebSocketHandler | None = None
         self._writable = True
         self._drain: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
@@ -59,9 +62,9 @@ class EngineWebSocket(asyncio.Protocol):
         self._connections.discard(self)
         self._writable = False
         self._wake_drain()
-        if self._session is not None:
-            self._session.link_closed(self)
-            self._session = None
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            handler.on_closed()
 
     def pause_writing(self) -> None:
         self._writable = False
@@ -95,7 +98,7 @@ class EngineWebSocket(asyncio.Protocol):
         await asyncio.shield(self._drain)
 
     def close(self, abort: bool = False) -> None:
-        self._session = None
+        self._handler = None
         if abort:
             if self._transport is not None:
                 self._transport.abort()
@@ -106,7 +109,8 @@ class EngineWebSocket(asyncio.Protocol):
 
     def _handshake(self, request: Request) -> None:
         path, _, query_string = request.path.partition("?")
-        if not path.startswith("/socket.io"):
+        transport = self.transports.for_websocket(path)
+        if transport is None:
             self._reject(404, "Not Found")
             return
         response = self._conn.accept(request)
@@ -119,10 +123,10 @@ class EngineWebSocket(asyncio.Protocol):
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         try:
-            self._session = self.engine.attach_websocket(self, query, headers)
-        except EngineError as exc:
-            log.debug("websocket refused: %s", exc.message)
-            self._send_close(1008, exc.message)
+            self._handler = transport.open_websocket(self, path, query, headers)
+        except WebSocketRefused as exc:
+            log.debug("websocket refused: %s", exc)
+            self._send_close(1008, str(exc))
 
     def _reject(self, status: int, text: str) -> None:
         self._conn.send_response(self._conn.reject(status, text))
@@ -134,8 +138,8 @@ class EngineWebSocket(asyncio.Protocol):
             self._fragments.append(bytes(frame.data))
             if frame.fin:
                 data, self._fragments = b"".join(self._fragments), []
-                if self._session is not None:
-                    self._session.receive(data.decode("utf-8", "replace"), self)
+                if self._handler is not None:
+                    self._handler.on_text(data.decode("utf-8", "replace"))
         elif frame.opcode is Opcode.CLOSE:
             self._close_transport_later()
         # pings are answered by the sans-I/O protocol itself; binary frames are ignored
@@ -173,6 +177,6 @@ class EngineWebSocket(asyncio.Protocol):
             self._drain.set_result(None)
 
 
-def protocol_class(engine: EngineServer) -> type[EngineWebSocket]:
-    """A protocol class bound to one engine, for `uvicorn.Config(ws=...)`."""
-    return type("BoundEngineWebSocket", (EngineWebSocket,), {"engine": engine})
+def protocol_class(transports: Transports) -> type[WebSocket]:
+    """A protocol class bound to one node's transports, for `uvicorn.Config(ws=...)`."""
+    return type("BoundWebSocket", (WebSocket,), {"transports": transports})

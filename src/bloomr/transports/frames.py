@@ -1,4 +1,4 @@
-"""Wire encodings of the native gateway, pure functions: websocket frames (RFC 6455,
+"""Wire encodings of the Socket.IO transport, pure functions: websocket frames (RFC 6455,
 server side: never masked, so one frame's bytes can go to every client) and the
 Socket.IO v5 packets bloomr sends inside Engine.IO v4 message packets."""
 
@@ -28,15 +28,28 @@ def event_packet(event: str, payload: Any) -> bytes:
     return b"42" + orjson.dumps([event, payload])
 
 
-def message_packet(message: Message, replayed: bool, include_metadata: bool) -> bytes:
-    """`42["message",<data or envelope>]`, built from the message's stored JSON."""
+def message_packet(
+    message: Message, replayed: bool, include_metadata: bool, offsets: bool = False
+) -> bytes:
+    """`42["message",<data or envelope>]`, built from the message's stored JSON; with
+    `offsets`, the message id as a last argument (`42["message",<...>,"<id>"]`), which
+    socket.io-client keeps as the offset it resumes from."""
     body = message.envelope_json(replayed) if include_metadata else message.data_json
+    if offsets:
+        return b'42["message",' + body + b',"' + message.id.encode() + b'"]'
     return b'42["message",' + body + b"]"
 
 
-def message_frames(messages: list[Message], replayed: bool, include_metadata: bool) -> bytes:
+def message_frames(
+    messages: list[Message], replayed: bool, include_metadata: bool, offsets: bool = False
+) -> bytes:
     """The websocket frames of these messages' packets, in one buffer (live deliveries
-    build it once for every subscriber: see `subscription.Delivery`)."""
+    build it once for every subscriber with the same options: see
+    `subscription.Delivery`)."""
+    if offsets:
+        return b"".join(
+            [ws_frame(message_packet(m, replayed, include_metadata, True)) for m in messages]
+        )
     if include_metadata:
         return b"".join(
             [ws_frame(b'42["message",' + m.envelope_json(replayed) + b"]") for m in messages]

@@ -1,13 +1,14 @@
 """One subscriber connection's life, the same for every push transport: authorize,
 register with the hub, warnings, replay, `replay_end`, then live until it ends.
 
-A gateway adapts its connection to `Client`; nothing here knows Socket.IO."""
+A transport adapts its connection to `Client`; nothing here knows Socket.IO or HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..auth import Authenticator, check_access
@@ -16,16 +17,25 @@ from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
+from ..replay_plan import Backfill, Notice, RecoveryFailed, ReplayPlan
+from ..resume import PidSigner, ResumePoint, resume_start
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
 from .notices import notice_payload
 
-log = logging.getLogger("bloomr.gateway")
+log = logging.getLogger("bloomr.transports")
+
+_BACKFILL_PAGE = 1000
 
 SLOW_CONSUMER = warning(
     "slow_consumer",
     "this client fell too far behind and is disconnected; reconnect with replay=<last id> "
     "to catch up",
+)
+SHUTTING_DOWN = warning(
+    "shutting_down",
+    "this server is stopping; reconnect (with replay=<last id>, or as your client "
+    "resumes) to carry on where you left off",
 )
 
 
@@ -99,27 +109,83 @@ class Opened:
     sub: Subscription
     replay: ReplayRequest | None
     include_metadata: bool
+    # connection state recovery (a transport that gave a signer): the pid to give the
+    # client, the plan of a resumed connection, why a resume was refused
+    pid: str | None = None
+    resumed: ReplayPlan | None = None
+    notices: list[Notice] = field(default_factory=list)
 
 
 async def open_session(
-    hub: Hub, streams: Streams, auth: Authenticator, args: dict[str, Any]
+    hub: Hub,
+    streams: Streams,
+    auth: Authenticator,
+    args: dict[str, Any],
+    signer: PidSigner | None = None,
 ) -> Opened:
-    """Authorize and register with the hub. A gateway calls this *before* it confirms
+    """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
-    certain to reach it (the original's promise: no message missed)."""
+    certain to reach it (the original's promise: no message missed). With a `signer`,
+    a client that sent a `pid` is resumed where it stood, if it can be, before it is
+    confirmed (its confirmation says whether it was)."""
     stream, token_id, expires_at = await authorize(streams, auth, args)
     channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
     sub = hub.subscribe(stream.id, channel, token_id, expires_at)
-    return Opened(stream, sub, replay, include_metadata)
+    opened = Opened(stream, sub, replay, include_metadata)
+    if signer is not None:
+        try:
+            await _recover(hub, signer, opened, token_id, args)
+        except BaseException:
+            hub.unsubscribe(sub)
+            raise
+    return opened
+
+
+async def _recover(
+    hub: Hub, signer: PidSigner, opened: Opened, token_id: str | None, args: dict[str, Any]
+) -> None:
+    """Resume from the client's `{pid, offset}`, or give it a pid of its own: the point
+    where this connection goes live (the stream's head now; anything newer reaches it)."""
+    stream, channel = opened.stream, opened.sub.channel
+    pid = args.get("pid")
+    if pid is not None:
+        start = resume_start(signer.verify(pid), stream.id, channel, token_id, args.get("offset"))
+        if not isinstance(start, str):
+            plan = await hub.plan_resume(stream, channel, start)
+            if not isinstance(plan, RecoveryFailed):
+                opened.resumed, opened.pid = plan, pid  # the same pid: `recovered` is true
+                opened.sub.snapshot_epoch = plan.epoch  # for a reset meanwhile
+                return
+            start = plan.reason
+        opened.notices.append(RecoveryFailed(start))
+    seq, epoch = await hub.head(stream.id)
+    opened.pid = signer.sign(ResumePoint(stream.id, channel, token_id, epoch, seq))
 
 
 async def try_open_session(
-    hub: Hub, streams: Streams, auth: Authenticator, args: dict[str, Any]
+    hub: Hub,
+    streams: Streams,
+    auth: Authenticator,
+    args: dict[str, Any],
+    signer: PidSigner | None = None,
 ) -> Opened | BloomrError:
     try:
-        return await open_session(hub, streams, auth, args)
+        return await open_session(hub, streams, auth, args, signer)
     except Exception as exc:  # never silence: the client is told, then disconnected
         return as_error(exc, "opening a session")
+
+
+async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[list[Message]]:
+    """The messages a resumed client missed before its replay's newest, page by page."""
+    after = fill.after_id
+    while True:
+        page = await hub.page(opened.stream.id, opened.sub.channel, after, None, _BACKFILL_PAGE)
+        chunk = [m for m in page if fill.after_seq < m.seq < fill.until_seq]
+        if chunk:
+            yield chunk
+        if len(page) < _BACKFILL_PAGE or page[-1].seq >= fill.until_seq:
+            return
+        after = page[-1].id
 
 
 async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) -> None:
@@ -130,14 +196,20 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
         return
     sub, include_metadata = opened.sub, opened.include_metadata
     try:
-        plan = await hub.plan_replay(sub, opened.stream, opened.replay)
-        for payload in map(notice_payload, plan.notices):
+        plan = opened.resumed or await hub.plan_replay(sub, opened.stream, opened.replay)
+        for payload in map(notice_payload, [*opened.notices, *plan.notices]):
             await client.emit("warning", payload)
+        count, last_id = 0, None
+        if plan.backfill is not None:
+            async for chunk in _backfill(hub, opened, plan.backfill):
+                await client.send_messages(chunk, True, include_metadata)
+                await _drain(client, sub)
+                count, last_id = count + len(chunk), chunk[-1].id
         if plan.messages:
             await client.send_messages(plan.messages, True, include_metadata)
             await _drain(client, sub)
-        last_id = plan.messages[-1].id if plan.messages else None
-        await client.emit("replay_end", {"count": len(plan.messages), "lastId": last_id})
+            count, last_id = count + len(plan.messages), plan.messages[-1].id
+        await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq)
         sink = client.live_sink(include_metadata)
         if sink is not None:

@@ -2,8 +2,8 @@
 polling -> websocket upgrade, and the server's ping.
 
 Polling requests arrive as ASGI HTTP requests (`handle_http`); websockets arrive as a
-raw connection (`attach_websocket`, from `wsconn.EngineWebSocket`), so that packets
-for a websocket session are written straight to its transport as ready-made frames.
+raw connection (`attach_websocket`, from the server's websocket protocol), so that
+packets for a websocket session are written straight to its socket as ready-made frames.
 The layer above (Socket.IO) sees a session as `send(packet)` plus a `Handler`."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from .base import WebSocketHandler, WebSocketLink
 from .frames import ws_frame
 
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0", "1", "2", "3", "4", "5", "6"
@@ -43,16 +44,6 @@ class Handler(Protocol):
 
     def on_message(self, data: str) -> None: ...
     def on_close(self, reason: str) -> None: ...
-
-
-class WebSocketLink(Protocol):
-    """A websocket connection as the engine sees it."""
-
-    @property
-    def writable(self) -> bool: ...
-    def write(self, data: bytes) -> None: ...
-    async def drained(self) -> None: ...
-    def close(self, abort: bool = False) -> None: ...
 
 
 OpenHandler = Callable[["EngineSession", dict[str, str], dict[str, str]], Handler]
@@ -212,11 +203,14 @@ class EngineSession:
 
     # -- closing ----------------------------------------------------------------------
 
-    def close(self, reason: str, abort: bool = False) -> None:
-        """End the session; `abort` drops the connection without flushing its buffer."""
+    def close(self, reason: str, abort: bool = False, announce: bool = True) -> None:
+        """End the session; `abort` drops the connection without flushing its buffer.
+        `announce` sends the CLOSE packet first; without it, the client sees its
+        transport end, as when a server goes away."""
         if self.closed:
             return
-        self.send(CLOSE.encode())
+        if announce:
+            self.send(CLOSE.encode())
         self.closed = True
         for timer in (self._ping_timer, self._pong_timer):
             if timer is not None:
@@ -235,6 +229,22 @@ class EngineSession:
             self.probe = None
         elif link is self.ws:
             self.close("transport close", abort=True)
+
+
+class _WebSocketEnd:
+    """A session's side of one of its websockets (its transport, or a probe)."""
+
+    __slots__ = ("session", "link")
+
+    def __init__(self, session: EngineSession, link: WebSocketLink) -> None:
+        self.session = session
+        self.link = link
+
+    def on_text(self, data: str) -> None:
+        self.session.receive(data, self.link)
+
+    def on_closed(self) -> None:
+        self.session.link_closed(self.link)
 
 
 class EngineServer:
@@ -262,28 +272,31 @@ class EngineServer:
         return session
 
     def close_all(self) -> None:
+        """The server is stopping: end every session without a CLOSE packet. After a
+        CLOSE (reason "server disconnect") python-socketio does not reconnect; after
+        its transport ends (a websocket closed, a poll refused) every client does."""
         for session in list(self.sessions.values()):
-            session.close("server shutting down")
+            session.close("server shutting down", announce=False)
 
     # -- websocket --------------------------------------------------------------------
 
     def attach_websocket(
         self, link: WebSocketLink, query: dict[str, str], headers: dict[str, str]
-    ) -> EngineSession:
+    ) -> WebSocketHandler:
         """A websocket opened: a new session, or the upgrade of a polling one."""
         _check_version(query)
         sid = query.get("sid")
         if sid is None:
             session = self._open(query, headers, [])
             session.use_websocket(link)
-            return session
+            return _WebSocketEnd(session, link)
         found = self.sessions.get(sid)
         if found is None:
             raise EngineError(1, "Session ID unknown")
         if found.ws is not None or found.probe is not None:
             raise EngineError(3, "Bad request")
         found.probe = link
-        return found
+        return _WebSocketEnd(found, link)
 
     # -- HTTP long-polling ------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """`bloomr serve`: one uvicorn server (uvloop, httptools, websockets without
-permessage-deflate) running the whole node."""
+permessage-deflate) running the whole node.
+
+Beside the ASGI app (`app.py`), the server has two asyncio protocols of its own:
+`http.PublishingHttp` (uvicorn's HTTP protocol, publishing on the spot) and
+`websocket.WebSocket` (every websocket, handed to the transport of its path)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,17 @@ import asyncio
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 
-from .api.fastpath import publishing_http
-from .app import Bloomr, build_asgi
-from .backends import Unreachable
-from .config import Settings, explicit_admin_key, load_admin_key
+from ..app import Bloomr, build_asgi
+from ..backends import Unreachable
+from ..config import Settings, explicit_admin_key, load_admin_key
+from ..datadir_lock import DataDirInUse, lock_data_dir
+from .http import check_fast_path, publishing_http
+from .stop import DRAIN_SECONDS, StoppingServer, exit_now
+from .websocket import protocol_class
 
 OnReady = Callable[[Bloomr, str], Awaitable[None]]
 
@@ -21,26 +29,30 @@ OnReady = Callable[[Bloomr, str], Awaitable[None]]
 KEEP_ALIVE_SECONDS = 75
 
 
-def _config(settings: Settings, node: Bloomr) -> uvicorn.Config:
-    return uvicorn.Config(
-        build_asgi(node),
+def server_config(
+    settings: Settings, node: Bloomr, fast_path: bool = True, **overrides: Any
+) -> uvicorn.Config:
+    """The node's uvicorn configuration; `overrides` are uvicorn options (tests)."""
+    fast = publishing_http(node.ctx, settings.max_body_bytes) if fast_path else None
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=publishing_http(node.ctx, node.settings.max_body_bytes),
-        ws=node.gateway.ws_protocol or "websockets-sansio",
+        http=fast or "httptools",
+        ws=protocol_class(node.transports),
         ws_per_message_deflate=False,  # compressing every frame per client costs more than it saves
         lifespan="on",
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # bloomr never looks at client addresses: one layer less per request
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
         # Closing an idle keep-alive connection races the client's next request on it
         # (the client gets a reset and its publish fails): uvicorn's 5 s did that to the
         # bench's publisher once in 20 000 POSTs. Load balancers keep idle connections to
         # a backend 60 s (AWS ALB) and need the backend to keep them longer.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
+    return uvicorn.Config(build_asgi(node), **(options | overrides))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -78,20 +90,24 @@ def _node(settings: Settings) -> Bloomr:
     return Bloomr(settings, key.value)
 
 
-class _Server(uvicorn.Server):
-    """Ends the node's sessions first when stopping: a pending long-poll would
-    otherwise hold the graceful shutdown for its whole timeout."""
-
-    def __init__(self, config: uvicorn.Config, node: Bloomr) -> None:
-        super().__init__(config)
-        self.node = node
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.node.gateway.close()
-        await super().shutdown(sockets)
+def _lock(settings: Settings) -> None:
+    """Embedded: hold the data directory before anything in it is opened (a cluster
+    node has none). Its descriptor is never closed: the OS releases the lock when the
+    process ends, however it ends."""
+    if settings.cluster:
+        return
+    try:
+        lock_data_dir(settings.data_dir)
+    except DataDirInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        print(f"error: cannot lock {settings.data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
+    _lock(settings)
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
@@ -101,9 +117,12 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
         )
         sys.exit(1)
     node = _node(settings)
-    server = _Server(_config(settings, node), node)
+    server = StoppingServer(server_config(settings, node), node)
 
     async def main() -> None:
+        nonlocal server
+        if not check_fast_path(server.config):  # uvicorn's internals are not as tested
+            server = StoppingServer(server_config(settings, node, fast_path=False), node)
         if settings.cluster:  # reach PostgreSQL and Redis before listening
             try:
                 await node.connect()
@@ -133,3 +152,5 @@ def serve(settings: Settings, on_ready: OnReady | None = None) -> None:
     if not server.started:
         print("error: bloomr could not start (see the log above)", file=sys.stderr)
         sys.exit(1)
+    if server.force_exit:  # a second signal: the node's stop was skipped, its threads live on
+        exit_now("forced by a second signal")

@@ -1,0 +1,103 @@
+"""This node's subscribers, by stream and channel: registration, delivery of what the
+broker hands over, and ending them (a revoked token, a deleted stream, an expiry)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
+from datetime import datetime
+
+from .errors import BloomrError
+from .model import Message, now_ms
+from .subscription import Delivery, Subscription
+
+
+class Subscribers:
+    def __init__(
+        self, backlog_messages: int, backlog_bytes: int, revoked_tokens: AbstractSet[str]
+    ) -> None:
+        self._backlog = (backlog_messages, backlog_bytes)
+        # tokens revoked while this node runs (kept by the streams service): a session
+        # that authenticated just before the revocation arrived must not outlive it
+        self._revoked = revoked_tokens
+        self._subs: dict[str, dict[str, set[Subscription]]] = {}
+        self.slow_consumers = 0  # subscribers cut off so far
+
+    def add(
+        self, stream_id: str, channel: str, token_id: str | None, expires_at: str | None
+    ) -> Subscription:
+        """Register a subscriber; it holds live messages until `go_live`."""
+        max_messages, max_bytes = self._backlog
+        sub = Subscription(
+            stream_id, channel, token_id, max_messages=max_messages, max_bytes=max_bytes
+        )
+        self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
+        if token_id is not None and token_id in self._revoked:
+            sub.close(BloomrError("token_revoked", "the token was revoked"))
+        if expires_at is not None:
+            _expire_later(sub, expires_at)
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        """Forget a subscriber (calling it again is harmless)."""
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+        channels = self._subs.get(sub.stream_id, {})
+        subs = channels.get(sub.channel)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        if sub.overflowed:
+            self.slow_consumers += 1
+        if not subs:
+            del channels[sub.channel]
+            if not channels:
+                del self._subs[sub.stream_id]
+
+    def deliver(self, stream_id: str, messages: list[Message]) -> None:
+        """Each channel's part of a contiguous run to that channel's subscribers, as one
+        delivery they share (its encodings are built once)."""
+        channels = self._subs.get(stream_id)
+        if not channels:
+            return
+        for channel, run in _by_channel(messages):
+            subs = channels.get(channel)
+            if subs:
+                delivery = Delivery(run)
+                for sub in subs:
+                    sub.deliver(delivery)
+
+    def of_stream(self, stream_id: str) -> Iterator[Subscription]:
+        for subs in list(self._subs.get(stream_id, {}).values()):
+            yield from list(subs)
+
+    def all(self) -> Iterator[Subscription]:
+        for stream_id in list(self._subs):
+            yield from self.of_stream(stream_id)
+
+    def occupancy(self, stream_id: str) -> dict[str, int]:
+        """Live subscribers of a stream on this node (every transport), by channel."""
+        return {channel: len(subs) for channel, subs in self._subs.get(stream_id, {}).items()}
+
+    @property
+    def count(self) -> int:
+        return sum(len(subs) for channels in self._subs.values() for subs in channels.values())
+
+
+def _expire_later(sub: Subscription, expires_at: str) -> None:
+    delay = datetime.fromisoformat(expires_at).timestamp() * 1000 - now_ms()
+    error = BloomrError("unauthorized", "the token expired")
+    sub.expiry = asyncio.get_running_loop().call_later(max(delay, 0) / 1000, sub.close, error)
+
+
+def _by_channel(messages: list[Message]) -> list[tuple[str, list[Message]]]:
+    """Each channel's messages, in order (one channel in the common case). A subscriber
+    hears one channel, so how channels interleave means nothing to it."""
+    channel = messages[0].channel
+    if all(m.channel == channel for m in messages):
+        return [(channel, messages)]
+    runs: dict[str, list[Message]] = {}
+    for message in messages:
+        runs.setdefault(message.channel, []).append(message)
+    return list(runs.items())

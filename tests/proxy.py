@@ -1,0 +1,130 @@
+"""A TCP proxy for tests that cut connections: forwards everything to a target and,
+on demand, severs every connection it carries or refuses new ones for a while.
+
+    async with Proxy("127.0.0.1", server_port) as proxy:
+        client connects to proxy.url ...
+        await proxy.sever()          # every current connection is cut (both sides)
+        await proxy.refuse()         # the port stops listening: connection refused
+        await proxy.allow()          # listening again, on the same port
+        proxy.drop_replies = 1       # the next answer is lost: the connection is cut
+                                     # when the server starts answering (after the
+                                     # request reached it)
+        proxy.target = (host, port)  # later connections go elsewhere
+
+It runs on the caller's event loop; a test driving blocking clients runs them in a
+thread (`asyncio.to_thread`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+CHUNK = 64 * 1024
+
+
+class Proxy:
+    def __init__(self, host: str, port: int, listen_port: int = 0) -> None:
+        self.target = (host, port)
+        self.port = listen_port  # 0: a free one, kept across refuse()/allow()
+        self.accepted = 0  # connections accepted so far
+        self.drop_replies = 0  # server answers still to cut off (see the module doc)
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Client connections open right now."""
+        return len(self._pipes)
+
+    async def __aenter__(self) -> Proxy:
+        await self.allow()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def allow(self) -> None:
+        """Listen (again) on the proxy's port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self.port, reuse_address=True
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def refuse(self) -> None:
+        """Stop listening (new connections are refused); open ones are left alone."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # not wait_closed(): from 3.12 it waits for open connections too
+
+    async def sever(self) -> None:
+        """Cut every open connection, on both sides, at once."""
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+        pipes = list(self._pipes)
+        for pipe in pipes:
+            pipe.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.refuse()
+        await self.sever()
+
+    def _drop_reply(self) -> bool:
+        if self.drop_replies <= 0:
+            return False
+        self.drop_replies -= 1
+        return True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            up_reader, upstream = await asyncio.open_connection(*self.target)
+            self._writers.add(upstream)
+            await asyncio.gather(
+                _pump(reader, upstream), _pump(up_reader, writer, self._drop_reply)
+            )
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._pipes.discard(task)
+            for side in (writer, upstream):
+                if side is not None:
+                    self._writers.discard(side)
+                    side.transport.abort()
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    drop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Copy one direction until EOF, then half-close, as a plain TCP path would; when
+    `drop()` says so, cut the connection instead of passing the data on."""
+    while data := await reader.read(CHUNK):
+        if drop():
+            raise ConnectionAbortedError("reply dropped by the proxy")
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        with contextlib.suppress(OSError):
+            writer.write_eof()
