@@ -64,6 +64,10 @@ _ACQUIRE = (
     "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
     "WHERE l.owner = excluded.owner OR l.expires_at <= now() RETURNING true"
 )
+_HEALTH = (
+    "INSERT INTO health (id, checked_at) VALUES (1, now()) "
+    "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MAX_SEQ = 2**63 - 1
 _POOL_MIN, _POOL_MAX = 1, 8
@@ -128,10 +132,8 @@ class PostgresStore:
 
     # Every call is shielded: it finishes even when its caller is cancelled (a client
     # went away), so a cancellation never lands between a write and its commit or
-    # leaves a pooled connection mid-query.
-
-    # Waiting for a pooled connection is bounded too: with the database frozen, every
-    # connection of the pool is stuck in a query and the next caller would wait forever.
+    # leaves a pooled connection mid-query. Waiting for a pooled connection is bounded
+    # too: with the database frozen, every connection is stuck in a query.
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         return list(await self._on_connection(lambda conn: conn.fetch(sql, *args)))
@@ -326,12 +328,6 @@ class PostgresStore:
 
         return await self._transaction(work)
 
-    async def ping(self) -> None:
-        await self._fetchval("SELECT 1")
-
     async def check_writable(self) -> None:
         """A tiny write, committed (what /healthz asks)."""
-        await self._execute(
-            "INSERT INTO health (id, checked_at) VALUES (1, now()) "
-            "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
-        )
+        await self._execute(_HEALTH)
