@@ -18,6 +18,7 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "payload_too_large": 413,
     "validation_failed": 422,
+    "idempotency_key_reused": 422,  # an Idempotency-Key sent again with another body
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,

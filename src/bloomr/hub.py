@@ -13,13 +13,14 @@ import contextlib
 import logging
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
 from .faults import as_error, unavailable
+from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
 from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
@@ -50,6 +51,10 @@ class HubListener(Protocol):
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
+Published = list[Message] | Repeat
+_Outcome = asyncio.Future[Published]  # a publish's, once the store answered
+
+
 class Backpressure(Protocol):
     """A part that must catch up before the hub stores more (the webhook outbox writer,
     while its store fails): no publish is stored while one pushes back."""
@@ -61,10 +66,10 @@ class Backpressure(Protocol):
         ...
 
 
-@dataclass(slots=True, eq=False)  # found in the queue by identity
+@dataclass(slots=True)
 class _Pending:
     batch: AppendBatch
-    future: asyncio.Future[list[Message]]
+    future: _Outcome
 
 
 class Hub:
@@ -86,6 +91,9 @@ class Hub:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
+        # publishes with an idempotency key in progress on this node, by (stream, key):
+        # a repeat waits for the first to be answered, then asks the store
+        self._keyed: dict[tuple[str, str], _Outcome] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
         self._pressure: list[Backpressure] = []
@@ -156,20 +164,63 @@ class Hub:
         many seconds (the store is frozen, or pushes back) is withdrawn, nothing stored,
         and fails `unavailable`: an HTTP client is answered in time, where a script's
         output rather waits."""
-        future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-        pending = _Pending(AppendBatch(stream.id, drafts, stream.store_history), future)
-        self._queue.append(pending)
+        batch = AppendBatch(stream.id, drafts, stream.store_history)
+        future = self._submit(batch)
+        result = await self._answer(future, queue_wait)
+        return cast(list[Message], result)  # no key: never a Repeat
+
+    async def _answer(
+        self, future: _Outcome, queue_wait: float | None, shielded: bool = False
+    ) -> Published:
+        """What `future` gives (`shielded`: a cancelled caller leaves it running), or,
+        past `queue_wait` with the publish still queued, `unavailable` (see `publish`)."""
+        if queue_wait is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(queue_wait):
+                    return await asyncio.shield(future)
+            if self._withdraw(future):
+                message = "the store is not taking publishes now; nothing was stored"
+                future.set_exception(unavailable(message))
+        return await (asyncio.shield(future) if shielded else future)
+
+    def _withdraw(self, future: _Outcome) -> bool:
+        """Take a publish out of the queue, if the pipeline has not taken it yet."""
+        for i, pending in enumerate(self._queue):
+            if pending.future is future:
+                del self._queue[i]
+                return True
+        return False
+
+    async def publish_once(
+        self, stream: Stream, drafts: list[Draft], key: str, queue_wait: float | None = None
+    ) -> list[str]:
+        """`publish` under an idempotency key: the ids the drafts got, stored and fanned
+        out once per key and stream, whichever node a repeat reaches (the store looks
+        the key up atomically with the append). A repeat while the first is in progress
+        on this node waits for its answer; another body under a recorded key raises
+        BloomrError('idempotency_key_reused')."""
+        slot = (stream.id, key)
+        while (ahead := self._keyed.get(slot)) is not None and not ahead.done():
+            await asyncio.wait([ahead])  # never cancels it: its publisher is waiting too
+        if not self._tasks:  # stopped while it waited: no pipeline would take it
+            raise BloomrError("unavailable", "server is stopping")
+        batch = AppendBatch(stream.id, drafts, stream.store_history, key, fingerprint(drafts))
+        future = self._submit(batch)
+        self._keyed[slot] = future
+        future.add_done_callback(lambda _: self._forget_keyed(slot, future))
+        # shielded: one cancelled by its client stays in progress until the store answers
+        result = await self._answer(future, queue_wait, shielded=True)
+        return result.ids if isinstance(result, Repeat) else [m.id for m in result]
+
+    def _forget_keyed(self, slot: tuple[str, str], future: _Outcome) -> None:
+        if self._keyed.get(slot) is future:
+            del self._keyed[slot]
+
+    def _submit(self, batch: AppendBatch) -> _Outcome:
+        future: _Outcome = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(batch, future))
         self._wakeup.set()
-        if queue_wait is None:
-            return await future
-        try:
-            async with asyncio.timeout(queue_wait):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            if pending not in self._queue:
-                return await future  # in the store's hands: its own timeouts answer
-            self._queue.remove(pending)
-            raise unavailable("the store is not taking publishes now; nothing was stored") from None
+        return future
 
     @property
     def publishes_on_the_spot(self) -> bool:
@@ -192,6 +243,7 @@ class Hub:
         result = results[0]
         if isinstance(result, BloomrError):
             raise result
+        assert isinstance(result, list)  # a batch without a key is never a repeat
         self._tell_published(stream.id, result)
         return result
 
@@ -234,7 +286,7 @@ class Hub:
         results = await self.broker.publish([p.batch for p in group])
         stored: dict[str, list[Message]] = {}
         for pending, result in zip(group, results, strict=True):
-            if not isinstance(result, BloomrError):
+            if isinstance(result, list):  # a Repeat was told about the first time
                 stored.setdefault(pending.batch.stream_id, []).extend(result)
         for stream_id, messages in stored.items():
             self._tell_published(stream_id, messages)

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..auth import Principal
 from ..credentials import secret_of
 from ..faults import PUBLISH_QUEUE_WAIT, as_error, retry_after
+from ..idempotency import header_value
 from ..model import Draft, Stream
 from .context import Context
 from .messages import publish_body, published_body
@@ -53,7 +54,8 @@ class FastPublish:
             raw = await _body(receive)
             if raw is None:
                 return  # the client went away
-            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw))
+            key = header_value(scope["headers"])
+            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw, key))
         except Exception as exc:
             await _respond(send, *failure(exc))
 

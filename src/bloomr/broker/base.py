@@ -13,14 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import BloomrError
+from ..idempotency import Repeat
 from ..model import Message
 from ..replay import ReplayStart
-from ..store.base import AppendBatch, ReplaySlice
+from ..store.base import AppendBatch, Appended, ReplaySlice
 
-__all__ = ["AppendBatch", "Broker", "BrokerHandler", "Capabilities", "Published", "ReplaySlice"]
+__all__ = [
+    "AppendBatch",
+    "Broker",
+    "BrokerHandler",
+    "Capabilities",
+    "Published",
+    "Repeat",
+    "ReplaySlice",
+]
 
-Published = list[Message] | BloomrError  # one batch's outcome
+Published = Appended  # one batch's outcome: its messages, a Repeat, or a BloomrError
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,10 @@ class Broker(Protocol):
         not stored, nor miss one that is. Returns once the batches are durable (as far
         as the backend is); a batch that cannot be taken gets a BloomrError in its slot
         and the others are unaffected. A batch of a stream without history (`keep`
-        False) is ordered and fanned out, never stored."""
+        False) is ordered and fanned out, never stored. A batch with an idempotency
+        key is looked up and recorded in the same atomic step as its append (see
+        `AppendBatch`), so across nodes one request with a key is stored once: a repeat
+        gets `Repeat` with the first one's ids and is neither stored nor fanned out."""
         ...
 
     def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:

@@ -23,8 +23,8 @@ from typing import Any
 from ..model import Message
 from ..redis_pubsub import Subscription
 from ..replay import ReplayStart
-from ..store.redis_history import (
-    RedisHistory,
+from ..store.redis_history import RedisHistory
+from ..store.redis_layout import (
     bus_pattern,
     decode_published,
     published_epoch,

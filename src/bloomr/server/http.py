@@ -157,13 +157,13 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
         self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "POST", url, "1.1", status)
 
 
-_NOT_HERE = frozenset({b"transfer-encoding", b"origin"})
+_NOT_HERE = frozenset({b"transfer-encoding", b"origin", b"idempotency-key"})
 
 
 def _declared_length(headers: Headers) -> int | None:
     """Content-Length, when it alone frames the body; None too for a request from a
     browser on another origin (`Origin`), whose answer needs the ASGI path's CORS
-    headers."""
+    headers, and for one with an `Idempotency-Key` (`Hub.publish_once`, on that path)."""
     length = None
     for name, value in headers:
         if name in _NOT_HERE or (name == b"content-length" and length is not None):

@@ -63,6 +63,16 @@ _MIGRATIONS = (
     ALTER TABLE heads ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
     UPDATE heads SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
     """,
+    # 4 -> 5: idempotency keys, written in the append's transaction (sqlite_history.py):
+    # a key, the fingerprint of what was published under it, the ids it got, and when;
+    # each stream's head counts its keys
+    """
+    ALTER TABLE heads ADD COLUMN keys INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS idempotency (
+        stream_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        ids BLOB NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (stream_id, key)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (stream_id, at_ms);
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _RECLAIM_PAGES = 256  # pages given back per step: the log grows by about that much

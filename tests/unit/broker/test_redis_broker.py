@@ -27,7 +27,8 @@ from bloomr.hub import Hub
 from bloomr.model import Draft, Message, Stream
 from bloomr.replay import ReplayRequest
 from bloomr.store.base import AppendBatch
-from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script, bus_channel
+from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script
+from bloomr.store.redis_layout import bus_channel
 from bloomr.store.sqlite import SQLiteStore
 
 S1, S2 = "streamAAAA", "streamBBBB"
