@@ -9,11 +9,12 @@ driver's exception."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from .errors import BloomrError
@@ -24,10 +25,9 @@ RETRY_AFTER_SECONDS = 1  # what a 503 tells a client to wait before trying again
 # How long a call to Redis or PostgreSQL may take: a frozen backend must be answered
 # (503) well within the 5 s a connecting socket may wait for its answer.
 BACKEND_TIMEOUT = 3.0
-# How long an HTTP publish may wait for its turn at the store (behind a call to a frozen
-# store, or while the webhook outboxes push back) before it is withdrawn, unstored, as
-# `unavailable`: with BACKEND_TIMEOUT, a publish is answered within 5 s.
-PUBLISH_QUEUE_WAIT = 2.0
+# How long an HTTP publish may take before it is answered `unavailable` (waiting behind a
+# call to a frozen store, or while the webhook outboxes push back)
+PUBLISH_ANSWER_WITHIN = 4.5
 
 # SQLite's primary result codes that mean "the storage", not "the statement": busy,
 # locked, out of memory, read-only, I/O error, can't open, disk full
@@ -99,6 +99,26 @@ def retry_after(status: int) -> list[tuple[bytes, bytes]]:
 
 def unavailable(message: str) -> BloomrError:
     return BloomrError("unavailable", message)
+
+
+T = TypeVar("T")
+
+
+async def in_time(work: Awaitable[T], seconds: float, what: str) -> T:
+    """`work`'s answer, or `unavailable` after `seconds`. The work goes on regardless
+    (its caller may go too): its outcome is unknown to whoever got the 503, as a 5xx to a
+    publish says (retried with its Idempotency-Key, a publish is stored once)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), seconds)
+    except TimeoutError:
+        task.add_done_callback(_retrieve)  # its failure, if any, is nobody's to raise
+        raise unavailable(f"{what} got no answer within {seconds:g} s") from None
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 C = TypeVar("C", bound=type)

@@ -19,7 +19,7 @@ from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
-from .faults import as_error, unavailable
+from .faults import as_error
 from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
@@ -51,8 +51,7 @@ class HubListener(Protocol):
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
-Published = list[Message] | Repeat
-_Outcome = asyncio.Future[Published]  # a publish's, once the store answered
+_Outcome = asyncio.Future[list[Message] | Repeat]  # a publish's, once the store answered
 
 
 class Backpressure(Protocol):
@@ -88,6 +87,7 @@ class Hub:
         self.subscribers = Subscribers(
             self.limits.backlog_messages, self.limits.backlog_bytes, revoked_tokens
         )
+        self.on_reset = self.subscribers.reset  # BrokerHandler: a history lost
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
@@ -156,44 +156,13 @@ class Hub:
 
     # -- publish ----------------------------------------------------------------------
 
-    async def publish(
-        self, stream: Stream, drafts: list[Draft], queue_wait: float | None = None
-    ) -> list[Message]:
+    async def publish(self, stream: Stream, drafts: list[Draft]) -> list[Message]:
         """Store the drafts as one contiguous batch, then fan them out. Returns once they
-        are durable. With `queue_wait`, a publish not yet handed to the store after that
-        many seconds (the store is frozen, or pushes back) is withdrawn, nothing stored,
-        and fails `unavailable`: an HTTP client is answered in time, where a script's
-        output rather waits."""
+        are durable."""
         batch = AppendBatch(stream.id, drafts, stream.store_history)
-        future = self._submit(batch)
-        result = await self._answer(future, queue_wait)
-        return cast(list[Message], result)  # no key: never a Repeat
+        return cast(list[Message], await self._submit(batch))  # no key: never a Repeat
 
-    async def _answer(
-        self, future: _Outcome, queue_wait: float | None, shielded: bool = False
-    ) -> Published:
-        """What `future` gives (`shielded`: a cancelled caller leaves it running), or,
-        past `queue_wait` with the publish still queued, `unavailable` (see `publish`)."""
-        if queue_wait is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(queue_wait):
-                    return await asyncio.shield(future)
-            if self._withdraw(future):
-                message = "the store is not taking publishes now; nothing was stored"
-                future.set_exception(unavailable(message))
-        return await (asyncio.shield(future) if shielded else future)
-
-    def _withdraw(self, future: _Outcome) -> bool:
-        """Take a publish out of the queue, if the pipeline has not taken it yet."""
-        for i, pending in enumerate(self._queue):
-            if pending.future is future:
-                del self._queue[i]
-                return True
-        return False
-
-    async def publish_once(
-        self, stream: Stream, drafts: list[Draft], key: str, queue_wait: float | None = None
-    ) -> list[str]:
+    async def publish_once(self, stream: Stream, drafts: list[Draft], key: str) -> list[str]:
         """`publish` under an idempotency key: the ids the drafts got, stored and fanned
         out once per key and stream, whichever node a repeat reaches (the store looks
         the key up atomically with the append). A repeat while the first is in progress
@@ -209,7 +178,7 @@ class Hub:
         self._keyed[slot] = future
         future.add_done_callback(lambda _: self._forget_keyed(slot, future))
         # shielded: one cancelled by its client stays in progress until the store answers
-        result = await self._answer(future, queue_wait, shielded=True)
+        result = await asyncio.shield(future)
         return result.ids if isinstance(result, Repeat) else [m.id for m in result]
 
     def _forget_keyed(self, slot: tuple[str, str], future: _Outcome) -> None:
@@ -304,12 +273,6 @@ class Hub:
         self.activity.record(stream_id, messages)
         self.subscribers.deliver(stream_id, messages)
 
-    def on_reset(self, stream_id: str, epoch: str) -> None:
-        """The stream's history was lost: every subscriber of it, on every channel, is
-        warned (`history_reset`) and goes on with the new history's messages."""
-        for sub in list(self.subscribers.of_stream(stream_id)):
-            sub.reset(epoch)
-
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
             error = BloomrError("token_revoked", "the token was revoked")
@@ -339,9 +302,7 @@ class Hub:
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None
     ) -> ReplayPlan:
         """Read what `sub` must get before going live (call after `subscribe`)."""
-        plan = await plan_replay(self.broker, stream, sub.channel, request)
-        sub.snapshot_epoch = plan.epoch if request is not None else None
-        return plan
+        return await plan_replay(self.broker, stream, sub.channel, request)
 
     async def plan_resume(
         self, stream: Stream, channel: str, start: AfterId | AfterSeq

@@ -99,7 +99,6 @@ class Subscription:
         self._marks: deque[list[Any]] = deque()
         self._warnings: list[dict[str, Any]] = []  # due now, for `take_warnings`
         self.epoch: str | None = None  # the epoch the floor counts in (None: unknown)
-        self.snapshot_epoch: str | None = None  # the replay snapshot's, for go_live
 
     @property
     def live(self) -> bool:
@@ -160,12 +159,12 @@ class Subscription:
         """Let live deliveries go straight to `sink` (call after go_live)."""
         self._sink = sink
 
-    def go_live(self, head_seq: int) -> None:
-        """The replay covered every message up to `head_seq` (of `snapshot_epoch`): drop
-        those from the queue. With resets queued, the messages before the mark of the
-        snapshot's epoch are older than the snapshot (dropped too), and those after a
-        later mark are all newer (kept)."""
-        covered = [i for i, mark in enumerate(self._marks) if mark[1] == self.snapshot_epoch]
+    def go_live(self, head_seq: int, epoch: str | None = None) -> None:
+        """The replay covered every message up to `head_seq` of the history's `epoch`
+        (the snapshot's): drop those from the queue. With resets queued, the messages
+        before the mark of the snapshot's epoch are older than the snapshot (dropped
+        too), and those after a later mark are all newer (kept)."""
+        covered = [i for i, mark in enumerate(self._marks) if epoch and mark[1] == epoch]
         if covered:
             last = covered[-1]
             self._drop_first(self._marks[last][0])
@@ -179,7 +178,7 @@ class Subscription:
         self._shift_marks(dropped)
         # incoming messages are of the newest epoch: past a queued reset, from its start
         self._floor = 0 if self._marks else head_seq
-        self.epoch = self._marks[-1][1] if self._marks else self.snapshot_epoch
+        self.epoch = self._marks[-1][1] if self._marks else epoch
         if self._pending or self._marks:
             self._wakeup.set()
 

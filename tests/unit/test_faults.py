@@ -14,7 +14,7 @@ from redis import exceptions as redis_errors
 
 from bloomr.auth import Authenticator
 from bloomr.errors import BloomrError
-from bloomr.faults import as_error, guarded, is_backend_failure
+from bloomr.faults import as_error, guarded, in_time, is_backend_failure
 from bloomr.model import Token, hash_secret
 from bloomr.store.reserve import DiskReserve
 
@@ -140,3 +140,18 @@ async def test_a_seen_token_is_honoured_through_an_outage_for_a_while() -> None:
     with pytest.raises(BloomrError) as too_stale:
         await auth.identify("bt_secret")
     assert too_stale.value.code == "unavailable"
+
+
+async def test_in_time_answers_unavailable_and_lets_the_work_finish() -> None:
+    done = asyncio.Event()
+
+    async def slow() -> str:
+        await asyncio.sleep(0.1)
+        done.set()
+        return "stored"
+
+    assert await in_time(asyncio.sleep(0, "quick"), 1, "the publish") == "quick"
+    with pytest.raises(BloomrError) as caught:
+        await in_time(slow(), 0.01, "the publish")
+    assert caught.value.code == "unavailable"
+    await asyncio.wait_for(done.wait(), 1)  # not cancelled: its outcome was unknown

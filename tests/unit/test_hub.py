@@ -230,28 +230,3 @@ async def test_keyed_publishes_waiting_when_the_hub_stops_are_answered(hub: Hub)
             with pytest.raises(BloomrError) as stopped:
                 await waiting
             assert stopped.value.code == "unavailable"
-
-
-async def test_an_http_publish_waiting_too_long_for_the_store_is_withdrawn(hub: Hub) -> None:
-    """A publish not yet handed to the store after `queue_wait` fails `unavailable` and
-    is never stored; one without a wait (a script's output) keeps waiting."""
-    gate = asyncio.Event()
-
-    class Frozen:
-        async def room(self) -> None:
-            await gate.wait()
-
-        def pushing_back(self) -> bool:
-            return not gate.is_set()
-
-    hub.add_backpressure(Frozen())
-    stream = Stream(id="s1withdrw", name="s")
-    waiting = asyncio.create_task(hub.publish(stream, [Draft("", b"1")]))
-    with pytest.raises(BloomrError) as caught:
-        await hub.publish(stream, [Draft("", b"2")], queue_wait=0.05)
-    assert caught.value.code == "unavailable"
-    gate.set()
-    stored = await asyncio.wait_for(waiting, TIMEOUT)
-    assert [m.data_json for m in stored] == [b"1"]
-    page = await hub.page(stream.id, "", None, None, 10)
-    assert [m.data_json for m in page] == [b"1"]  # the withdrawn one was never stored

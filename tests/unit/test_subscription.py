@@ -315,24 +315,24 @@ def test_direct_writes_wait_for_the_warning() -> None:
 
 def test_a_replay_of_the_old_history_then_a_reset_loses_nothing() -> None:
     s = sub()
-    s.snapshot_epoch = "old"  # the replay read the old history, up to 20
+    # the replay read the old history, up to 20
     for seq in (19, 20, 21):
         s.offer(msg(seq))
     s.reset("new")
     for seq in (1, 2):
         s.offer(msg(seq))
-    s.go_live(20)
+    s.go_live(20, "old")
     assert drain(s) == [[21], "history_reset", [1, 2]]
 
 
 def test_a_replay_of_the_new_history_drops_what_it_covered() -> None:
     s = sub()
-    s.snapshot_epoch = "new"  # read after the loss, up to seq 2 of the new history
+    # read after the loss, up to seq 2 of the new history
     s.offer(msg(30))  # the old history's last, still in flight
     s.reset("new")
     for seq in (1, 2, 3):
         s.offer(msg(seq))
-    s.go_live(2)
+    s.go_live(2, "new")
     assert drain(s) == [[3]]
     s.reset("new")  # noticed again later (another path): warned, nothing repeated
     s.offer(msg(3))
@@ -342,8 +342,7 @@ def test_a_replay_of_the_new_history_drops_what_it_covered() -> None:
 
 def test_a_snapshot_read_after_the_loss_but_before_this_node_noticed_it() -> None:
     s = sub()
-    s.snapshot_epoch = "new"
-    s.go_live(2)  # replayed seqs 1 and 2 of the new history
+    s.go_live(2, "new")  # replayed seqs 1 and 2 of the new history
     s.reset("new")  # this node notices now, then hands over 1, 2, 3
     for seq in (1, 2, 3):
         s.offer(msg(seq))

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import Principal
 from ..credentials import secret_of
-from ..faults import PUBLISH_QUEUE_WAIT, as_error, retry_after
+from ..faults import PUBLISH_ANSWER_WITHIN, as_error, in_time, retry_after
 from ..idempotency import header_value
 from ..model import Draft, Stream
 from .context import Context
@@ -44,8 +44,8 @@ class FastPublish:
         try:
             handed: PublishRequest | None = scope.get(HANDED_OVER)
             if handed is not None:  # authorized and parsed already, in PublishingHttp
-                hub, wait = self.ctx.hub, PUBLISH_QUEUE_WAIT
-                messages = await hub.publish(handed.stream, handed.drafts, wait)
+                publishing = self.ctx.hub.publish(handed.stream, handed.drafts)
+                messages = await in_time(publishing, PUBLISH_ANSWER_WITHIN, "the publish")
                 await _respond(send, 201, published_body(messages))
                 return
             caller = await self.ctx.auth.identify(

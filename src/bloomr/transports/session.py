@@ -154,7 +154,6 @@ async def _recover(
             plan = await hub.plan_resume(stream, channel, start)
             if not isinstance(plan, RecoveryFailed):
                 opened.resumed, opened.pid = plan, pid  # the same pid: `recovered` is true
-                opened.sub.snapshot_epoch = plan.epoch  # for a reset meanwhile
                 return
             start = plan.reason
         opened.notices.append(RecoveryFailed(start))
@@ -210,7 +209,7 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
             await _drain(client, sub)
             count, last_id = count + len(plan.messages), plan.messages[-1].id
         await client.emit("replay_end", {"count": count, "lastId": last_id})
-        sub.go_live(plan.head_seq)
+        sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)
         if sink is not None:
             sub.attach(sink)
