@@ -19,6 +19,7 @@ from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
+from .faults import as_error
 from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
@@ -86,6 +87,7 @@ class Hub:
         self.subscribers = Subscribers(
             self.limits.backlog_messages, self.limits.backlog_bytes, revoked_tokens
         )
+        self.on_reset = self.subscribers.reset  # BrokerHandler: a history lost
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
@@ -226,10 +228,10 @@ class Hub:
                 try:
                     await self._commit(group)
                 except Exception as exc:  # keep publishing for everyone else
-                    log.exception("publish pipeline failed")
+                    error = as_error(exc, "the publish pipeline")
                     for pending in group:
                         if not pending.future.done():
-                            pending.future.set_exception(BloomrError("internal", str(exc)))
+                            pending.future.set_exception(error)
                 finally:
                     self._committing = False
 

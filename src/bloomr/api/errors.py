@@ -9,13 +9,20 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from ..errors import BloomrError
+from ..faults import RETRY_AFTER_SECONDS, as_error
 from .responses import JSON
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def error_response(error: BloomrError) -> JSON:
-    return JSON({"error": error.payload()}, status_code=error.status)
+    headers = retry_after(error)
+    return JSON({"error": error.payload()}, status_code=error.status, headers=headers)
+
+
+def retry_after(error: BloomrError) -> dict[str, str] | None:
+    """`Retry-After` for a 503: the backend is expected back by itself."""
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else None
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -46,8 +53,9 @@ async def _on_http(_: Request, exc: Exception) -> JSON:
     return error_response(BloomrError(code, str(exc.detail)))
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSON:
-    return error_response(BloomrError("internal", "internal error"))
+async def _on_unexpected(request: Request, exc: Exception) -> JSON:
+    # stores translate their failures; this catches one that escaped them
+    return error_response(as_error(exc, f"{request.method} {request.url.path}"))
 
 
 def install(app: FastAPI) -> None:

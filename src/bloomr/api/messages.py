@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
+from ..faults import PUBLISH_ANSWER_WITHIN, in_time
 from ..idempotency import header_value, parse_key
 from ..model import (
     DEFAULT_CHANNEL,
@@ -39,6 +40,8 @@ router = APIRouter(prefix="/api/streams", tags=["messages"])
 POLL_DEFAULT_LIMIT = 1000
 POLL_MAX_LIMIT = 10_000
 POLL_MAX_WAIT = 60
+# answered `unavailable` past this (a frozen store): outcome unknown, see faults.in_time
+_PUBLISH_DEADLINE = (PUBLISH_ANSWER_WITHIN, "the publish")
 
 
 async def _authorized_stream(
@@ -96,8 +99,9 @@ async def publish_body(
     key = parse_key(key_header)
     drafts = parse_publish_body(raw)
     if key is not None and drafts:
-        return orjson.dumps({"ids": await ctx.hub.publish_once(stream, drafts, key)})
-    messages = await ctx.hub.publish(stream, drafts) if drafts else []
+        ids = await in_time(ctx.hub.publish_once(stream, drafts, key), *_PUBLISH_DEADLINE)
+        return orjson.dumps({"ids": ids})
+    messages = await in_time(ctx.hub.publish(stream, drafts), *_PUBLISH_DEADLINE) if drafts else []
     return published_body(messages)
 
 

@@ -48,6 +48,16 @@ class BrokerHandler(Protocol):
         Called from one task (or, for `publish_now`, from the caller); must not block."""
         ...
 
+    def on_reset(self, stream_id: str, epoch: str) -> None:
+        """The stream's history was lost (a Redis restarted without persistence, flushed
+        or evicting) and began again in `epoch`: its seqs start over. Called, from the
+        same task as `on_messages`, after every message of the lost history this node
+        was handed and before the first one of `epoch`; from then on `on_messages`
+        hands over every message of `epoch`, from its seq 1 (those still stored, when
+        the loss was noticed late), in order. Never called by a broker whose history
+        cannot be lost behind its back (the embedded one). Must not block."""
+        ...
+
 
 class Broker(Protocol):
     capabilities: Capabilities

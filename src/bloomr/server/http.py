@@ -30,6 +30,7 @@ from ..api.fastpath import HANDED_OVER, JSON_TYPE, PUBLISH_PATH, PublishRequest,
 from ..api.messages import parse_publish_body, published_body
 from ..auth import check_access
 from ..credentials import secret_of
+from ..faults import retry_after
 from ..model import Message
 
 log = logging.getLogger("bloomr")
@@ -137,7 +138,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
     def _respond(self, status: int, body: bytes) -> None:
         closing = self._closing
         head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
-        for name, value in (*self.server_state.default_headers, JSON_TYPE):
+        for name, value in (*self.server_state.default_headers, JSON_TYPE, *retry_after(status)):
             head += (name, b": ", value, b"\r\n")
         if closing:
             head.append(b"connection: close\r\n")

@@ -46,9 +46,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from ..errors import BloomrError
+from ..faults import BACKEND_TIMEOUT, as_error, guarded
 from ..idempotency import KeyPolicy, answer_for, split_ids
 from ..model import Draft, Message
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
@@ -270,12 +272,13 @@ local rows = redis.call('ZRANGEBYSCORE', KEYS[4], first, '+inf', 'LIMIT', 0, ARG
 return {1, table.concat(rows)}
 """
 
-# KEYS: all. ARGV: key base, after seq, limit. Reply: channel, row, channel, row, ...
-# Channel keys are built here: they share the stream's hash tag, so its slot.
+# KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
+# it has no head), then channel, row, channel, row, ... Channel keys are built here: they
+# share the stream's hash tag, so its slot.
 _SINCE_SEQ = """
-local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf',
+local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf',
   'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local out = {}
+local out = {epoch_of(KEYS[1])}
 for i = 1, #rows, 2 do
   local channel, seq = string.sub(rows[i], 37), rows[i + 1]
   out[#out + 1] = channel
@@ -375,6 +378,15 @@ def _well_formed(drafts: list[Draft]) -> bool:
     )
 
 
+def _client(url: str, retry: Retry) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        retry=retry,
+        socket_timeout=BACKEND_TIMEOUT,
+        socket_connect_timeout=BACKEND_TIMEOUT,
+    )
+
+
 class _AppendCall:
     """The KEYS and ARGV of one append script call, built batch by batch."""
 
@@ -437,6 +449,7 @@ def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int
     return "all", 0, ""
 
 
+@guarded
 class RedisHistory:
     """Implements HistoryStore on Redis, shared by every node of a cluster."""
 
@@ -448,10 +461,14 @@ class RedisHistory:
         self.key_policy = KeyPolicy()  # idempotency keys: how long, how many per stream
 
     async def open(self) -> None:
-        self._reads = aioredis.Redis.from_url(self.url)
+        # Reads are retried once on a broken connection (one left over from before a
+        # restart of Redis), never on a timeout: a frozen Redis is answered `unavailable`
+        # within BACKEND_TIMEOUT.
+        reads = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        self._reads = _client(self.url, reads)
         # An append is never retried by the client: its script may have run before the
         # connection broke, and running it again would store the messages twice.
-        self._writes = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        self._writes = _client(self.url, Retry(NoBackoff(), 0))
         for script in _SCRIPTS.values():
             await script.load(self._reads)
 
@@ -487,8 +504,8 @@ class RedisHistory:
         assert self._writes is not None, "history is not open"
         try:
             replies = await _SCRIPTS["append"](self._writes, call.keys, call.args)
-        except RedisError as exc:
-            error = BloomrError("internal", f"storing messages failed: {exc}")
+        except Exception as exc:
+            error = as_error(exc, "storing messages")
             for slot in call.slots:
                 results[slot] = error
             return results
@@ -544,14 +561,19 @@ class RedisHistory:
             )
         return read_rows(stream_id, channel, reply[1])
 
-    async def since_seq(self, stream_id: str, after_seq: int, limit: int) -> list[Message]:
-        """Stored messages of every channel with seq > `after_seq`, the oldest `limit`,
-        in seq order: what the bus reads to fill a gap in what it received."""
+    async def since_seq(
+        self, stream_id: str, after_seq: int, limit: int
+    ) -> tuple[str, list[Message]]:
+        """The history's epoch ("" when it has none: lost, not made again yet) and its
+        stored messages of every channel with seq > `after_seq`, the oldest `limit`, in
+        seq order, from one snapshot: what the bus reads to fill a gap in what it
+        received, and to notice a history that was lost meanwhile."""
         base = key_base(self.prefix, stream_id)
         args = (base, after_seq, limit)
-        flat = await _SCRIPTS["since_seq"](self.client, [base + "all"], args)
+        epoch, *flat = await _SCRIPTS["since_seq"](self.client, [base + "head", base + "all"], args)
         pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [m for ch, row in pairs if row for m in read_rows(stream_id, ch.decode(), row)]
+        found = [m for ch, row in pairs if row for m in read_rows(stream_id, ch.decode(), row)]
+        return bytes(epoch).decode(), found
 
     async def drop(self, stream_id: str) -> None:
         base = key_base(self.prefix, stream_id)

@@ -74,6 +74,11 @@ def new_epoch() -> str:
     return os.urandom(EPOCH_LEN // 2).hex()
 
 
+def published_epoch(payload: bytes) -> str:
+    """The epoch of the history one PUBLISH of the append script was stored in."""
+    return payload[:EPOCH_LEN].decode()
+
+
 def decode_published(stream_id: str, payload: bytes) -> list[Message]:
     """The messages of one PUBLISH of the append script: the epoch, then per message a
     length byte, the channel, then its row."""

@@ -5,6 +5,7 @@ A row of `messages` holds a run of a batch's messages of one channel (`runs.py`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -17,6 +18,7 @@ from typing import Any
 import aiosqlite
 
 from ..errors import BloomrError
+from ..faults import as_error, unavailable
 from ..idempotency import KeyPolicy
 from ..model import Message, id_at, id_place, new_messages, now_ms, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
@@ -36,6 +38,10 @@ _INLINE_MESSAGES = 64
 # milliseconds the event loop must not wait for): a connection of its own does, on
 # its own thread, once this many messages have been appended since the last one.
 _CHECKPOINT_EVERY = 2_000
+# ... or once this many bytes of messages were: big messages would otherwise grow the
+# log by megabytes between checkpoints, and a log can only shrink once its content fits
+# in the database file (on a full disk, it never would)
+_CHECKPOINT_BYTES = 1 << 20
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -76,13 +82,17 @@ def _append_sync(
     """A whole group commit in one call on the appender thread (every thread hop costs
     a publish more latency than the insert itself), in one transaction with the
     idempotency keys it looks up and records."""
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        conn.execute("BEGIN IMMEDIATE")
         results, heads = _append_in_transaction(conn, batches, known, keys)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does): a ROLLBACK then
+        # fails, and its error would hide the real one
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return results, heads
 
 
@@ -144,6 +154,7 @@ class SQLiteHistory(SQLiteDatabase):
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Future[None] | None = None
         self._since_checkpoint = 0
+        self._since_checkpoint_bytes = 0
         self.key_policy = KeyPolicy()  # idempotency keys: how long, how many per stream
 
     async def open(self) -> None:
@@ -181,6 +192,8 @@ class SQLiteHistory(SQLiteDatabase):
         return await self._append_later(batches, sum(len(b.drafts) for b in batches))
 
     def try_append_now(self, batches: Sequence[AppendBatch]) -> list[Appended] | None:
+        if not self.reserve.restore():  # the disk is full: what is left is for deletes
+            return _refused(batches, self.reserve.reason)
         count = sum(len(b.drafts) for b in batches)
         if count <= _INLINE_MESSAGES and not self._write_lock.locked():
             # No await from here to the end: nothing can cut in, and no shield (an extra
@@ -191,6 +204,8 @@ class SQLiteHistory(SQLiteDatabase):
     @_run_to_completion
     async def _append_later(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
         async with self._write_lock:
+            if not self.reserve.restore():
+                return _refused(batches, self.reserve.reason)
             if count <= _INLINE_MESSAGES:
                 return self._append_now(batches, count)
             conn = self._conn_for_append()
@@ -202,7 +217,7 @@ class SQLiteHistory(SQLiteDatabase):
                     self._appender, call
                 )
             except Exception as exc:
-                return _failed(batches, exc)
+                return self._failed(batches, exc)
             return self._appended(ordered, heads, count)
 
     def _append_now(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
@@ -212,8 +227,14 @@ class SQLiteHistory(SQLiteDatabase):
                 conn, batches, self._known_heads(batches), self.key_policy
             )
         except Exception as exc:
-            return _failed(batches, exc)
+            return self._failed(batches, exc)
         return self._appended(ordered, heads, count)
+
+    def _failed(self, batches: Sequence[AppendBatch], exc: Exception) -> list[Appended]:
+        """The whole group fails: no seq is consumed."""
+        self.noticed(exc)
+        error = as_error(exc, "storing messages")
+        return [error for _ in batches]
 
     def _conn_for_append(self) -> sqlite3.Connection:
         assert self._append_conn is not None, "store is not open"
@@ -223,18 +244,23 @@ class SQLiteHistory(SQLiteDatabase):
         self, ordered: list[Appended], heads: dict[str, int], count: int
     ) -> list[Appended]:
         self._heads.update(heads)
-        self._checkpoint_after(count)
+        size = sum(m.size for batch in ordered if isinstance(batch, list) for m in batch)
+        self._checkpoint_after(count, size)
         return list(ordered)
 
-    def _checkpoint_after(self, appended: int) -> None:
+    def _checkpoint_after(self, appended: int, size: int) -> None:
         self._since_checkpoint += appended
-        if self._since_checkpoint < _CHECKPOINT_EVERY:
+        self._since_checkpoint_bytes += size
+        if (
+            self._since_checkpoint < _CHECKPOINT_EVERY
+            and self._since_checkpoint_bytes < _CHECKPOINT_BYTES
+        ):
             return
         if self._checkpoint_task is not None and not self._checkpoint_task.done():
             return
         conn = self._checkpoint_conn
         assert conn is not None, "store is not open"
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._since_checkpoint_bytes = 0
         loop = asyncio.get_running_loop()
         self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
 
@@ -307,6 +333,7 @@ class SQLiteHistory(SQLiteDatabase):
             for table in ("messages", "ticks", "heads", "idempotency"):
                 await conn.execute(f"DELETE FROM {table} WHERE stream_id = ?", (stream_id,))
             self._heads.pop(stream_id, None)
+        await self.reclaim()
 
     @_run_to_completion
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
@@ -320,7 +347,9 @@ class SQLiteHistory(SQLiteDatabase):
                 (stream_id, _FOREVER),
             )
             await forget_old_keys(conn, stream_id, now_ms() - self.key_policy.ttl_ms)
-            return removed
+        if removed:
+            await self.reclaim()
+        return removed
 
 
 class _Trim:
@@ -373,9 +402,8 @@ class _Trim:
         return int(next(iter(rows))[0])
 
 
-def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[Appended]:
-    """The whole group fails: no seq is consumed."""
-    error = BloomrError("internal", f"storing messages failed: {exc}")
+def _refused(batches: Sequence[AppendBatch], reason: str) -> list[Appended]:
+    error = unavailable(f"the disk is full ({reason}): publishes wait for room")
     return [error for _ in batches]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..auth import Authenticator, check_access
 from ..errors import BloomrError, warning
+from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
@@ -91,6 +92,8 @@ async def authorize(
         principal = await auth.identify(secret)
         check_access(principal, stream_id, "subscribe")
     except BloomrError as exc:
+        if exc.code == "unavailable":  # not an answer about the token: say so
+            raise
         raise BloomrError("unauthorized", exc.message) from None
     stream = await streams.get(stream_id)
     if stream is None:
@@ -167,8 +170,8 @@ async def try_open_session(
 ) -> Opened | BloomrError:
     try:
         return await open_session(hub, streams, auth, args, signer)
-    except BloomrError as exc:
-        return exc
+    except Exception as exc:  # never silence: the client is told, then disconnected
+        return as_error(exc, "opening a session")
 
 
 async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[list[Message]]:
@@ -206,14 +209,17 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
             await _drain(client, sub)
             count, last_id = count + len(plan.messages), plan.messages[-1].id
         await client.emit("replay_end", {"count": count, "lastId": last_id})
-        sub.go_live(plan.head_seq)
+        sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)
         if sink is not None:
             sub.attach(sink)
         while True:
             batch = await sub.next_batch()
-            await client.send_messages(batch, False, include_metadata)
-            await _drain(client, sub)
+            for payload in sub.take_warnings():  # history_reset, where it falls
+                await client.emit("warning", payload)
+            if batch:
+                await client.send_messages(batch, False, include_metadata)
+                await _drain(client, sub)
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:
