@@ -71,14 +71,24 @@ class Proxy:
             server.close()  # not wait_closed(): from 3.12 it waits for open connections too
 
     async def sever(self) -> None:
-        """Cut every open connection, on both sides, at once."""
-        for writer in list(self._writers):
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
-        pipes = list(self._pipes)
-        for pipe in pipes:
-            pipe.cancel()
-        await asyncio.gather(*pipes, return_exceptions=True)
+        """Cut every open connection, on both sides, at once. A connection the listener
+        had accepted before `refuse()` may reach its handler a few turns of the loop
+        later (asyncio sets it up in steps): the cutting goes on until none comes for
+        a while."""
+        quiet = 0
+        while quiet < 3:
+            if self._writers or self._pipes:
+                quiet = 0
+                for writer in list(self._writers):
+                    with contextlib.suppress(Exception):
+                        writer.transport.abort()
+                pipes = list(self._pipes)
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+            else:
+                quiet += 1
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         await self.refuse()

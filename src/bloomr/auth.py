@@ -47,6 +47,12 @@ class Authenticator:
 
     CACHE_SECONDS = 1.0
     CACHE_SIZE = 10_000
+    # While the token store is unavailable (a PostgreSQL restart or failover), a token
+    # this node has seen is honoured from its cache for this much longer: a short outage
+    # does not log every client out. Revocations this node has heard of still win, and
+    # `expires_at` still holds; the risk is only a revocation whose event this node
+    # missed, for at most this long.
+    STALE_SECONDS = 60.0
 
     def __init__(
         self,
@@ -120,7 +126,13 @@ class Authenticator:
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
-        token = await self._find_token(secret_hash)
+        try:
+            token = await self._find_token(secret_hash)
+        except BloomrError as exc:
+            if exc.code == "unavailable" and cached is not None:
+                if cached[1] + self.STALE_SECONDS > now:
+                    return cached[0]  # fresh until then: see STALE_SECONDS
+            raise
         if token is None:  # unknown secrets are not cached: anyone can make up more
             self._cache.pop(secret_hash, None)
             return None

@@ -87,6 +87,7 @@ def embedded(settings: Settings) -> Backends:
         script_status=LocalScriptStatus(),
         opens=[("SQLite", where, store.open), ("SQLite", where, webhooks.open)],
         closes=[store.close],
+        probes={"sqlite": store.check_writable},
     )
 
 
@@ -104,6 +105,9 @@ def cluster(settings: Settings) -> Backends:
     async def ping_redis() -> None:
         await history.client.ping()
 
+    async def probe_redis() -> None:  # a write: a Redis refusing them (OOM, MISCONF) fails
+        await history.client.set(f"{name}:health:{settings.node_id}", b"1", px=60_000)
+
     return Backends(
         meta=pg,
         broker=broker,
@@ -117,7 +121,7 @@ def cluster(settings: Settings) -> Backends:
             ("Redis", settings.redis_url, ping_redis),
         ],
         closes=[history.close, pg.close],
-        probes={"postgresql": pg.ping, "redis": ping_redis},
+        probes={"postgresql": pg.check_writable, "redis": probe_redis},
         claim_admin_hash=pg.claim_admin_key_hash,
     )
 

@@ -19,6 +19,7 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "payload_too_large": 413,
     "validation_failed": 422,
+    "idempotency_key_reused": 422,  # an Idempotency-Key sent again with another body
     "header_too_large": 431,
     "rate_limited": 429,
     "internal": 500,

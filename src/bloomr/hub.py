@@ -13,12 +13,14 @@ import contextlib
 import logging
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from .activity import Activity
 from .broker import Broker
 from .control import Control, ControlEvent
 from .errors import BloomrError
+from .faults import as_error
+from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
 from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
@@ -49,6 +51,9 @@ class HubListener(Protocol):
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
+_Outcome = asyncio.Future[list[Message] | Repeat]  # a publish's, once the store answered
+
+
 class Backpressure(Protocol):
     """A part that must catch up before the hub stores more (the webhook outbox writer,
     while its store fails): no publish is stored while one pushes back."""
@@ -63,7 +68,7 @@ class Backpressure(Protocol):
 @dataclass(slots=True)
 class _Pending:
     batch: AppendBatch
-    future: asyncio.Future[list[Message]]
+    future: _Outcome
 
 
 class Hub:
@@ -82,9 +87,13 @@ class Hub:
         self.subscribers = Subscribers(
             self.limits.backlog_messages, self.limits.backlog_bytes, revoked_tokens
         )
+        self.on_reset = self.subscribers.reset  # BrokerHandler: a history lost
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._committing = False  # the pipeline holds a group it has not fanned out yet
+        # publishes with an idempotency key in progress on this node, by (stream, key):
+        # a repeat waits for the first to be answered, then asks the store
+        self._keyed: dict[tuple[str, str], _Outcome] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[HubListener] = []
         self._pressure: list[Backpressure] = []
@@ -150,10 +159,37 @@ class Hub:
     async def publish(self, stream: Stream, drafts: list[Draft]) -> list[Message]:
         """Store the drafts as one contiguous batch, then fan them out. Returns once they
         are durable."""
-        future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(AppendBatch(stream.id, drafts, stream.store_history), future))
+        batch = AppendBatch(stream.id, drafts, stream.store_history)
+        return cast(list[Message], await self._submit(batch))  # no key: never a Repeat
+
+    async def publish_once(self, stream: Stream, drafts: list[Draft], key: str) -> list[str]:
+        """`publish` under an idempotency key: the ids the drafts got, stored and fanned
+        out once per key and stream, whichever node a repeat reaches (the store looks
+        the key up atomically with the append). A repeat while the first is in progress
+        on this node waits for its answer; another body under a recorded key raises
+        BloomrError('idempotency_key_reused')."""
+        slot = (stream.id, key)
+        while (ahead := self._keyed.get(slot)) is not None and not ahead.done():
+            await asyncio.wait([ahead])  # never cancels it: its publisher is waiting too
+        if not self._tasks:  # stopped while it waited: no pipeline would take it
+            raise BloomrError("unavailable", "server is stopping")
+        batch = AppendBatch(stream.id, drafts, stream.store_history, key, fingerprint(drafts))
+        future = self._submit(batch)
+        self._keyed[slot] = future
+        future.add_done_callback(lambda _: self._forget_keyed(slot, future))
+        # shielded: one cancelled by its client stays in progress until the store answers
+        result = await asyncio.shield(future)
+        return result.ids if isinstance(result, Repeat) else [m.id for m in result]
+
+    def _forget_keyed(self, slot: tuple[str, str], future: _Outcome) -> None:
+        if self._keyed.get(slot) is future:
+            del self._keyed[slot]
+
+    def _submit(self, batch: AppendBatch) -> _Outcome:
+        future: _Outcome = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(batch, future))
         self._wakeup.set()
-        return await future
+        return future
 
     @property
     def publishes_on_the_spot(self) -> bool:
@@ -176,6 +212,7 @@ class Hub:
         result = results[0]
         if isinstance(result, BloomrError):
             raise result
+        assert isinstance(result, list)  # a batch without a key is never a repeat
         self._tell_published(stream.id, result)
         return result
 
@@ -191,10 +228,10 @@ class Hub:
                 try:
                     await self._commit(group)
                 except Exception as exc:  # keep publishing for everyone else
-                    log.exception("publish pipeline failed")
+                    error = as_error(exc, "the publish pipeline")
                     for pending in group:
                         if not pending.future.done():
-                            pending.future.set_exception(BloomrError("internal", str(exc)))
+                            pending.future.set_exception(error)
                 finally:
                     self._committing = False
 
@@ -218,7 +255,7 @@ class Hub:
         results = await self.broker.publish([p.batch for p in group])
         stored: dict[str, list[Message]] = {}
         for pending, result in zip(group, results, strict=True):
-            if not isinstance(result, BloomrError):
+            if isinstance(result, list):  # a Repeat was told about the first time
                 stored.setdefault(pending.batch.stream_id, []).extend(result)
         for stream_id, messages in stored.items():
             self._tell_published(stream_id, messages)

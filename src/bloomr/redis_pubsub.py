@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from .errors import BloomrError
+from .faults import BACKEND_TIMEOUT
 from .tasks import cancel
 
 log = logging.getLogger("bloomr.redis")
@@ -66,7 +68,13 @@ class Subscription:
         # No retries inside the client: this reconnects itself, so that it knows when
         # it did and its owner can fill what it missed meanwhile.
         self._client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), client_name=self.name
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            client_name=self.name,
+            # bounds the commands sent on its pool (a control event's PUBLISH); the
+            # listening itself waits with its own timeouts
+            socket_timeout=BACKEND_TIMEOUT,
+            socket_connect_timeout=BACKEND_TIMEOUT,
         )
         try:
             pubsub = await self._subscribe()
@@ -135,7 +143,7 @@ class Subscription:
             try:
                 if self._on_reconnect is not None:
                     await self._on_reconnect()
-            except _BROKEN as exc:
+            except (*_BROKEN, BloomrError) as exc:  # a store's `unavailable` included
                 log.warning("%s cannot catch up yet (%s)", self.name, exc)
                 await _close(pubsub)
                 continue

@@ -74,6 +74,13 @@ class Subscribers:
                 for sub in subs:
                     sub.deliver(delivery)
 
+    def reset(self, stream_id: str, epoch: str) -> None:
+        """The stream's history was lost and began again in `epoch`: every subscriber of
+        it, on every channel, is warned (`history_reset`) where it happened and goes on
+        with the new history's messages (`Subscription.reset`)."""
+        for sub in self.of_stream(stream_id):
+            sub.reset(epoch)
+
     def of_stream(self, stream_id: str) -> Iterator[Subscription]:
         for subs in list(self._subs.get(stream_id, {}).values()):
             yield from list(subs)

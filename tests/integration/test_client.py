@@ -327,19 +327,7 @@ async def test_publisher_retries_while_the_server_cannot_be_reached(
     assert [m["data"] for m in await history(server, stream)] == ["while refused", "after"]
 
 
-async def _keys_supported(server: Server) -> bool:
-    """Whether this server stores a repeated Idempotency-Key once (SPEC §3)."""
-    stream, token = await server.stream_and_token()
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "probe-1"}
-    async with server.client() as c:
-        for _ in range(2):
-            await c.post(f"/api/streams/{stream}/messages", json={"data": 1}, headers=headers)
-    return len(await history(server, stream)) == 1
-
-
 async def test_a_batch_whose_answer_was_lost_is_stored_once(server: Server, proxy: Proxy) -> None:
-    if not await _keys_supported(server):
-        pytest.skip("this server does not honour Idempotency-Key yet")
     stream, token = await server.stream_and_token()
     proxy.drop_replies = 1  # the server stores the batch, its answer never arrives
     async with Publisher(proxy.url, stream, token, retry_initial=0.05) as publisher:

@@ -16,7 +16,7 @@ from bloomr.control import Control
 from bloomr.control.local import LocalControl
 from bloomr.errors import BloomrError
 from bloomr.hub import Hub
-from bloomr.model import Draft, Stream
+from bloomr.model import Draft, Message, Stream
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.subscription import Delivery, Subscription
 
@@ -159,3 +159,74 @@ async def test_no_publish_is_stored_while_a_part_pushes_back(hub: Hub) -> None:
         assert [m.seq for m in await pending] == [1]
     stored = hub.try_publish_now(stream, drafts("", 2))
     assert stored is not None and [m.seq for m in stored] == [2]
+
+
+class Told:
+    """A hub listener: what it was told was published."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+        self.published += [orjson.loads(m.data_json) for m in messages]
+
+    def on_stream_deleted(self, stream_id: str) -> None:
+        pass
+
+
+async def test_duplicates_under_one_key_are_published_once_and_all_answered_alike(
+    hub: Hub,
+) -> None:
+    stream = Stream(id="hubtest019", name="k")
+    _, sink = await live(hub, stream, "")
+    told = Told()
+    hub.add_listener(told)
+    async with asyncio.timeout(TIMEOUT):
+        # queued together: the first is in progress while the others arrive
+        answers = await asyncio.gather(
+            *(hub.publish_once(stream, drafts("", 1, 2), "key") for _ in range(5))
+        )
+        later = await hub.publish(stream, drafts("", 3))
+    assert len({tuple(a) for a in answers}) == 1 and len(answers[0]) == 2
+    assert later[0].seq == 3
+    assert [v for write in sink.writes for v in write] == [1, 2, 3]
+    assert told.published == [1, 2, 3]
+
+
+async def test_another_body_under_a_key_in_progress_is_refused_once_it_is_stored(
+    hub: Hub,
+) -> None:
+    stream = Stream(id="hubtest020", name="k")
+    async with asyncio.timeout(TIMEOUT):
+        first, second = await asyncio.gather(
+            hub.publish_once(stream, drafts("", 1), "key"),
+            hub.publish_once(stream, drafts("", 2), "key"),
+            return_exceptions=True,
+        )
+    assert isinstance(first, list) and len(first) == 1
+    assert isinstance(second, BloomrError) and second.code == "idempotency_key_reused"
+
+
+async def test_a_cancelled_keyed_publish_stays_in_progress_until_stored(hub: Hub) -> None:
+    stream = Stream(id="hubtest021", name="k")
+    async with asyncio.timeout(TIMEOUT):
+        gone = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
+        await asyncio.sleep(0)  # queued
+        gone.cancel()  # its client went away: the publish goes on
+        retry = await hub.publish_once(stream, drafts("", 1), "key")
+    [stored] = await hub.page(stream.id, "", None, None, 10)
+    assert retry == [stored.id]
+
+
+async def test_keyed_publishes_waiting_when_the_hub_stops_are_answered(hub: Hub) -> None:
+    stream = Stream(id="hubtest022", name="k")
+    hub.add_backpressure(Gate())  # nothing gets stored: both stay in progress
+    first = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
+    second = asyncio.ensure_future(hub.publish_once(stream, drafts("", 1), "key"))
+    await asyncio.sleep(0)  # the first queued, the second waiting behind it
+    await hub.stop()
+    async with asyncio.timeout(TIMEOUT):
+        for waiting in (first, second):
+            with pytest.raises(BloomrError) as stopped:
+                await waiting
+            assert stopped.value.code == "unavailable"

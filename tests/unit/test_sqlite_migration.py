@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from bloomr.idempotency import Repeat
 from bloomr.model import Draft
 from bloomr.replay import AfterId
 from bloomr.store.base import AppendBatch
@@ -58,6 +59,10 @@ async def test_schema_1_history_is_found_by_id_and_time(tmp_path: Path) -> None:
         assert isinstance(added, list) and [m.seq for m in added] == [4]
         after_last_old = await store.page("streamAAAA", "", _ROWS[2][2], None, 10)
         assert [m.data for m in after_last_old] == ["d"]
+        keyed = AppendBatch("streamAAAA", [Draft("", b'"e"')], True, "key", "f" * 32)
+        [first] = await store.append([keyed])
+        assert isinstance(first, list) and [m.seq for m in first] == [5]
+        assert await store.append([keyed]) == [Repeat([first[0].id])]  # keys, migrated in
     finally:
         await store.close()
     conn = sqlite3.connect(path)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bloomr.errors import BloomrError
 from bloomr.model import Message
-from bloomr.subscription import SlowConsumer, Subscription, SubscriptionClosed
+from bloomr.subscription import Delivery, SlowConsumer, Subscription, SubscriptionClosed
 
 STREAM = "dwd23RWdwE"
 
@@ -249,3 +249,101 @@ def test_offers_after_close_are_ignored() -> None:
     s.close(BloomrError("stream_deleted", "the stream was deleted"))
     s.offer(msg(1))
     assert s.backlog == 0
+
+
+# -- a history that was lost (history_reset) ----------------------------------------------
+
+
+def drain(s: Subscription) -> list[object]:
+    """Everything the consumer would send now: batches of seqs and warning codes."""
+    out: list[object] = []
+    while True:
+        batch = s.take()
+        warnings = [w["code"] for w in s.take_warnings()]
+        if not batch and not warnings:
+            return out
+        out += warnings
+        if batch:
+            out.append(seqs(batch))
+
+
+def test_a_live_subscriber_is_warned_and_gets_the_new_history_from_seq_1() -> None:
+    s = sub()
+    s.go_live(10)
+    for seq in (11, 12):
+        s.offer(msg(seq))
+    s.reset("new")
+    for seq in (1, 2, 3):
+        s.offer(msg(seq))
+    assert drain(s) == [[11, 12], "history_reset", [1, 2, 3]]
+    s.offer(msg(3))  # a repeat is still dropped
+    s.offer(msg(4))
+    assert drain(s) == [[4]]
+
+
+def test_a_reset_with_nothing_queued_warns_first() -> None:
+    s = sub()
+    s.go_live(50)
+    assert drain(s) == []
+    s.reset("new")
+    s.offer(msg(1))
+    assert drain(s) == ["history_reset", [1]]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.written: list[list[int]] = []
+        self.writable = True
+
+    def write(self, delivery: Delivery) -> None:
+        self.written.append(seqs(delivery.messages))
+
+
+def test_direct_writes_wait_for_the_warning() -> None:
+    s, sink = sub(), ListSink()
+    s.go_live(5)
+    s.attach(sink)
+    s.deliver(Delivery([msg(6)]))
+    assert sink.written == [[6]]
+    s.reset("new")
+    s.deliver(Delivery([msg(1)]))  # queued behind the warning, not written
+    assert sink.written == [[6]]
+    assert drain(s) == ["history_reset", [1]]
+    s.deliver(Delivery([msg(2)]))
+    assert sink.written == [[6], [2]]
+
+
+def test_a_replay_of_the_old_history_then_a_reset_loses_nothing() -> None:
+    s = sub()
+    # the replay read the old history, up to 20
+    for seq in (19, 20, 21):
+        s.offer(msg(seq))
+    s.reset("new")
+    for seq in (1, 2):
+        s.offer(msg(seq))
+    s.go_live(20, "old")
+    assert drain(s) == [[21], "history_reset", [1, 2]]
+
+
+def test_a_replay_of_the_new_history_drops_what_it_covered() -> None:
+    s = sub()
+    # read after the loss, up to seq 2 of the new history
+    s.offer(msg(30))  # the old history's last, still in flight
+    s.reset("new")
+    for seq in (1, 2, 3):
+        s.offer(msg(seq))
+    s.go_live(2, "new")
+    assert drain(s) == [[3]]
+    s.reset("new")  # noticed again later (another path): warned, nothing repeated
+    s.offer(msg(3))
+    s.offer(msg(4))
+    assert drain(s) == ["history_reset", [4]]
+
+
+def test_a_snapshot_read_after_the_loss_but_before_this_node_noticed_it() -> None:
+    s = sub()
+    s.go_live(2, "new")  # replayed seqs 1 and 2 of the new history
+    s.reset("new")  # this node notices now, then hands over 1, 2, 3
+    for seq in (1, 2, 3):
+        s.offer(msg(seq))
+    assert drain(s) == ["history_reset", [3]]

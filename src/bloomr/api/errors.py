@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from ..errors import BloomrError
+from ..faults import RETRY_AFTER_SECONDS, as_error
 from .jsonbody import NOT_JSON
 from .responses import JSON
 
@@ -16,9 +17,17 @@ _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_
 
 
 def error_response(error: BloomrError) -> JSON:
-    retry_after = error.details.get("retry_after")
-    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    headers = retry_after(error)
     return JSON({"error": error.payload()}, status_code=error.status, headers=headers)
+
+
+def retry_after(error: BloomrError) -> dict[str, str] | None:
+    """`Retry-After` for a 503 (the backend is expected back by itself), or the one an
+    error names (a 429: when the address may try again)."""
+    seconds = error.details.get("retry_after")
+    if seconds is not None:
+        return {"Retry-After": str(seconds)}
+    return {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else None
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -51,8 +60,9 @@ async def _on_http(_: Request, exc: Exception) -> JSON:
     return error_response(BloomrError(code, str(exc.detail)))
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSON:
-    return error_response(BloomrError("internal", "internal error"))
+async def _on_unexpected(request: Request, exc: Exception) -> JSON:
+    # stores translate their failures; this catches one that escaped them
+    return error_response(as_error(exc, f"{request.method} {request.url.path}"))
 
 
 def install(app: FastAPI) -> None:

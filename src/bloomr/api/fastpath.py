@@ -9,7 +9,6 @@ publish on the spot, already parsed (`HANDED_OVER`)."""
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 
@@ -18,12 +17,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import Principal
 from ..credentials import secret_of
-from ..errors import BloomrError
+from ..faults import PUBLISH_ANSWER_WITHIN, as_error, in_time, retry_after
+from ..idempotency import header_value
 from ..model import Draft, Stream
 from .context import Context
 from .messages import publish_body, published_body
-
-log = logging.getLogger("bloomr.api")
 
 PUBLISH_PATH = re.compile(r"/api/streams/([^/]+)/messages/?")
 JSON_TYPE = (b"content-type", b"application/json")
@@ -46,7 +44,8 @@ class FastPublish:
         try:
             handed: PublishRequest | None = scope.get(HANDED_OVER)
             if handed is not None:  # authorized and parsed already, in PublishingHttp
-                messages = await self.ctx.hub.publish(handed.stream, handed.drafts)
+                publishing = self.ctx.hub.publish(handed.stream, handed.drafts)
+                messages = await in_time(publishing, PUBLISH_ANSWER_WITHIN, "the publish")
                 await _respond(send, 201, published_body(messages))
                 return
             caller = await self.ctx.auth.identify(
@@ -55,18 +54,17 @@ class FastPublish:
             raw = await _body(receive)
             if raw is None:
                 return  # the client went away
-            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw))
+            key = header_value(scope["headers"])
+            await _respond(send, 201, await publish_body(self.ctx, caller, stream_id, raw, key))
         except Exception as exc:
             await _respond(send, *failure(exc))
 
 
 def failure(exc: Exception) -> tuple[int, bytes]:
-    """The answer to a publish that failed with `exc` (call it in the `except` block: an
-    unexpected error is logged with its traceback and answered as `internal`)."""
-    if not isinstance(exc, BloomrError):
-        log.exception("publish failed")
-        exc = BloomrError("internal", "internal error")
-    return exc.status, orjson.dumps({"error": exc.payload()})
+    """The answer to a publish that failed with `exc` (an unexpected error is logged with
+    its traceback and answered as `internal`; a backend's failure as `unavailable`)."""
+    error = as_error(exc, "publish")
+    return error.status, orjson.dumps({"error": error.payload()})
 
 
 async def _body(receive: Receive) -> bytes | None:
@@ -81,7 +79,7 @@ async def _body(receive: Receive) -> bytes | None:
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    headers = [JSON_TYPE, (b"content-length", str(len(body)).encode()), *retry_after(status)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Request, Response
 
 from ..auth import Principal, check_access, require_stream
 from ..errors import BloomrError, invalid_argument
+from ..faults import PUBLISH_ANSWER_WITHIN, in_time
+from ..idempotency import header_value, parse_key
 from ..model import (
     DEFAULT_CHANNEL,
     Draft,
@@ -39,6 +41,8 @@ router = APIRouter(prefix="/api/streams", tags=["messages"])
 POLL_DEFAULT_LIMIT = 1000
 POLL_MAX_LIMIT = 10_000
 POLL_MAX_WAIT = 60
+# answered `unavailable` past this (a frozen store): outcome unknown, see faults.in_time
+_PUBLISH_DEADLINE = (PUBLISH_ANSWER_WITHIN, "the publish")
 
 
 async def _authorized_stream(
@@ -81,12 +85,21 @@ def _draft(item: Any, index: int | None) -> Draft:
     return Draft(channel, encode_json(item["data"]))
 
 
-async def publish_body(ctx: Context, caller: Principal, stream_id: str, raw: bytes) -> bytes:
+async def publish_body(
+    ctx: Context, caller: Principal, stream_id: str, raw: bytes, key_header: bytes | None = None
+) -> bytes:
     """The publish endpoint's work, shared by the route below and the fast path in
-    `api/fastpath.py`: authorize, parse, store and fan out; the 201 body."""
+    `api/fastpath.py`: authorize, parse, store and fan out; the 201 body. With an
+    `Idempotency-Key` header (`key_header`, see `idempotency.header_value`), through
+    `Hub.publish_once`. A body of no messages is answered `{"ids": []}` and recorded
+    nowhere: there is nothing to store twice."""
     stream = await _authorized_stream(ctx, caller, stream_id, "publish")
+    key = parse_key(key_header)
     drafts = parse_publish_body(raw)
-    messages = await ctx.hub.publish(stream, drafts) if drafts else []
+    if key is not None and drafts:
+        ids = await in_time(ctx.hub.publish_once(stream, drafts, key), *_PUBLISH_DEADLINE)
+        return orjson.dumps({"ids": ids})
+    messages = await in_time(ctx.hub.publish(stream, drafts), *_PUBLISH_DEADLINE) if drafts else []
     return published_body(messages)
 
 
@@ -99,7 +112,8 @@ def published_body(messages: list[Message]) -> bytes:
 async def publish(stream_id: str, request: Request, ctx: Ctx, caller: Caller) -> Response:
     """Publish one message or a batch; returns once they are stored, in order. (Served
     by `api/fastpath.py`; this route documents it and serves it if that is bypassed.)"""
-    body = await publish_body(ctx, caller, stream_id, await request.body())
+    key = header_value(request.scope["headers"])
+    body = await publish_body(ctx, caller, stream_id, await request.body(), key)
     return Response(body, status_code=201, media_type="application/json")
 
 

@@ -78,6 +78,17 @@ class TokenCreate(_Body):
 
 
 PUBLISH_SCHEMA = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "1-255 visible ASCII characters, scoped to the stream: a repeat "
+            "within 24 h with the same body answers what the first answered and stores "
+            "nothing more; with another body, 422 idempotency_key_reused",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -94,7 +105,7 @@ PUBLISH_SCHEMA = {
                 },
             }
         },
-    }
+    },
 }
 PUBLISH_ITEM_SCHEMA = {
     "type": "object",

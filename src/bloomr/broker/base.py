@@ -13,14 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import BloomrError
+from ..idempotency import Repeat
 from ..model import Message
 from ..replay import ReplayStart
-from ..store.base import AppendBatch, ReplaySlice
+from ..store.base import AppendBatch, Appended, ReplaySlice
 
-__all__ = ["AppendBatch", "Broker", "BrokerHandler", "Capabilities", "Published", "ReplaySlice"]
+__all__ = [
+    "AppendBatch",
+    "Broker",
+    "BrokerHandler",
+    "Capabilities",
+    "Published",
+    "Repeat",
+    "ReplaySlice",
+]
 
-Published = list[Message] | BloomrError  # one batch's outcome
+Published = Appended  # one batch's outcome: its messages, a Repeat, or a BloomrError
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,16 @@ class BrokerHandler(Protocol):
         message of the stream is handed over once per node, in order, after every
         message before it (a gap is filled before what follows it is handed over).
         Called from one task (or, for `publish_now`, from the caller); must not block."""
+        ...
+
+    def on_reset(self, stream_id: str, epoch: str) -> None:
+        """The stream's history was lost (a Redis restarted without persistence, flushed
+        or evicting) and began again in `epoch`: its seqs start over. Called, from the
+        same task as `on_messages`, after every message of the lost history this node
+        was handed and before the first one of `epoch`; from then on `on_messages`
+        hands over every message of `epoch`, from its seq 1 (those still stored, when
+        the loss was noticed late), in order. Never called by a broker whose history
+        cannot be lost behind its back (the embedded one). Must not block."""
         ...
 
 
@@ -59,7 +77,10 @@ class Broker(Protocol):
         not stored, nor miss one that is. Returns once the batches are durable (as far
         as the backend is); a batch that cannot be taken gets a BloomrError in its slot
         and the others are unaffected. A batch of a stream without history (`keep`
-        False) is ordered and fanned out, never stored."""
+        False) is ordered and fanned out, never stored. A batch with an idempotency
+        key is looked up and recorded in the same atomic step as its append (see
+        `AppendBatch`), so across nodes one request with a key is stored once: a repeat
+        gets `Repeat` with the first one's ids and is neither stored nor fanned out."""
         ...
 
     def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:

@@ -3,15 +3,15 @@
 on the fd in `BLOOMR_EMIT_FD` on their channel) and publish its output to a remote
 bloomr over the HTTP API; exit with the command's exit code.
 
-Delivery: one sender posts the output in order, in batches of up to 1,000 lines. A
-batch leaves the buffer only when the server answered 201, so a stored batch is never
-sent again and nothing is dropped while the server is away: failures are retried
-with exponential backoff (0.2 s doubling to 2 s), the output waits in a bounded
-buffer, and when that is full the command blocks in write() until the server is back.
-A request that got no answer at all (the connection broke after it was sent) is sent
-again: the server may have stored it, so in that one case a batch can arrive twice.
-We chose that over losing it, since the server has no idempotency key to ask with.
-Errors the server will repeat (401, 403, 404, 422) stop the command and exit 1."""
+Delivery: one sender posts the output in order, in batches of up to 1,000 lines, each
+with an `Idempotency-Key` of its own. A batch leaves the buffer only when the server
+answered 201, and nothing is dropped while the server is away: failures (5xx, 408,
+409, 429, timeouts, broken connections) are retried with the same key and body, with
+exponential backoff (0.2 s doubling to 2 s), so a batch whose outcome was unknown (the
+server stored it but its answer was lost) is stored once: the server answers a repeat
+with the first answer. The output waits in a bounded buffer meanwhile, and when that
+is full the command blocks in write() until the server is back. Errors the server
+will repeat (401, 403, 404, 422) stop the command and exit 1."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ BUFFER_MESSAGES = 100_000  # held while the server is away, then the command wai
 BUFFER_BYTES = 64 * 1024 * 1024
 RETRY_INITIAL = 0.2
 RETRY_MAX = 2.0
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 SPAWN_FAILED = 127  # as a shell exits for a command it cannot run
 
 Outcome = Literal["sent", "retry", "too_large", "fatal"]
@@ -176,10 +177,13 @@ class Uploader:
         return batch
 
     async def _deliver(self, batch: list[Draft]) -> bool:
-        """Post one batch until the server stored it; False when that cannot happen."""
+        """Post one batch until the server stored it; False when that cannot happen.
+        Every attempt sends the same body under the same key: stored once, whatever
+        answers were lost."""
         delay = RETRY_INITIAL
+        body, key = encode_batch(batch), uuid.uuid4().hex
         while True:
-            outcome, reason, _ = await self._attempt(encode_batch(batch))
+            outcome, reason, _ = await self._attempt(body, key)
             if outcome == "sent":
                 self._recovered()
                 return True
@@ -201,11 +205,15 @@ class Uploader:
         half = len(batch) // 2
         return await self._deliver(batch[:half]) and await self._deliver(batch[half:])
 
-    async def _attempt(self, body: bytes) -> tuple[Outcome, str, int | None]:
+    async def _attempt(
+        self, body: bytes, key: str | None = None
+    ) -> tuple[Outcome, str, int | None]:
         """One POST: what to do next, why, and the HTTP status (None: no answer)."""
         import httpx
 
         headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         try:
             response = await self._client.post(self._path, content=body, headers=headers)
         except httpx.UnsupportedProtocol:

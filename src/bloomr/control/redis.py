@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..faults import guarded
 from ..redis_pubsub import Subscription
 from .base import ControlEvent, ControlHandler
 
@@ -15,6 +16,7 @@ def control_channel(prefix: str) -> str:
     return f"{prefix}:control"
 
 
+@guarded
 class RedisControl:
     """Implements ControlChannel over Redis pub/sub. Events sent while a node's
     connection is down are lost to it (see ControlChannel)."""

@@ -31,6 +31,7 @@ from ..api.messages import parse_publish_body, published_body
 from ..auth import check_access
 from ..bounds import Bounds
 from ..credentials import secret_of
+from ..faults import retry_after
 from ..model import Message
 from .bounded import BoundedHttp, bounded_http
 
@@ -141,7 +142,7 @@ class PublishingHttp(BoundedHttp):
     def _respond(self, status: int, body: bytes) -> None:
         closing = self._closing
         head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
-        for name, value in (*self.server_state.default_headers, JSON_TYPE):
+        for name, value in (*self.server_state.default_headers, JSON_TYPE, *retry_after(status)):
             head += (name, b": ", value, b"\r\n")
         if closing:
             head.append(b"connection: close\r\n")
@@ -160,13 +161,13 @@ class PublishingHttp(BoundedHttp):
         self.access_logger.info('%s - "%s %s HTTP/%s" %d', client, "POST", url, "1.1", status)
 
 
-_NOT_HERE = frozenset({b"transfer-encoding", b"origin"})
+_NOT_HERE = frozenset({b"transfer-encoding", b"origin", b"idempotency-key"})
 
 
 def _declared_length(headers: Headers) -> int | None:
     """Content-Length, when it alone frames the body; None too for a request from a
     browser on another origin (`Origin`), whose answer needs the ASGI path's CORS
-    headers."""
+    headers, and for one with an `Idempotency-Key` (`Hub.publish_once`, on that path)."""
     length = None
     for name, value in headers:
         if name in _NOT_HERE or (name == b"content-length" and length is not None):

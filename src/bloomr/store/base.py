@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import BloomrError
+from ..idempotency import Repeat
 from ..model import Draft, Message, Stream, Token
 from ..replay import ReplayStart
 from ..runner.spec import ScriptReport
@@ -16,11 +17,25 @@ from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
 @dataclass(slots=True)
 class AppendBatch:
-    """One publish request: all of `drafts` are stored atomically and contiguously."""
+    """One publish request: all of `drafts` are stored atomically and contiguously.
+
+    With a `key` (an Idempotency-Key, with the `fingerprint` of the drafts), the store
+    looks the key up and records it in the same atomic step as the append: a key it
+    holds with the same fingerprint gets `Repeat` (nothing stored, nothing fanned out),
+    with another fingerprint BloomrError('idempotency_key_reused'); a new one is
+    stored, and remembered with its ids for `idempotency.KEY_TTL_MS` (at most the
+    newest `idempotency.KEYS_PER_STREAM` keys of a stream). A batch without drafts is
+    never recorded."""
 
     stream_id: str
     drafts: list[Draft]
     keep: bool  # False when the stream does not store history: ordered, never written
+    key: str | None = None
+    fingerprint: str = ""
+
+
+# one batch's outcome: stored (or, without history, ordered), a repeat, or refused
+Appended = list[Message] | Repeat | BloomrError
 
 
 @dataclass(slots=True)
@@ -60,15 +75,14 @@ class HistoryStore(Protocol):
     message's timestamp, and timestamps never decrease along `seq`. Every batch is
     atomic and contiguous."""
 
-    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+    async def append(self, batches: Sequence[AppendBatch]) -> list[Appended]:
         """Order and store the batches, in the given order, durably before returning.
         A batch whose stream cannot take it gets a BloomrError in its slot; the others
-        are unaffected."""
+        are unaffected. Keyed batches: see `AppendBatch` (a key repeated within one call
+        is a repeat of the first batch that carried it)."""
         ...
 
-    def try_append_now(
-        self, batches: Sequence[AppendBatch]
-    ) -> list[list[Message] | BloomrError] | None:
+    def try_append_now(self, batches: Sequence[AppendBatch]) -> list[Appended] | None:
         """`append`, done before returning without waiting for anything (so on the event
         loop's thread, with no other append under way); None when it cannot be, and
         then nothing was stored."""

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
+from ..faults import BACKEND_TIMEOUT, guarded
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
@@ -41,6 +42,9 @@ _TABLES = (
     # the cluster's generated admin key, as its sha256 only (one row)
     "CREATE TABLE IF NOT EXISTS admin_key ("
     " id int PRIMARY KEY CHECK (id = 1), key_hash text NOT NULL)",
+    # /healthz writes here: a database that answers but cannot write is not healthy
+    "CREATE TABLE IF NOT EXISTS health ("
+    " id int PRIMARY KEY CHECK (id = 1), checked_at timestamptz NOT NULL)",
 )
 _SELECT_WEBHOOKS = (
     "SELECT w.doc, w.state, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) "
@@ -60,6 +64,10 @@ _ACQUIRE = (
     "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
     "WHERE l.owner = excluded.owner OR l.expires_at <= now() RETURNING true"
 )
+_HEALTH = (
+    "INSERT INTO health (id, checked_at) VALUES (1, now()) "
+    "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MAX_SEQ = 2**63 - 1
 _POOL_MIN, _POOL_MAX = 1, 8
@@ -73,6 +81,7 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
 
 
+@guarded
 class PostgresStore:
     """Implements MetadataStore, WebhookStore, LeaseStore and ScriptStatusStore in the
     schema `schema`, and keeps the cluster's admin key hash."""
@@ -89,6 +98,9 @@ class PostgresStore:
             min_size=_POOL_MIN,
             max_size=_POOL_MAX,
             server_settings={"search_path": self._schema},
+            # a database that is down or frozen is answered `unavailable` in seconds
+            timeout=BACKEND_TIMEOUT,
+            command_timeout=BACKEND_TIMEOUT,
         )
         try:
             await self._transaction(self._create_tables)
@@ -120,22 +132,30 @@ class PostgresStore:
 
     # Every call is shielded: it finishes even when its caller is cancelled (a client
     # went away), so a cancellation never lands between a write and its commit or
-    # leaves a pooled connection mid-query.
+    # leaves a pooled connection mid-query. Waiting for a pooled connection is bounded
+    # too: with the database frozen, every connection is stuck in a query.
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        return list(await asyncio.shield(self.pool.fetch(sql, *args)))
+        return list(await self._on_connection(lambda conn: conn.fetch(sql, *args)))
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
-        return await asyncio.shield(self.pool.fetchval(sql, *args))
+        return await self._on_connection(lambda conn: conn.fetchval(sql, *args))
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        await asyncio.shield(self.pool.execute(sql, *args))
+        await self._on_connection(lambda conn: conn.execute(sql, *args))
+
+    async def _on_connection(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        return await asyncio.shield(self._with_connection(work))
+
+    async def _with_connection(self, work: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self.pool.acquire(timeout=BACKEND_TIMEOUT) as conn:
+            return await work(conn)
 
     async def _transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
         return await asyncio.shield(self._in_transaction(work))
 
     async def _in_transaction(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire(timeout=BACKEND_TIMEOUT) as conn, conn.transaction():
             return await work(conn)
 
     # -- streams and tokens -----------------------------------------------------------
@@ -308,5 +328,6 @@ class PostgresStore:
 
         return await self._transaction(work)
 
-    async def ping(self) -> None:
-        await self._fetchval("SELECT 1")
+    async def check_writable(self) -> None:
+        """A tiny write, committed (what /healthz asks)."""
+        await self._execute(_HEALTH)

@@ -16,6 +16,10 @@ Layout, for a stream S under prefix P (`{S}` is a hash tag: one stream, one slot
     P:{S}:all       zset   score seq, member id + channel name: every stored message
     P:{S}:ts        zset   score ts_ms, member the first stored seq with that ts_ms
     P:{S}:chans     set    the channel names that have a P:{S}:c:<ch>
+    P:{S}:keys      hash   idempotency key -> its fingerprint then the ids it got
+    P:{S}:keyt      zset   score ts_ms, member an idempotency key: when it was recorded
+                           (keys older than the ttl, and beyond the newest
+                           `KeyPolicy.per_stream`, are removed by the append and trim)
     P:{S}:bus       the pub/sub channel of S (not a key)
 
 Message ids are UUIDv7 made in Lua from the batch's timestamp and each message's seq
@@ -36,21 +40,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from ..errors import BloomrError
-from ..model import Draft, Message, uuid7_ms
+from ..faults import BACKEND_TIMEOUT, as_error, guarded
+from ..idempotency import KeyPolicy, answer_for, split_ids
+from ..model import Draft, Message
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, ReplaySlice
-
-_ID_LEN = 36
+from .base import AppendBatch, Appended, ReplaySlice
+from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 
 # Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
 # first_seq_since.
@@ -90,12 +95,16 @@ local function row_id(row)
 end
 """
 
-# KEYS, per batch: head, all, ts, chans, then one channel key per distinct channel.
-# ARGV: the epoch of a head made now (16 characters), then per batch: bus channel, keep
-# (1/0), k, the k channel names, n, then n message arguments: [4-byte channel index when
-# k > 1] 4 random bytes, data JSON.
-# Reply, per batch: {first seq, ts_ms, the n ids concatenated}. What each batch
-# PUBLISHes: its head's epoch, then per message a length byte, the channel, its row.
+# KEYS, per batch: head, all, ts, chans, [keys, keyt: when it has an idempotency key],
+# then one channel key per distinct channel.
+# ARGV: the epoch of a head made now (16 characters), how long keys are kept (ms), how
+# many keys a stream keeps, then per batch: bus channel, keep (1/0), idempotency key
+# ('' for none) [then its fingerprint], k, the k channel names, n, then n message
+# arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
+# Reply, per batch: {first seq, ts_ms, the n ids concatenated}, or for a key recorded
+# already {0, its fingerprint, its ids concatenated} (nothing stored or published).
+# What each stored batch PUBLISHes: its head's epoch, then per message a length byte,
+# the channel, its row.
 _APPEND = """
 local function zadd(key, flat)
   for i = 1, #flat, 2000 do
@@ -114,13 +123,34 @@ local function make_id(stamp, seq, arg, off)
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local replies, a, k = {}, 2, 1
-while a <= #ARGV do
-  local bus, keep, nchan = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
-  local names = {}
-  for c = 1, nchan do names[c] = ARGV[a + 2 + c] end
-  local n = tonumber(ARGV[a + 3 + nchan])
-  a = a + 4 + nchan
+local since, cap = now - tonumber(ARGV[2]), tonumber(ARGV[3])
+-- a key's record (hash keys: fingerprint .. ids), unless it is older than `since`
+local function recorded(book, booked, key, fp)
+  local rec = redis.call('HGET', book, key)
+  local at = rec and tonumber(redis.call('ZSCORE', booked, key))
+  if not at or at < since then return false end
+  return {0, string.sub(rec, 1, #fp), string.sub(rec, #fp + 1)}
+end
+-- record a key, then forget those past their time and the oldest beyond `cap`
+local function record(book, booked, key, fp, ts, ids)
+  redis.call('HSET', book, key, fp .. ids)
+  redis.call('ZADD', booked, ts, key)
+  local gone = redis.call('ZRANGEBYSCORE', booked, '-inf', '(' .. since, 'LIMIT', 0, 1000)
+  local over = math.min(redis.call('ZCARD', booked) - #gone - cap, 1000)
+  if over > 0 then
+    for _, m in ipairs(redis.call('ZRANGE', booked, #gone, #gone + over - 1)) do
+      gone[#gone + 1] = m
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREM', booked, unpack(gone))
+    redis.call('HDEL', book, unpack(gone))
+  end
+end
+-- order, store and publish one batch: KEYS[k..k+3] its stream's keys, KEYS[c + i] its
+-- channel i's, ARGV[a..a+n-1] its messages
+local function append(k, c, a, bus, keep, names, n)
+  local nchan = #names
   local head, all, tsidx, chans = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local state = redis.call('HMGET', head, 'seq', 'ts', 'its', 'epoch')
   local epoch = state[4]
@@ -151,9 +181,8 @@ while a <= #ARGV do
       index[#index + 1] = id .. channel
     end
   end
-  a = a + n
   if keep then
-    for ci, r in pairs(rows) do zadd(KEYS[k + 3 + ci], r) end
+    for ci, r in pairs(rows) do zadd(KEYS[c + ci], r) end
     zadd(all, index)
     sadd(chans, names)
     if ts > (tonumber(state[3]) or 0) then
@@ -163,8 +192,29 @@ while a <= #ARGV do
   end
   redis.call('HSET', head, 'seq', last + n, 'ts', ts)
   redis.call('PUBLISH', bus, epoch .. table.concat(out))
-  replies[#replies + 1] = {last + 1, ts, table.concat(ids)}
-  k = k + 4 + nchan
+  return {last + 1, ts, table.concat(ids)}
+end
+local replies, a, k = {}, 4, 1
+while a <= #ARGV do
+  local bus, keep, key = ARGV[a], ARGV[a + 1] == '1', ARGV[a + 2]
+  local fp, c = false, k + 3
+  a = a + 3
+  if key ~= '' then
+    fp, c, a = ARGV[a], k + 5, a + 1
+  end
+  local nchan = tonumber(ARGV[a])
+  local names = {}
+  for i = 1, nchan do names[i] = ARGV[a + i] end
+  local n = tonumber(ARGV[a + 1 + nchan])
+  a = a + 2 + nchan
+  local reply = fp and recorded(KEYS[k + 4], KEYS[k + 5], key, fp)
+  if not reply then
+    reply = append(k, c, a, bus, keep, names, n)
+    if fp then record(KEYS[k + 4], KEYS[k + 5], key, fp, reply[2], reply[3]) end
+  end
+  replies[#replies + 1] = reply
+  a = a + n
+  k = c + nchan + 1
 end
 return replies
 """
@@ -222,12 +272,13 @@ local rows = redis.call('ZRANGEBYSCORE', KEYS[4], first, '+inf', 'LIMIT', 0, ARG
 return {1, table.concat(rows)}
 """
 
-# KEYS: all. ARGV: key base, after seq, limit. Reply: channel, row, channel, row, ...
-# Channel keys are built here: they share the stream's hash tag, so its slot.
+# KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
+# it has no head), then channel, row, channel, row, ... Channel keys are built here: they
+# share the stream's hash tag, so its slot.
 _SINCE_SEQ = """
-local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf',
+local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf',
   'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local out = {}
+local out = {epoch_of(KEYS[1])}
 for i = 1, #rows, 2 do
   local channel, seq = string.sub(rows[i], 37), rows[i + 1]
   out[#out + 1] = channel
@@ -236,9 +287,19 @@ end
 return out
 """
 
-# KEYS: head, all, ts, chans. ARGV: key base, min ts_ms, max messages. Reply: removed.
+# KEYS: head, all, ts, chans. ARGV: key base, min ts_ms, max messages, how long keys
+# are kept (ms). Reply: removed.
 _TRIM = """
 local head, all, tsidx, chans = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- idempotency keys past their time (of a stream that went quiet: appends expire them too)
+local clock = redis.call('TIME')
+local since = tonumber(clock[1]) * 1000 - tonumber(ARGV[4])
+local book, booked = ARGV[1] .. 'keys', ARGV[1] .. 'keyt'
+local gone = redis.call('ZRANGEBYSCORE', booked, '-inf', '(' .. since, 'LIMIT', 0, 5000)
+if #gone > 0 then
+  redis.call('ZREM', booked, unpack(gone))
+  redis.call('HDEL', book, unpack(gone))
+end
 local cut = first_since(tsidx, head, ARGV[2])
 local keep = tonumber(ARGV[3])
 local newest = redis.call('ZREVRANGE', all, keep, keep, 'WITHSCORES')
@@ -264,7 +325,7 @@ _DROP = """
 for _, channel in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   redis.call('DEL', ARGV[1] .. 'c:' .. channel)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. 'keys', ARGV[1] .. 'keyt')
 return 0
 """
 
@@ -303,83 +364,6 @@ _SCRIPTS = {
 }
 
 
-# -- names and encodings shared with the bus ----------------------------------------------
-
-
-def key_base(prefix: str, stream_id: str) -> str:
-    return f"{prefix}:{{{stream_id}}}:"
-
-
-def bus_channel(prefix: str, stream_id: str) -> str:
-    return key_base(prefix, stream_id) + "bus"
-
-
-def bus_pattern(prefix: str) -> str:
-    """The glob matching every stream's bus channel (the prefix's own glob characters
-    escaped)."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return f"{escaped}:{{*}}:bus"
-
-
-def stream_of_channel(prefix: str, channel: bytes) -> str:
-    """The stream id in a bus channel name made by `bus_channel`."""
-    return channel[len(prefix) + 2 : -len("}:bus")].decode()
-
-
-def seq_of_id(message_id: str) -> int | None:
-    """The seq a bloomr Redis id carries (see the module docstring); None for a string
-    that cannot be one: no id index is needed to find a message by its id."""
-    if uuid7_ms(message_id) is None:
-        return None
-    try:
-        counter = int(message_id[15:18] + message_id[19:23] + message_id[24:28], 16)
-    except ValueError:
-        return None
-    # the 12 bits after the version, then the 30 bits after the variant
-    return (counter >> 32) << 30 | (counter & 0x3FFFFFFF)
-
-
-# A row (a channel-set member) is this header, the id, then the data JSON: the numbers
-# in fixed width are the cheapest for the client to read back.
-_HEADER = struct.Struct(">IQQ")  # data length, seq, ts_ms
-_ROW_START = _HEADER.size + _ID_LEN
-
-
-def _rows(stream_id: str, channel: str, blob: bytes, at: int = 0, end: int = -1) -> list[Message]:
-    """The messages of consecutive rows of one channel, from `at` to `end`."""
-    messages: list[Message] = []
-    header, i, end = _HEADER, at, len(blob) if end < 0 else end
-    while i < end:
-        size, seq, ts_ms = header.unpack_from(blob, i)
-        i += _ROW_START
-        message_id = blob[i - _ID_LEN : i].decode()
-        messages.append(Message(message_id, stream_id, channel, ts_ms, seq, blob[i : i + size]))
-        i += size
-    return messages
-
-
-EPOCH_LEN = 16
-
-
-def new_epoch() -> str:
-    return os.urandom(EPOCH_LEN // 2).hex()
-
-
-def decode_published(stream_id: str, payload: bytes) -> list[Message]:
-    """The messages of one PUBLISH of the append script: the epoch, then per message a
-    length byte, the channel, then its row."""
-    messages: list[Message] = []
-    i, end = EPOCH_LEN, len(payload)
-    while i < end:
-        size = payload[i]
-        channel = payload[i + 1 : i + 1 + size].decode()
-        i += 1 + size
-        row_end = i + _ROW_START + _HEADER.unpack_from(payload, i)[0]
-        messages += _rows(stream_id, channel, payload, i, row_end)
-        i = row_end
-    return messages
-
-
 # -- the append call -------------------------------------------------------------------
 
 
@@ -394,21 +378,36 @@ def _well_formed(drafts: list[Draft]) -> bool:
     )
 
 
+def _client(url: str, retry: Retry) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        retry=retry,
+        socket_timeout=BACKEND_TIMEOUT,
+        socket_connect_timeout=BACKEND_TIMEOUT,
+    )
+
+
 class _AppendCall:
     """The KEYS and ARGV of one append script call, built batch by batch."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, policy: KeyPolicy) -> None:
         self.prefix = prefix
         self.keys: list[str] = []
-        self.args: list[bytes | str | int] = [new_epoch()]
+        self.args: list[bytes | str | int] = [new_epoch(), policy.ttl_ms, policy.per_stream]
         self.slots: list[int] = []  # the index of each batch sent in the caller's list
 
     def add(self, slot: int, batch: AppendBatch) -> None:
         base = key_base(self.prefix, batch.stream_id)
         names = list(dict.fromkeys(d.channel for d in batch.drafts))
         self.keys += [base + "head", base + "all", base + "ts", base + "chans"]
+        self.args += [base + "bus", "1" if batch.keep else "0"]
+        if batch.key is None:
+            self.args.append("")
+        else:
+            self.keys += [base + "keys", base + "keyt"]
+            self.args += [batch.key, batch.fingerprint]
         self.keys += [base + "c:" + name for name in names]
-        self.args += [base + "bus", "1" if batch.keep else "0", len(names), *names]
+        self.args += [len(names), *names]
         self.args.append(len(batch.drafts))
         self.args += _message_args(batch.drafts, names)
         self.slots.append(slot)
@@ -422,10 +421,17 @@ def _message_args(drafts: list[Draft], names: list[str]) -> list[bytes]:
     return [index[d.channel] + noise[4 * i : 4 * i + 4] + d.data_json for i, d in enumerate(drafts)]
 
 
+def _outcome(batch: AppendBatch, reply: list[Any]) -> Appended:
+    """A batch's reply: its messages, or what its key was recorded with."""
+    if int(reply[0]) == 0:
+        return answer_for(batch.fingerprint, bytes(reply[1]).decode(), split_ids(bytes(reply[2])))
+    return _ordered(batch, reply)
+
+
 def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     first, ts_ms, blob = int(reply[0]), int(reply[1]), bytes(reply[2]).decode()
     return [
-        Message(blob[i * _ID_LEN : (i + 1) * _ID_LEN], batch.stream_id, d.channel, ts_ms,
+        Message(blob[i * ID_LEN : (i + 1) * ID_LEN], batch.stream_id, d.channel, ts_ms,
                 first + i, d.data_json)
         for i, d in enumerate(batch.drafts)
     ]  # fmt: skip
@@ -443,6 +449,7 @@ def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int
     return "all", 0, ""
 
 
+@guarded
 class RedisHistory:
     """Implements HistoryStore on Redis, shared by every node of a cluster."""
 
@@ -451,12 +458,17 @@ class RedisHistory:
         self.prefix = prefix
         self._reads: aioredis.Redis | None = None
         self._writes: aioredis.Redis | None = None
+        self.key_policy = KeyPolicy()  # idempotency keys: how long, how many per stream
 
     async def open(self) -> None:
-        self._reads = aioredis.Redis.from_url(self.url)
+        # Reads are retried once on a broken connection (one left over from before a
+        # restart of Redis), never on a timeout: a frozen Redis is answered `unavailable`
+        # within BACKEND_TIMEOUT.
+        reads = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        self._reads = _client(self.url, reads)
         # An append is never retried by the client: its script may have run before the
         # connection broke, and running it again would store the messages twice.
-        self._writes = aioredis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0))
+        self._writes = _client(self.url, Retry(NoBackoff(), 0))
         for script in _SCRIPTS.values():
             await script.load(self._reads)
 
@@ -476,14 +488,12 @@ class RedisHistory:
         keys = [base + "head", base + "all", base + "ts"]
         return keys + [base + "chans" if channel is None else base + "c:" + channel]
 
-    def try_append_now(
-        self, batches: Sequence[AppendBatch]
-    ) -> list[list[Message] | BloomrError] | None:
+    def try_append_now(self, batches: Sequence[AppendBatch]) -> list[Appended] | None:
         return None  # every append is a round trip to Redis
 
-    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
-        results: list[list[Message] | BloomrError] = [[] for _ in batches]
-        call = _AppendCall(self.prefix)
+    async def append(self, batches: Sequence[AppendBatch]) -> list[Appended]:
+        results: list[Appended] = [[] for _ in batches]
+        call = _AppendCall(self.prefix, self.key_policy)
         for slot, batch in enumerate(batches):
             if not _well_formed(batch.drafts):
                 results[slot] = BloomrError("internal", "storing messages failed: bad draft")
@@ -494,13 +504,13 @@ class RedisHistory:
         assert self._writes is not None, "history is not open"
         try:
             replies = await _SCRIPTS["append"](self._writes, call.keys, call.args)
-        except RedisError as exc:
-            error = BloomrError("internal", f"storing messages failed: {exc}")
+        except Exception as exc:
+            error = as_error(exc, "storing messages")
             for slot in call.slots:
                 results[slot] = error
             return results
         for slot, reply in zip(call.slots, replies, strict=True):
-            results[slot] = _ordered(batches[slot], reply)
+            results[slot] = _outcome(batches[slot], reply)
         return results
 
     async def replay(
@@ -516,7 +526,7 @@ class RedisHistory:
         reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
         head, matched, boundary, unknown, members, epoch = reply
         return ReplaySlice(
-            messages=_rows(stream_id, channel, members),
+            messages=read_rows(stream_id, channel, members),
             matched=int(matched),
             backfill_after_id=None if boundary is None else bytes(boundary).decode(),
             head_seq=int(head),
@@ -549,16 +559,21 @@ class RedisHistory:
             raise BloomrError(
                 "unknown_message_id", f"message {after_id} is not in this stream's history"
             )
-        return _rows(stream_id, channel, reply[1])
+        return read_rows(stream_id, channel, reply[1])
 
-    async def since_seq(self, stream_id: str, after_seq: int, limit: int) -> list[Message]:
-        """Stored messages of every channel with seq > `after_seq`, the oldest `limit`,
-        in seq order: what the bus reads to fill a gap in what it received."""
+    async def since_seq(
+        self, stream_id: str, after_seq: int, limit: int
+    ) -> tuple[str, list[Message]]:
+        """The history's epoch ("" when it has none: lost, not made again yet) and its
+        stored messages of every channel with seq > `after_seq`, the oldest `limit`, in
+        seq order, from one snapshot: what the bus reads to fill a gap in what it
+        received, and to notice a history that was lost meanwhile."""
         base = key_base(self.prefix, stream_id)
         args = (base, after_seq, limit)
-        flat = await _SCRIPTS["since_seq"](self.client, [base + "all"], args)
+        epoch, *flat = await _SCRIPTS["since_seq"](self.client, [base + "head", base + "all"], args)
         pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [m for ch, row in pairs if row for m in _rows(stream_id, ch.decode(), row)]
+        found = [m for ch, row in pairs if row for m in read_rows(stream_id, ch.decode(), row)]
+        return bytes(epoch).decode(), found
 
     async def drop(self, stream_id: str) -> None:
         base = key_base(self.prefix, stream_id)
@@ -566,5 +581,5 @@ class RedisHistory:
 
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
         base = key_base(self.prefix, stream_id)
-        args = (base, min_ts_ms, max_messages)
+        args = (base, min_ts_ms, max_messages, self.key_policy.ttl_ms)
         return int(await _SCRIPTS["trim"](self.client, self._keys(stream_id), args))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import orjson
 
+from ..faults import guarded
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from .sqlite_db import _run_to_completion
 from .sqlite_history import SQLiteHistory
 
 
+@guarded
 class SQLiteStore(SQLiteHistory):
     """Implements both MetadataStore and HistoryStore: the metadata on top of the
     history, in one database."""

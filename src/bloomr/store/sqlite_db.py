@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
+
+from ..faults import SQLITE_FULL, sqlite_code, unavailable
+from .reserve import DiskReserve
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (id TEXT PRIMARY KEY, doc BLOB NOT NULL);
@@ -30,6 +36,7 @@ CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (stream_id, channel, 
 CREATE TABLE IF NOT EXISTS ticks (
     stream_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, first_seq INTEGER NOT NULL,
     PRIMARY KEY (stream_id, ts_ms)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_ms INTEGER NOT NULL);
 """
 # `messages` gets two more columns from the migrations below: n and ends (store/runs.py).
 # The time index: a row per stream and millisecond, holding the first seq stored in it.
@@ -56,8 +63,21 @@ _MIGRATIONS = (
     ALTER TABLE heads ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
     UPDATE heads SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
     """,
+    # 4 -> 5: idempotency keys, written in the append's transaction (sqlite_history.py):
+    # a key, the fingerprint of what was published under it, the ids it got, and when;
+    # each stream's head counts its keys
+    """
+    ALTER TABLE heads ADD COLUMN keys INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS idempotency (
+        stream_id TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        ids BLOB NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (stream_id, key)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (stream_id, at_ms);
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+_RECLAIM_PAGES = 256  # pages given back per step: the log grows by about that much
+
+log = logging.getLogger("bloomr.store")
 _READERS = 2
 
 Row = tuple[Any, ...]
@@ -80,7 +100,20 @@ def _run_to_completion(
 
 
 # NORMAL is durable across a crash of bloomr (WAL), though not across power loss.
-_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000")
+# auto_vacuum first: it takes only on a database not written yet (WAL mode writes it);
+# then space freed by trims and deletes can go back to the disk (`reclaim`), which is
+# what lets the reserve be made again after a full disk.
+_PRAGMAS = (
+    "auto_vacuum=INCREMENTAL",
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "busy_timeout=5000",
+    # a log grown by a burst shrinks back once checkpointed
+    "journal_size_limit=4194304",
+    # some builds (Debian's) zero every freed page: deleting a stream would write as
+    # much as it frees, which a full disk cannot take
+    "secure_delete=FAST",
+)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:
@@ -97,6 +130,24 @@ def _connect_sync(path: Path, *extra_pragmas: str) -> sqlite3.Connection:
     return conn
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return sqlite_code(exc) == SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+async def _freelist(conn: aiosqlite.Connection) -> int:
+    """Free pages inside the file; 0 where they cannot be given back (a database made
+    before auto_vacuum was set keeps them for its own reuse)."""
+    async with conn.execute("PRAGMA auto_vacuum") as cursor:
+        mode = await cursor.fetchone()
+    if not mode or int(mode[0]) != 2:
+        return 0
+    async with conn.execute("PRAGMA freelist_count") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 def _statements(script: str) -> list[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
@@ -109,11 +160,13 @@ class SQLiteDatabase:
         self._writer: aiosqlite.Connection | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._write_lock = asyncio.Lock()
+        self.reserve = DiskReserve(path.parent / "disk.reserve")
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await _connect(self._path)
         await self._migrate(self._writer)
+        self.reserve.restore(force=True)
         for _ in range(_READERS):
             self._readers.put_nowait(await _connect(self._path))
 
@@ -164,13 +217,54 @@ class SQLiteDatabase:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             conn = self.writer
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
+                await conn.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does): a ROLLBACK
+                # then fails and would hide the real error, which is the one raised
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.execute("ROLLBACK")
+                self.noticed(exc)
                 raise
-            await conn.execute("COMMIT")
+
+    def noticed(self, exc: BaseException) -> None:
+        """A write failed with `exc`: a full disk gives up the reserve."""
+        if is_disk_full(exc):
+            self.reserve.release(str(exc))
+
+    async def check_writable(self) -> None:
+        """Raise `unavailable` (once guarded, for a failing write too) unless a write can
+        be stored now: the disk is not full (the reserve is in place) and a tiny write
+        commits."""
+        if not self.reserve.restore():
+            raise unavailable(f"the disk is full ({self.reserve.reason})")
+        sql = "INSERT OR REPLACE INTO health (id, checked_ms) VALUES (1, ?)"
+        await self._write(sql, (int(time.time() * 1000),))
+
+    async def reclaim(self) -> None:
+        """After a trim or a delete on a full disk: give the freed pages back to the
+        disk (step by step, the log growing little each time), then make the reserve
+        again if it fits."""
+        if not self.reserve.full:
+            return
+        async with self._write_lock:
+            conn = self.writer
+            try:
+                free = await _freelist(conn)
+                while free > 0:
+                    # stepped to its end: each step gives one page back
+                    await conn.execute_fetchall(f"PRAGMA incremental_vacuum({_RECLAIM_PAGES})")
+                    await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    free, before = await _freelist(conn), free
+                    if free >= before:
+                        break
+                await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("giving space back to the disk failed: %s", exc)
+        self.reserve.restore(force=True)
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._transaction() as conn:

@@ -5,6 +5,7 @@ A row of `messages` holds a run of a batch's messages of one channel (`runs.py`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -17,11 +18,14 @@ from typing import Any
 import aiosqlite
 
 from ..errors import BloomrError
-from ..model import Message, id_at, id_place, new_messages, uuid7_ms
+from ..faults import as_error, unavailable
+from ..idempotency import KeyPolicy
+from ..model import Message, id_at, id_place, new_messages, now_ms, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, ReplaySlice
+from .base import AppendBatch, Appended, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
+from .sqlite_keys import KeyBook, forget_old_keys
 
 log = logging.getLogger("bloomr.store")
 
@@ -34,6 +38,10 @@ _INLINE_MESSAGES = 64
 # milliseconds the event loop must not wait for): a connection of its own does, on
 # its own thread, once this many messages have been appended since the last one.
 _CHECKPOINT_EVERY = 2_000
+# ... or once this many bytes of messages were: big messages would otherwise grow the
+# log by megabytes between checkpoints, and a log can only shrink once its content fits
+# in the database file (on a full disk, it never would)
+_CHECKPOINT_BYTES = 1 << 20
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
@@ -66,15 +74,45 @@ def _insert_runs(conn: sqlite3.Connection, runs: list[Run]) -> None:
 
 
 def _append_sync(
-    conn: sqlite3.Connection, batches: Sequence[AppendBatch], known: dict[str, int]
-) -> tuple[list[list[Message]], dict[str, int]]:
-    """A whole group commit in one call on the appender thread: every thread hop costs
-    a publish more latency than the insert itself."""
+    conn: sqlite3.Connection,
+    batches: Sequence[AppendBatch],
+    known: dict[str, int],
+    keys: KeyPolicy,
+) -> tuple[list[Appended], dict[str, int]]:
+    """A whole group commit in one call on the appender thread (every thread hop costs
+    a publish more latency than the insert itself), in one transaction with the
+    idempotency keys it looks up and records."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        results, heads = _append_in_transaction(conn, batches, known, keys)
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite may have rolled back already (a full disk does): a ROLLBACK then
+        # fails, and its error would hide the real one
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return results, heads
+
+
+def _append_in_transaction(
+    conn: sqlite3.Connection,
+    batches: Sequence[AppendBatch],
+    known: dict[str, int],
+    keys: KeyPolicy,
+) -> tuple[list[Appended], dict[str, int]]:
     heads: dict[str, int] = {}
-    ordered: list[list[Message]] = []
+    results: list[Appended] = []
     runs: list[Run] = []
     ticks: list[Row] = []
+    book: KeyBook | None = None
     for batch in batches:
+        if batch.key is not None and batch.drafts:
+            book = book or KeyBook(conn, keys)
+            if (answer := book.lookup(batch)) is not None:
+                results.append(answer)
+                continue
         head = heads.get(batch.stream_id, known.get(batch.stream_id))
         if head is None:
             found = conn.execute(
@@ -83,26 +121,24 @@ def _append_sync(
             head = int(found[0]) if found else 0
         messages = new_messages(batch.stream_id, batch.drafts, head + 1)
         heads[batch.stream_id] = head + len(messages)
-        ordered.append(messages)
+        results.append(messages)
         if batch.keep and messages:
             runs += runs_of(messages)
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _insert_runs(conn, runs)
-        # a millisecond's first seq: an earlier batch of that millisecond already has it
-        conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
-        conn.executemany(
-            "INSERT INTO heads (stream_id, last_seq, epoch) "
-            "VALUES (?, ?, lower(hex(randomblob(8)))) "
-            "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
-            list(heads.items()),
-        )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return ordered, heads
+        if book is not None and batch.key is not None and messages:
+            book.record(batch, messages)
+    _insert_runs(conn, runs)
+    # a millisecond's first seq: an earlier batch of that millisecond already has it
+    conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
+    conn.executemany(
+        "INSERT INTO heads (stream_id, last_seq, epoch) "
+        "VALUES (?, ?, lower(hex(randomblob(8)))) "
+        "ON CONFLICT (stream_id) DO UPDATE SET last_seq = excluded.last_seq",
+        list(heads.items()),
+    )
+    if book is not None:
+        book.write()
+    return results, heads
 
 
 class SQLiteHistory(SQLiteDatabase):
@@ -118,6 +154,8 @@ class SQLiteHistory(SQLiteDatabase):
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_task: asyncio.Future[None] | None = None
         self._since_checkpoint = 0
+        self._since_checkpoint_bytes = 0
+        self.key_policy = KeyPolicy()  # idempotency keys: how long, how many per stream
 
     async def open(self) -> None:
         await super().open()
@@ -147,15 +185,15 @@ class SQLiteHistory(SQLiteDatabase):
         heads = self._heads
         return {b.stream_id: heads[b.stream_id] for b in batches if b.stream_id in heads}
 
-    async def append(self, batches: Sequence[AppendBatch]) -> list[list[Message] | BloomrError]:
+    async def append(self, batches: Sequence[AppendBatch]) -> list[Appended]:
         done = self.try_append_now(batches)
         if done is not None:
             return done
         return await self._append_later(batches, sum(len(b.drafts) for b in batches))
 
-    def try_append_now(
-        self, batches: Sequence[AppendBatch]
-    ) -> list[list[Message] | BloomrError] | None:
+    def try_append_now(self, batches: Sequence[AppendBatch]) -> list[Appended] | None:
+        if not self.reserve.restore():  # the disk is full: what is left is for deletes
+            return _refused(batches, self.reserve.reason)
         count = sum(len(b.drafts) for b in batches)
         if count <= _INLINE_MESSAGES and not self._write_lock.locked():
             # No await from here to the end: nothing can cut in, and no shield (an extra
@@ -164,52 +202,65 @@ class SQLiteHistory(SQLiteDatabase):
         return None
 
     @_run_to_completion
-    async def _append_later(
-        self, batches: Sequence[AppendBatch], count: int
-    ) -> list[list[Message] | BloomrError]:
+    async def _append_later(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
         async with self._write_lock:
+            if not self.reserve.restore():
+                return _refused(batches, self.reserve.reason)
             if count <= _INLINE_MESSAGES:
                 return self._append_now(batches, count)
             conn = self._conn_for_append()
-            call = functools.partial(_append_sync, conn, batches, self._known_heads(batches))
+            call = functools.partial(
+                _append_sync, conn, batches, self._known_heads(batches), self.key_policy
+            )
             try:
                 ordered, heads = await asyncio.get_running_loop().run_in_executor(
                     self._appender, call
                 )
             except Exception as exc:
-                return _failed(batches, exc)
+                return self._failed(batches, exc)
             return self._appended(ordered, heads, count)
 
-    def _append_now(
-        self, batches: Sequence[AppendBatch], count: int
-    ) -> list[list[Message] | BloomrError]:
+    def _append_now(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
         conn = self._conn_for_append()
         try:
-            ordered, heads = _append_sync(conn, batches, self._known_heads(batches))
+            ordered, heads = _append_sync(
+                conn, batches, self._known_heads(batches), self.key_policy
+            )
         except Exception as exc:
-            return _failed(batches, exc)
+            return self._failed(batches, exc)
         return self._appended(ordered, heads, count)
+
+    def _failed(self, batches: Sequence[AppendBatch], exc: Exception) -> list[Appended]:
+        """The whole group fails: no seq is consumed."""
+        self.noticed(exc)
+        error = as_error(exc, "storing messages")
+        return [error for _ in batches]
 
     def _conn_for_append(self) -> sqlite3.Connection:
         assert self._append_conn is not None, "store is not open"
         return self._append_conn
 
     def _appended(
-        self, ordered: list[list[Message]], heads: dict[str, int], count: int
-    ) -> list[list[Message] | BloomrError]:
+        self, ordered: list[Appended], heads: dict[str, int], count: int
+    ) -> list[Appended]:
         self._heads.update(heads)
-        self._checkpoint_after(count)
+        size = sum(m.size for batch in ordered if isinstance(batch, list) for m in batch)
+        self._checkpoint_after(count, size)
         return list(ordered)
 
-    def _checkpoint_after(self, appended: int) -> None:
+    def _checkpoint_after(self, appended: int, size: int) -> None:
         self._since_checkpoint += appended
-        if self._since_checkpoint < _CHECKPOINT_EVERY:
+        self._since_checkpoint_bytes += size
+        if (
+            self._since_checkpoint < _CHECKPOINT_EVERY
+            and self._since_checkpoint_bytes < _CHECKPOINT_BYTES
+        ):
             return
         if self._checkpoint_task is not None and not self._checkpoint_task.done():
             return
         conn = self._checkpoint_conn
         assert conn is not None, "store is not open"
-        self._since_checkpoint = 0
+        self._since_checkpoint = self._since_checkpoint_bytes = 0
         loop = asyncio.get_running_loop()
         self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
 
@@ -279,9 +330,10 @@ class SQLiteHistory(SQLiteDatabase):
     @_run_to_completion
     async def drop(self, stream_id: str) -> None:
         async with self._transaction() as conn:
-            for table in ("messages", "ticks", "heads"):
+            for table in ("messages", "ticks", "heads", "idempotency"):
                 await conn.execute(f"DELETE FROM {table} WHERE stream_id = ?", (stream_id,))
             self._heads.pop(stream_id, None)
+        await self.reclaim()
 
     @_run_to_completion
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
@@ -294,7 +346,10 @@ class SQLiteHistory(SQLiteDatabase):
                 "FROM messages WHERE stream_id = ?1 ORDER BY seq LIMIT 1), ?2)",
                 (stream_id, _FOREVER),
             )
-            return removed
+            await forget_old_keys(conn, stream_id, now_ms() - self.key_policy.ttl_ms)
+        if removed:
+            await self.reclaim()
+        return removed
 
 
 class _Trim:
@@ -347,9 +402,8 @@ class _Trim:
         return int(next(iter(rows))[0])
 
 
-def _failed(batches: Sequence[AppendBatch], exc: Exception) -> list[list[Message] | BloomrError]:
-    """The whole group fails: no seq is consumed."""
-    error = BloomrError("internal", f"storing messages failed: {exc}")
+def _refused(batches: Sequence[AppendBatch], reason: str) -> list[Appended]:
+    error = unavailable(f"the disk is full ({reason}): publishes wait for room")
     return [error for _ in batches]
 
 

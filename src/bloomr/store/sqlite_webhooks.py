@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from ..faults import guarded
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 from .base import OutboxItem
 from .sqlite import SQLiteStore
@@ -31,6 +32,7 @@ def _record(row: tuple[Any, ...]) -> WebhookRecord:
     return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
 
 
+@guarded
 class SQLiteWebhookStore:
     """Implements WebhookStore next to the history in the same SQLite file."""
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..auth import Authenticator, check_access
 from ..errors import BloomrError, warning
+from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
@@ -77,7 +78,7 @@ async def authorize(
         principal = await auth.identify(secret, client)
         check_access(principal, stream_id, "subscribe")
     except BloomrError as exc:
-        if exc.code == "rate_limited":
+        if exc.code in ("unavailable", "rate_limited"):  # not an answer about the token
             raise
         raise BloomrError("unauthorized", exc.message) from None
     stream = await streams.get(stream_id)
@@ -157,8 +158,8 @@ async def try_open_session(
 ) -> Opened | BloomrError:
     try:
         return await open_session(hub, streams, auth, args, signer, client)
-    except BloomrError as exc:
-        return exc
+    except Exception as exc:  # never silence: the client is told, then disconnected
+        return as_error(exc, "opening a session")
 
 
 async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[list[Message]]:
@@ -204,14 +205,17 @@ async def run_session(
         replay_messages, plan.messages = plan.messages, []
         await replay(replay_messages)
         await client.emit("replay_end", {"count": count, "lastId": last_id})
-        sub.go_live(plan.head_seq)
+        sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)
         if sink is not None:
             sub.attach(sink)
         while True:
             batch = await sub.next_batch()
-            await client.send_messages(batch, False, include_metadata)
-            await drain(client, sub)
+            for payload in sub.take_warnings():  # history_reset, where it falls
+                await client.emit("warning", payload)
+            if batch:
+                await client.send_messages(batch, False, include_metadata)
+                await drain(client, sub)
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:

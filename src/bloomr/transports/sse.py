@@ -25,6 +25,7 @@ from ..auth import Authenticator, check_access, require_stream
 from ..config import Settings
 from ..credentials import client_address, secret_of
 from ..errors import HTTP_STATUS, BloomrError
+from ..faults import retry_after
 from ..hub import Hub
 from ..model import Message, now_ms
 from ..replay import AfterId, ReplayRequest, parse_message_id, parse_subscribe_options
@@ -265,6 +266,7 @@ async def _http_error(send: Send, error: BloomrError) -> None:
 async def _respond(send: Send, status: int, payload: Any) -> None:
     body = orjson.dumps(payload)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += retry_after(status)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -1,6 +1,7 @@
 """The broker contract (`bloomr.broker.base.Broker`), run against every broker: order,
 atomic and contiguous batches, delivery once per node, gap filling after a lost
-connection, replay and the hand-over to live delivery."""
+connection, replay and the hand-over to live delivery, idempotency keys (a request
+stored and delivered once, whichever node its repeats reach)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 
 from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
 from bloomr.errors import BloomrError
+from bloomr.idempotency import Repeat, fingerprint
 from bloomr.model import Draft, Message
 from bloomr.replay import AfterSeq
-from bloomr.store.base import AppendBatch
+from bloomr.store.base import AppendBatch, Appended
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
 S1, S2 = "brokerAAAA", "brokerBBBB"
@@ -44,7 +46,7 @@ def batch(stream: str, *data: Any, channel: str = "", keep: bool = True) -> Appe
     return AppendBatch(stream, [Draft(channel, orjson.dumps(d)) for d in data], keep)
 
 
-def stored(result: list[Message] | BloomrError) -> list[Message]:
+def stored(result: Appended) -> list[Message]:
     assert isinstance(result, list), result
     return result
 
@@ -165,3 +167,32 @@ async def test_the_head_is_where_later_publishes_start(nodes: Nodes) -> None:
     seq, epoch = await node.broker.head(S1)
     snapshot = await node.broker.replay(S1, "", None, 10, None)
     assert (seq, epoch) == (2, snapshot.epoch) and epoch != ""
+
+
+def keyed(stream: str, key: str, *data: Any) -> AppendBatch:
+    drafts = [Draft("", orjson.dumps(d)) for d in data]
+    return AppendBatch(stream, drafts, True, key, fingerprint(drafts))
+
+
+async def test_a_key_is_stored_and_delivered_once_whichever_node_gets_it(nodes: Nodes) -> None:
+    every = await nodes()
+    first = stored((await every[0].broker.publish([keyed(S1, "k", 1, 2)]))[0])
+    [repeat] = await every[-1].broker.publish([keyed(S1, "k", 1, 2)])
+    assert repeat == Repeat([m.id for m in first])
+    [reused] = await every[-1].broker.publish([keyed(S1, "k", 3)])
+    assert isinstance(reused, BloomrError) and reused.code == "idempotency_key_reused"
+    after = stored((await every[0].broker.publish([batch(S1, "after")]))[0])
+    assert seqs(after) == [3]  # neither the repeat nor the refused batch took a seq
+    for node in every:
+        assert await node.until(S1, 3) == first + after  # the repeat was not delivered
+
+
+async def test_concurrent_duplicates_on_every_node_store_once(nodes: Nodes) -> None:
+    every = await nodes()
+    writers = [node.broker.publish([keyed(S1, "dup", "x", "y")]) for node in every for _ in "ab"]
+    outcomes = [r for [r] in await asyncio.gather(*writers)]
+    [first] = [r for r in outcomes if isinstance(r, list)]
+    assert all(r == Repeat([m.id for m in first]) for r in outcomes if r is not first)
+    later = stored((await every[0].broker.publish([batch(S1, "z")]))[0])
+    for node in every:
+        assert await node.until(S1, later[0].seq) == first + later

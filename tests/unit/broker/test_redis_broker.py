@@ -27,7 +27,8 @@ from bloomr.hub import Hub
 from bloomr.model import Draft, Message, Stream
 from bloomr.replay import ReplayRequest
 from bloomr.store.base import AppendBatch
-from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script, bus_channel
+from bloomr.store.redis_history import _SCRIPTS, RedisHistory, _Script
+from bloomr.store.redis_layout import bus_channel
 from bloomr.store.sqlite import SQLiteStore
 
 S1, S2 = "streamAAAA", "streamBBBB"
@@ -40,11 +41,16 @@ class Recorder:
 
     messages: dict[str, list[Message]] = field(default_factory=lambda: defaultdict(list))
     controls: list[ControlEvent] = field(default_factory=list)
+    resets: list[tuple[str, str, int]] = field(default_factory=list)  # (stream, epoch, at)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
         assert all(m.stream == stream_id for m in messages)
         self.messages[stream_id] += messages
+        self.changed.set()
+
+    def on_reset(self, stream_id: str, epoch: str) -> None:
+        self.resets.append((stream_id, epoch, len(self.messages[stream_id])))
         self.changed.set()
 
     def on_control(self, event: ControlEvent) -> None:
@@ -165,7 +171,7 @@ async def test_appends_from_two_nodes_reach_both_in_seq_order_once(make_node: Ma
             assert fields(got) == fields(ours)  # once each, in order, as returned
             assert [m.id for m in got] == sorted(m.id for m in got)
             assert [m.ts_ms for m in got] == sorted(m.ts_ms for m in got)
-        stored = await a.history.since_seq(stream, 0, 10_000)
+        _, stored = await a.history.since_seq(stream, 0, 10_000)
         assert fields(stored) == fields(ours)  # and exactly as stored
 
 
@@ -174,7 +180,7 @@ async def test_messages_without_history_are_fanned_out(make_node: MakeNode) -> N
     written = await a.append(S1, 1, 2, keep=False)
     await b.seen.has_seqs(S1, 2)
     assert fields(b.seen.messages[S1]) == fields(written)
-    assert await a.history.since_seq(S1, 0, 10) == []
+    assert (await a.history.since_seq(S1, 0, 10))[1] == []
 
 
 async def test_control_events_reach_every_node(make_node: MakeNode) -> None:
@@ -365,10 +371,83 @@ def msgs(*seqs: int) -> list[Message]:
 def test_sequencer_drops_what_was_delivered_and_sees_gaps() -> None:
     seq = Sequencer()
     assert seq.gap(S1, 57) is None  # a stream seen first mid-way: nothing to fill
-    seq.delivered(S1, msgs(57, 58))
+    seq.delivered(S1, "e1", msgs(57, 58))
     assert [m.seq for m in seq.fresh(S1, msgs(57, 58, 59))] == [59]
     assert seq.fresh(S1, msgs(50, 51)) == []
     assert seq.gap(S1, 59) is None
     assert seq.gap(S1, 61) == 58
     seq.forget(S1)
     assert [m.seq for m in seq.fresh(S1, msgs(1))] == [1]
+
+
+def test_sequencer_sees_a_new_epoch_as_a_reset() -> None:
+    seq = Sequencer()
+    assert not seq.is_reset(S1, "e1")  # a stream seen for the first time
+    seq.delivered(S1, "e1", msgs(1, 2, 3))
+    assert not seq.is_reset(S1, "e1")
+    assert not seq.is_reset(S1, "")  # a history without a head yet tells nothing
+    assert seq.is_reset(S1, "e2")
+    seq.reset(S1, "e2")
+    assert [m.seq for m in seq.fresh(S1, msgs(1, 2))] == [1, 2]  # not taken for repeats
+    assert seq.gap(S1, 3) == 0  # fill the new epoch from its start
+    assert seq.is_retired(S1, "e1") and not seq.is_retired(S1, "e2")  # e1 is no reset
+
+
+# -- a history lost behind bloomr's back -------------------------------------------------------
+
+
+async def lose_history(client: aioredis.Redis, prefix: str, stream_id: str) -> None:
+    """What a flush or a restart without persistence does to one stream (only its keys:
+    this Redis is shared)."""
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:{{{stream_id}}}:*")]
+    assert keys
+    await client.delete(*keys)
+
+
+async def test_a_lost_history_is_noticed_and_every_new_message_delivered(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    a, b = await make_node(), await make_node()
+    await a.append(S1, 1, 2, 3, 4, 5)
+    await b.seen.has_seqs(S1, 5)
+    await lose_history(redis_client, prefix, S1)
+    again = await a.append(S1, "x", "y", "z")
+    assert [m.seq for m in again] == [1, 2, 3]
+    for node in (a, b):
+        await node.seen.until(lambda n=node: len(n.seen.messages[S1]) == 8)  # type: ignore[misc]
+        assert node.seen.seqs(S1) == [1, 2, 3, 4, 5, 1, 2, 3]
+        assert [(s, at) for s, _, at in node.seen.resets] == [(S1, 5)]  # told before them
+    await a.append(S1, "w")
+    await b.seen.until(lambda: len(b.seen.messages[S1]) == 9)
+    assert b.seen.seqs(S1)[-1] == 4 and len(b.seen.resets) == 1
+
+
+async def test_a_loss_noticed_late_fills_the_new_history_from_its_start(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    a, b = await make_node(), await make_node()
+    await a.append(S1, 1, 2, 3)
+    await b.seen.has_seqs(S1, 3)
+    await b.bus.stop()  # b hears nothing of the loss nor of the first new messages
+    await lose_history(redis_client, prefix, S1)
+    await a.append(S1, "x", "y")
+    await b.bus.start(b.seen)
+    await a.append(S1, "z")
+    await b.seen.until(lambda: len(b.seen.messages[S1]) == 6)
+    assert b.seen.seqs(S1) == [1, 2, 3, 1, 2, 3]
+    assert [(s, at) for s, _, at in b.seen.resets] == [(S1, 3)]
+
+
+async def test_a_loss_found_on_reconnect_is_caught_up_from_the_new_start(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    a = await make_node()
+    b = await make_node(reconnect_delay=0.3)
+    await a.append(S1, 1, 2, 3, 4)
+    await b.seen.has_seqs(S1, 4)
+    assert await kill_bus_connections(redis_client, b.bus) >= 1
+    await lose_history(redis_client, prefix, S1)
+    await a.append(S1, "x", "y")  # published while b is away
+    await b.seen.until(lambda: len(b.seen.messages[S1]) == 6)
+    assert b.seen.seqs(S1) == [1, 2, 3, 4, 1, 2]
+    assert [(s, at) for s, _, at in b.seen.resets] == [(S1, 4)]
