@@ -30,6 +30,7 @@ from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
 from .streams import Streams
+from .throttle import ConnectionCount, FailureThrottle
 from .transports import Transports, build_transports
 from .webhooks.manager import WebhookManager
 
@@ -73,10 +74,12 @@ class Bloomr:
         self.control = Control(b.control)
         revoked: set[str] = set()  # token ids revoked while this node runs
         self.hub = Hub(b.broker, self.control, limits, revoked)
+        self.hub.subscribers.per_token = ConnectionCount(s.bounds.max_per_token)
         self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
-        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked)
+        throttle = FailureThrottle(s.bounds.auth_failures)
+        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked, throttle)
         self.transports = build_transports(self.hub, self.streams, self.auth, s)
         self.scripts = ScriptManager(
             self.hub, self.streams, self.control, b.meta, b.leases, b.script_status,
@@ -193,7 +196,7 @@ def build_asgi(node: Bloomr) -> Any:
     never get here: the server's websocket protocol takes them.)"""
     transports = node.transports
     fastapi = build_api(node.ctx, node.webhooks, transports.openapi())
-    api = BodyLimit(FastPublish(fastapi, node.ctx), node.settings.max_body_bytes)
+    api = BodyLimit(FastPublish(fastapi, node.ctx), node.settings.max_body_bytes, node.auth)
 
     async def routed(scope: Scope, receive: Receive, send: Send) -> None:
         transport = transports.for_http(scope["path"])

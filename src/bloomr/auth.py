@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 
+from .credentials import QuerySecret
 from .errors import BloomrError
 from .model import Scope, Stream, Token, hash_secret
+from .throttle import FailureThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +55,47 @@ class Authenticator:
     STALE_SECONDS = 60.0
 
     def __init__(
-        self, find_token: FindToken, admin_key_hash: str, revoked: Set[str] = frozenset()
+        self,
+        find_token: FindToken,
+        admin_key_hash: str,
+        revoked: Set[str] = frozenset(),
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self._find_token = find_token
         self.admin_key_hash = admin_key_hash  # hash_secret(the admin key): all a node keeps
         self._revoked = revoked
         self._cache: OrderedDict[str, tuple[Token, float]] = OrderedDict()
+        self.throttle = throttle or FailureThrottle(0)
 
-    async def identify(self, secret: str | None) -> Principal:
+    async def identify(self, secret: str | None, client: str | None = None) -> Principal:
         """The principal behind a secret; `unauthorized` if it is none (unknown, revoked
-        or expired: one answer for all three)."""
+        or expired: one answer for all three). With the `client` address, failures are
+        counted and an address past its allowance gets `rate_limited` before its secret
+        is even looked at (so its guesses learn nothing)."""
         if not secret:
             raise BloomrError("unauthorized", "missing credentials")
+        if client is not None:
+            wait = self.throttle.retry_after(client)
+            if wait > 0:
+                raise BloomrError(
+                    "rate_limited",
+                    "too many failed authentications from this address",
+                    retry_after=math.ceil(wait),
+                )
+        try:
+            return await self._identify(secret)
+        except BloomrError:
+            if client is not None:
+                self.throttle.failed(client)
+            raise
+
+    async def _identify(self, secret: str) -> Principal:
         secret_hash = hash_secret(secret)
         if self._is_admin(secret_hash):
+            if isinstance(secret, QuerySecret):
+                raise BloomrError(
+                    "unauthorized", "the admin key is taken only in the Authorization header"
+                )
             return ADMIN
         return self._principal(await self._token(secret_hash))
 
@@ -74,7 +104,7 @@ class Authenticator:
         in the cache that is still valid (ask `identify` then)."""
         secret_hash = hash_secret(secret)
         if self._is_admin(secret_hash):
-            return ADMIN
+            return None if isinstance(secret, QuerySecret) else ADMIN
         cached = self._cache.get(secret_hash)
         if cached is None or cached[1] <= time.monotonic():
             return None

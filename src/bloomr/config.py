@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bounds import Bounds
+
 DEFAULT_DATA_DIR = Path("./bloomr-data")
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DEFAULT_CLUSTER_NAME = "bloomr"
@@ -64,6 +66,7 @@ class Settings:
     backlog_bytes: int = field(
         default_factory=lambda: _env_int("BLOOMR_BACKLOG_BYTES", 16 * 1024 * 1024)
     )
+    bounds: Bounds = field(default_factory=Bounds.from_env)  # see bounds.py
     trim_interval: float = field(default_factory=lambda: _env_float("BLOOMR_TRIM_INTERVAL", 30.0))
     script_grace: float = field(default_factory=lambda: _env_float("BLOOMR_SCRIPT_GRACE", 5.0))
     cors_origins: str = "*"  # Socket.IO's Engine.IO polling: any origin

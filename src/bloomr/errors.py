@@ -15,10 +15,12 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "unknown_message_id": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "conflict": 409,
     "payload_too_large": 413,
     "validation_failed": 422,
     "idempotency_key_reused": 422,  # an Idempotency-Key sent again with another body
+    "header_too_large": 431,
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,

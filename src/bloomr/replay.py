@@ -32,6 +32,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 # Longer numbers are absurd as ages or limits, and int() refuses past 4300 digits.
 _MAX_DIGITS = 30
+# Any larger number is read as this one: it is past every cap, and every backend
+# (64-bit integers, Lua's doubles) and every JSON client can hold it exactly.
+MAX_NUMBER = 2**53 - 1
 _OLDEST_MS = -(2**62)  # an age older than time itself means "all history" (fits int64)
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
@@ -145,7 +148,7 @@ def parse_positive_int(value: Any, field: str) -> int | None:
         raise invalid_argument(field, f"{field} must be a positive integer")
     if number <= 0:
         raise invalid_argument(field, f"{field} must be a positive integer")
-    return number
+    return min(number, MAX_NUMBER)
 
 
 def parse_bool(value: Any, field: str) -> bool:

@@ -11,6 +11,7 @@ from datetime import datetime
 from .errors import BloomrError
 from .model import Message, now_ms
 from .subscription import Delivery, Subscription
+from .throttle import ConnectionCount
 
 
 class Subscribers:
@@ -23,11 +24,15 @@ class Subscribers:
         self._revoked = revoked_tokens
         self._subs: dict[str, dict[str, set[Subscription]]] = {}
         self.slow_consumers = 0  # subscribers cut off so far
+        self.per_token = ConnectionCount(0)  # live subscribers per token (0: no limit)
 
     def add(
         self, stream_id: str, channel: str, token_id: str | None, expires_at: str | None
     ) -> Subscription:
-        """Register a subscriber; it holds live messages until `go_live`."""
+        """Register a subscriber; it holds live messages until `go_live`. `rate_limited`
+        when its token has as many live subscribers as it may."""
+        if not self.per_token.acquire(token_id):
+            raise BloomrError("rate_limited", "this token has too many live connections")
         max_messages, max_bytes = self._backlog
         sub = Subscription(
             stream_id, channel, token_id, max_messages=max_messages, max_bytes=max_bytes
@@ -48,6 +53,7 @@ class Subscribers:
         if subs is None or sub not in subs:
             return
         subs.remove(sub)
+        self.per_token.release(sub.token_id)
         if sub.overflowed:
             self.slow_consumers += 1
         if not subs:

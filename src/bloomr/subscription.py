@@ -112,6 +112,16 @@ class Subscription:
     def backlog(self) -> int:
         return len(self._pending)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of live messages held for the subscriber."""
+        return self._bytes
+
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes held for it before it is a slow consumer."""
+        return self._max_bytes
+
     def offer(self, message: Message) -> None:
         """Called by the hub's fan-out for every message of this stream and channel.
         Never blocks; never raises."""
@@ -180,6 +190,16 @@ class Subscription:
         self._floor = 0 if self._marks else head_seq
         self.epoch = self._marks[-1][1] if self._marks else epoch
         if self._pending or self._marks:
+            self._wakeup.set()
+
+    def cut_off(self) -> None:
+        """The subscriber is a slow consumer though its queue did not overflow (it read
+        nothing of a replay larger than its backlog): end it as one."""
+        if self._error is None and not self._overflow:
+            self._overflow = True
+            self._pending.clear()
+            self._bytes = 0
+            self._end()
             self._wakeup.set()
 
     def reset(self, epoch: str) -> None:

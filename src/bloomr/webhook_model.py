@@ -8,6 +8,7 @@ import string
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .model import DEFAULT_CHANNEL, iso_from_ms, iso_now
 
@@ -155,7 +156,7 @@ class WebhookRecord:
         doc: dict[str, Any] = {
             "id": hook.id,
             "stream": hook.stream,
-            "url": hook.url,
+            "url": hook.url if with_secret else masked_url(hook.url),  # shown in full once
             "channel": hook.channel,
         }
         if with_secret:
@@ -184,3 +185,14 @@ def request_body(envelopes: list[bytes]) -> bytes:
     """`{"messages": [envelope, ...]}` from the envelopes' JSON, byte for byte the same
     for the same envelopes (a retry's body equals the first attempt's)."""
     return b'{"messages":[' + b",".join(envelopes) + b"]}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password, if it has one, shown as `***` (lists are read by
+    people and tools that need not know it)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

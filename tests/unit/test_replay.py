@@ -205,7 +205,15 @@ def test_replay_must_be_a_string(value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "number"),
-    [("1", 1), ("25", 25), (" 25 ", 25), (25, 25), ("10000", 10_000), (10**20, 10**20)],
+    [
+        ("1", 1),
+        ("25", 25),
+        (" 25 ", 25),
+        (25, 25),
+        ("10000", 10_000),
+        (10**20, 2**53 - 1),
+        (1e300, 2**53 - 1),
+    ],
 )
 def test_positive_int(value: Any, number: int) -> None:
     assert parse_positive_int(value, "replayLimit") == number

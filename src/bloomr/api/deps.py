@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from ..auth import Principal
-from ..credentials import secret_of
+from ..credentials import client_address, secret_of
 from .context import Context, get_context
 
 # Documents the scheme in OpenAPI only: the secret itself is read by `secret_of`, the
@@ -21,8 +21,9 @@ async def get_principal(
     ctx: Annotated[Context, Depends(get_context)],
     _: Annotated[object, Depends(_bearer)],
 ) -> Principal:
+    scope = request.scope
     return await ctx.auth.identify(
-        secret_of(request.scope["headers"], request.scope["query_string"])
+        secret_of(scope["headers"], scope["query_string"]), client_address(scope)
     )
 
 

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import BloomrError
 from ..faults import RETRY_AFTER_SECONDS, as_error
+from .jsonbody import NOT_JSON
 from .responses import JSON
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -21,7 +22,11 @@ def error_response(error: BloomrError) -> JSON:
 
 
 def retry_after(error: BloomrError) -> dict[str, str] | None:
-    """`Retry-After` for a 503: the backend is expected back by itself."""
+    """`Retry-After` for a 503 (the backend is expected back by itself), or the one an
+    error names (a 429: when the address may try again)."""
+    seconds = error.details.get("retry_after")
+    if seconds is not None:
+        return {"Retry-After": str(seconds)}
     return {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.status == 503 else None
 
 
@@ -39,7 +44,7 @@ async def _on_validation(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
-        return error_response(BloomrError("invalid_json", "the request body is not valid JSON"))
+        return error_response(BloomrError("invalid_json", NOT_JSON))
     field = _field(tuple(first.get("loc", ())))
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     return error_response(BloomrError("validation_failed", message, field=field))
@@ -47,6 +52,8 @@ async def _on_validation(_: Request, exc: Exception) -> JSON:
 
 async def _on_http(_: Request, exc: Exception) -> JSON:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse
+        return error_response(BloomrError("invalid_json", NOT_JSON))
     code = _STATUS_CODES.get(exc.status_code, "invalid_argument")
     if exc.status_code >= 500:
         code = "internal"

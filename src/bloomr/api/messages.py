@@ -20,7 +20,6 @@ from ..model import (
     Scope,
     Stream,
     is_valid_channel,
-    json_bytes,
     now_ms,
 )
 from ..replay import (
@@ -31,8 +30,10 @@ from ..replay import (
     parse_positive_int,
     parse_replay,
 )
+from ..subscription import SubscriptionClosed
 from .context import Context
 from .deps import Caller, Ctx
+from .jsonbody import encode_json, load_json
 from .schemas import PUBLISH_SCHEMA
 
 router = APIRouter(prefix="/api/streams", tags=["messages"])
@@ -53,10 +54,7 @@ async def _authorized_stream(
 
 def parse_publish_body(raw: bytes) -> list[Draft]:
     """One `{channel?, data}` or a JSON array of them -> drafts (data encoded once)."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BloomrError("invalid_json", "the request body is not valid JSON") from None
+    body = load_json(raw)
     items = body if isinstance(body, list) else [body]
     return [_draft(item, i if isinstance(body, list) else None) for i, item in enumerate(items)]
 
@@ -84,7 +82,7 @@ def _draft(item: Any, index: int | None) -> Draft:
             "channel must be '', 'errors' or a name matching [A-Za-z0-9_.:-]{1,64}",
             field=f"{where}.channel".lstrip("."),
         )
-    return Draft(channel, json_bytes(item["data"]))
+    return Draft(channel, encode_json(item["data"]))
 
 
 async def publish_body(
@@ -150,7 +148,7 @@ async def poll(
 
     messages = await fetch()
     if not messages and wait_seconds > 0:
-        messages = await _long_poll(ctx, stream.id, channel, wait_seconds, fetch)
+        messages = await _long_poll(ctx, stream.id, channel, caller, wait_seconds, fetch)
     return _page_response(messages, after_id)
 
 
@@ -170,14 +168,17 @@ async def _long_poll(
     ctx: Context,
     stream_id: str,
     channel: str,
+    caller: Principal,
     seconds: float,
     fetch: Callable[[], Awaitable[list[Message]]],
 ) -> list[Message]:
     """Subscribe first, then look again: a message committed in between is either in
     the second look or offered to the subscription, never lost. Answers at once (the
-    empty page: the client asks again, with the same `after`) when the server stops."""
+    empty page: the client asks again, with the same `after`) when the server stops.
+    The subscription is the caller's token's, so a revocation or an expiry, a deleted
+    stream, ends the wait with its error like any session's."""
     hub = ctx.hub
-    sub = hub.subscribe(stream_id, channel, None)
+    sub = hub.subscribe(stream_id, channel, caller.token_id, caller.expires_at)
     try:
         sub.go_live(0)
         messages = await fetch()
@@ -190,8 +191,12 @@ async def _long_poll(
         finally:
             batch.cancel()
             stopping.cancel()
-        if batch.done() and not batch.cancelled() and batch.exception() is None:
-            return await fetch()
+        if batch.done() and not batch.cancelled():
+            error = batch.exception()
+            if isinstance(error, SubscriptionClosed):
+                raise error.error
+            if error is None:
+                return await fetch()
         return []
     finally:
         hub.unsubscribe(sub)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -15,15 +15,27 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The largest retention bloomr takes (documented in the README): beyond any history,
+# and within what every backend compares (64-bit integers, JSON's exact integers).
+MAX_RETENTION_DAYS = 36_500  # 100 years
+MAX_RETENTION_MESSAGES = 2**53 - 1
+_MAX_AGE_MS = MAX_RETENTION_DAYS * 86_400_000
+
+
 class RetentionIn(_Body):
     max_age: StrictStr | None = Field(None, examples=["7d"])
-    max_messages: Annotated[StrictInt, Field(gt=0)] | None = None
+    max_messages: Annotated[StrictInt, Field(gt=0, le=MAX_RETENTION_MESSAGES)] | None = None
 
     @field_validator("max_age")
     @classmethod
     def _age(cls, value: str | None) -> str | None:
-        if value is not None and parse_age_ms(value) is None:
+        if value is None:
+            return value
+        age = parse_age_ms(value)
+        if age is None:
             raise ValueError("must be an age such as '7d', '12h' or '30 min'")
+        if age > _MAX_AGE_MS:
+            raise ValueError(f"must be at most {MAX_RETENTION_DAYS} days")
         return value
 
 
@@ -49,6 +61,20 @@ class TokenCreate(_Body):
     streams: Annotated[list[StrictStr], Field(min_length=1, examples=[["dwd23RWdwE"], ["*"]])]
     scopes: Annotated[list[Scope], Field(min_length=1)] = ["subscribe"]
     expires_at: datetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """The moment in UTC (no zone: UTC); one that UTC cannot write (year 9999 at
+        -14:00) is refused here rather than failing later."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("must be a date-time between years 1 and 9999 in UTC") from None
 
 
 PUBLISH_SCHEMA = {

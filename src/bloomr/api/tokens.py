@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from fastapi import APIRouter, Response
 
 from ..errors import BloomrError
@@ -22,9 +20,7 @@ async def create_token(body: TokenCreate, ctx: Ctx, _: Admin) -> JSON:
             raise BloomrError("validation_failed", f"unknown stream {stream_id}", field="streams")
     expires_at = None
     if body.expires_at is not None:
-        moment = body.expires_at
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        expires_at = moment.isoformat().replace("+00:00", "Z")
+        expires_at = body.expires_at.isoformat().replace("+00:00", "Z")  # in UTC already
     secret = new_token_secret()
     token = Token(
         id=new_token_id(),

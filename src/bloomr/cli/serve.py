@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..config import DEFAULT_CLUSTER_NAME, DEFAULT_DATA_DIR, Settings, check_cluster_name
+from ..bounds import Bounds, bound_fields
+from ..config import (
+    DEFAULT_CLUSTER_NAME,
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_BODY,
+    Settings,
+    check_cluster_name,
+)
 from .common import CliError
 
 # the drivers `pip install 'bloomr[cluster]'` brings (pyproject.toml)
@@ -29,9 +38,6 @@ def _require_cluster_extra() -> None:
 # keeps click from rewrapping the table.
 ENVIRONMENT = """\b
 Also read from the environment:
-  BLOOMR_MAX_BODY           request bodies over this many bytes get 413 [10485760]
-  BLOOMR_BACKLOG_MESSAGES   messages queued for one connection before slow_consumer [10000]
-  BLOOMR_BACKLOG_BYTES      bytes queued for one connection before slow_consumer [16777216]
   BLOOMR_TRIM_INTERVAL      seconds between retention trims [30]
   BLOOMR_SCRIPT_GRACE       seconds from SIGTERM to SIGKILL when a script stops [5]
   BLOOMR_LEASE_TTL          cluster: seconds a dead node keeps its scripts and webhooks [10]
@@ -45,6 +51,30 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str
         return check_cluster_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc).removeprefix("invalid cluster name ")) from None
+
+
+def _bound_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The limits of `bounds.py` and the subscriber backlog, each a flag with its
+    environment variable (listed in --help)."""
+    sizes = [
+        ("--max-body", "BLOOMR_MAX_BODY", DEFAULT_MAX_BODY, "Largest request body in bytes (413)."),
+        ("--backlog-messages", "BLOOMR_BACKLOG_MESSAGES", 10_000,
+         "Most messages queued for one connection before it is a slow consumer."),
+        ("--backlog-bytes", "BLOOMR_BACKLOG_BYTES", 16 * 1024 * 1024,
+         "Most bytes queued for one connection (replay and Engine.IO replies included)."),
+    ]  # fmt: skip
+    options = [
+        click.option(flag, type=int, default=default, envvar=env, show_envvar=True,
+                     show_default=True, help=text)
+        for flag, env, default, text in sizes
+    ] + [
+        click.option(bound.flag, name, type=kind, default=default, envvar=bound.env,
+                     show_envvar=True, show_default=True, help=bound.help)
+        for name, kind, default, bound in bound_fields()
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.command("serve", epilog=ENVIRONMENT)
@@ -119,6 +149,7 @@ def _cluster_name(ctx: click.Context, param: click.Parameter, value: str) -> str
     "admin API; repeatable. Default: BLOOMR_CORS_ORIGINS (comma-separated), else none. "
     "The client endpoints (polling, SSE, publish) answer any origin.",
 )
+@_bound_options
 def serve_command(
     host: str,
     port: int,
@@ -130,6 +161,10 @@ def serve_command(
     database_url: str | None,
     cluster_name: str,
     cors_origins: tuple[str, ...],
+    max_body: int,
+    backlog_messages: int,
+    backlog_bytes: int,
+    **bounds: Any,
 ) -> None:
     """Run bloomr: the HTTP API and Socket.IO on one port, SQLite in --data-dir; or, with
     --redis and --database, one node of a cluster (run as many as you like)."""
@@ -149,6 +184,10 @@ def serve_command(
         redis_url=redis_url or None,
         database_url=database_url or None,
         cluster_name=cluster_name,
+        max_body_bytes=max_body,
+        backlog_messages=backlog_messages,
+        backlog_bytes=backlog_bytes,
+        bounds=Bounds(**bounds),
     )
     if cors_origins:
         settings.admin_cors_origins = cors_origins

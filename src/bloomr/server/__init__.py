@@ -19,6 +19,7 @@ from ..app import Bloomr, build_asgi
 from ..backends import Unreachable
 from ..config import Settings, explicit_admin_key, load_admin_key
 from ..datadir_lock import DataDirInUse, lock_data_dir
+from .bounded import bounded_http
 from .http import check_fast_path, publishing_http
 from .stop import DRAIN_SECONDS, StoppingServer, exit_now
 from .websocket import protocol_class
@@ -33,12 +34,13 @@ def server_config(
     settings: Settings, node: Bloomr, fast_path: bool = True, **overrides: Any
 ) -> uvicorn.Config:
     """The node's uvicorn configuration; `overrides` are uvicorn options (tests)."""
-    fast = publishing_http(node.ctx, settings.max_body_bytes) if fast_path else None
+    bounds = settings.bounds
+    fast = publishing_http(node.ctx, settings.max_body_bytes, bounds) if fast_path else None
     options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=fast or "httptools",
+        http=fast or bounded_http(bounds),
         ws=protocol_class(node.transports),
         ws_per_message_deflate=False,  # compressing every frame per client costs more than it saves
         lifespan="on",

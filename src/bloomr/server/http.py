@@ -29,16 +29,18 @@ from ..api.context import Context
 from ..api.fastpath import HANDED_OVER, JSON_TYPE, PUBLISH_PATH, PublishRequest, failure
 from ..api.messages import parse_publish_body, published_body
 from ..auth import check_access
+from ..bounds import Bounds
 from ..credentials import secret_of
 from ..faults import retry_after
 from ..model import Message
+from .bounded import BoundedHttp, bounded_http
 
 log = logging.getLogger("bloomr")
 
 Headers = Sequence[tuple[bytes, bytes]]
 
 
-class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
+class PublishingHttp(BoundedHttp):
     """One HTTP connection. Bound to a node by `publishing_http`."""
 
     ctx: ClassVar[Context]
@@ -47,6 +49,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
     _closing = False  # the server is stopping: answer, then close
 
     def on_headers_complete(self) -> None:
+        self.head_done()
         self._publish = self._intercept()
         if self._publish is None:
             super().on_headers_complete()
@@ -58,6 +61,7 @@ class PublishingHttp(HttpToolsProtocol):  # type: ignore[misc]
             self._publish.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self.request_read()
         request, self._publish = self._publish, None
         if request is None:
             super().on_message_complete()
@@ -175,9 +179,10 @@ def _declared_length(headers: Headers) -> int | None:
     return length
 
 
-def publishing_http(ctx: Context, max_body: int) -> type[PublishingHttp]:
+def publishing_http(ctx: Context, max_body: int, bounds: Bounds) -> type[PublishingHttp]:
     """A protocol class bound to one node, for `uvicorn.Config(http=...)`."""
-    return type("BoundPublishingHttp", (PublishingHttp,), {"ctx": ctx, "max_body": max_body})
+    attrs = {"ctx": ctx, "max_body": max_body}
+    return type("BoundPublishingHttp", (bounded_http(bounds), PublishingHttp), attrs)
 
 
 # -- the start-up check ----------------------------------------------------------------

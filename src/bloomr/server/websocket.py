@@ -10,15 +10,20 @@ frame costs each client a `transport.write` and nothing else."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl
 
+import orjson
+from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ..errors import BloomrError
 from ..transports import Transports
 from ..transports.base import WebSocketHandler, WebSocketRefused
 
@@ -33,6 +38,7 @@ class WebSocket(asyncio.Protocol):
     server by `protocol_class(transports)`."""
 
     transports: ClassVar[Transports]
+    on_lost: Callable[[], None] | None = None  # the HTTP protocol's, once upgraded
 
     def __init__(self, config: Any, server_state: Any, app_state: Any = None, **_: Any) -> None:
         self._connections: set[Any] = server_state.connections
@@ -60,6 +66,8 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
+        if self.on_lost is not None:
+            self.on_lost()
         self._writable = False
         self._wake_drain()
         handler, self._handler = self._handler, None
@@ -84,6 +92,16 @@ class WebSocket(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         return self._writable
+
+    @property
+    def address(self) -> str | None:
+        peer = None if self._transport is None else self._transport.get_extra_info("peername")
+        return str(peer[0]) if peer else None
+
+    @property
+    def buffered(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else transport.get_write_buffer_size()
 
     def write(self, data: bytes) -> None:
         transport = self._transport
@@ -114,11 +132,12 @@ class WebSocket(asyncio.Protocol):
             self._reject(404, "Not Found")
             return
         response = self._conn.accept(request)
-        self._conn.send_response(response)
         if response.status_code != 101:
+            self._conn.send_response(_as_json(response))
             self._flush()
             self._close_transport()
             return
+        self._conn.send_response(response)
         self._flush()
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
@@ -129,7 +148,7 @@ class WebSocket(asyncio.Protocol):
             self._send_close(1008, str(exc))
 
     def _reject(self, status: int, text: str) -> None:
-        self._conn.send_response(self._conn.reject(status, text))
+        self._conn.send_response(_as_json(self._conn.reject(status, text)))
         self._flush()
         self._close_transport()
 
@@ -175,6 +194,20 @@ class WebSocket(asyncio.Protocol):
     def _wake_drain(self) -> None:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+
+
+def _as_json(response: Response) -> Response:
+    """A refused handshake in bloomr's JSON error shape (websockets writes plain text)."""
+    code = {404: "not_found", 426: "invalid_argument"}.get(response.status_code)
+    error = BloomrError(code or "invalid_argument", response.reason_phrase)
+    body = orjson.dumps({"error": error.payload()})
+    headers = Headers((k, v) for k, v in response.headers.raw_items() if k.lower() not in _FRAMING)
+    headers["Content-Type"] = "application/json"
+    headers["Content-Length"] = str(len(body))
+    return dataclasses.replace(response, headers=headers, body=body)
+
+
+_FRAMING = ("content-type", "content-length")
 
 
 def protocol_class(transports: Transports) -> type[WebSocket]:

@@ -37,6 +37,16 @@ class WebSocketLink(Protocol):
         """Its outgoing buffer has room."""
         ...
 
+    @property
+    def address(self) -> str | None:
+        """The client's address (its host)."""
+        ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet sent."""
+        ...
+
     def write(self, data: bytes) -> None:
         """Write bytes already framed (`frames.ws_frame`)."""
         ...

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..credentials import client_address
 from .base import WebSocketHandler, WebSocketLink
 from .frames import ws_frame
 
@@ -37,6 +38,11 @@ class EngineConfig:
     ping_timeout: float = 20.0
     max_payload: int = 1_000_000
     cors_origins: str = "*"
+    # Everything queued for one session (a websocket's send buffer, a polling outbox:
+    # pongs and replies included) counts against this; past it the session is closed.
+    max_backlog: int = 16 * 1024 * 1024
+    connect_timeout: float = 10.0  # to complete the layer above's handshake
+    max_unconnected: int = 1000  # sessions that have not completed it, at most
 
 
 class Handler(Protocol):
@@ -61,11 +67,13 @@ class EngineError(Exception):
 class EngineSession:
     __slots__ = (
         "sid", "server", "handler", "ws", "probe", "outbox", "outbox_bytes",
-        "closed", "_poll", "_polled", "_ping_timer", "_pong_timer",
+        "closed", "_poll", "_polled", "_ping_timer", "_pong_timer", "_connect_timer",
+        "address",
     )  # fmt: skip
 
-    def __init__(self, server: EngineServer, sid: str) -> None:
+    def __init__(self, server: EngineServer, sid: str, address: str | None = None) -> None:
         self.sid = sid
+        self.address = address  # the client's (failed authentications count per address)
         self.server = server
         self.handler: Handler | None = None
         self.ws: WebSocketLink | None = None  # the transport, once on websocket
@@ -77,6 +85,7 @@ class EngineSession:
         self._polled = asyncio.Event()
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+        self._connect_timer: asyncio.TimerHandle | None = None  # until `connected()`
 
     # -- sending ----------------------------------------------------------------------
 
@@ -87,13 +96,28 @@ class EngineSession:
         if self.closed:
             return
         if self.ws is not None:
-            self.ws.write(ws_frame(packet))
+            self.write_frames(ws_frame(packet))
         else:
             self.outbox.append(packet)
             self.outbox_bytes += len(packet)
             if end_poll:
                 self.outbox.append(_END_POLL)
             self._wake_poll()
+            self._check_backlog(self.outbox_bytes)
+
+    def write_frames(self, frames: bytes) -> None:
+        """Write websocket frames already built (the session is on websocket)."""
+        ws = self.ws
+        if ws is None or self.closed:
+            return
+        ws.write(frames)
+        self._check_backlog(ws.buffered)
+
+    def _check_backlog(self, queued: int) -> None:
+        """A client that lets more than the backlog pile up (say, by sending pings with
+        large payloads and never reading the pongs) is cut off."""
+        if queued > self.server.config.max_backlog:
+            self.close("slow consumer", abort=True, announce=False)
 
     @property
     def writable(self) -> bool:
@@ -163,6 +187,8 @@ class EngineSession:
             reply = (PONG + data).encode()
             if link is not None and link is self.probe:
                 link.write(ws_frame(reply))
+                if link.buffered > self.server.config.max_backlog:
+                    link.close(abort=True)  # pinged and never read: the probe is dropped
                 self.send(NOOP.encode())  # ends the pending poll so the client can pause it
             else:
                 self.send(reply)
@@ -178,7 +204,7 @@ class EngineSession:
         packets = [p for p in self.outbox if p is not _END_POLL]
         self.outbox, self.outbox_bytes = [], 0
         if packets:
-            link.write(b"".join(ws_frame(p) for p in packets))
+            self.write_frames(b"".join(ws_frame(p) for p in packets))
         self._wake_poll()
         self._polled.set()
 
@@ -201,6 +227,20 @@ class EngineSession:
             self._pong_timer = None
             self.start_pinging()
 
+    def await_connect(self) -> None:
+        """The layer above's handshake must complete within the configured time."""
+        loop = asyncio.get_running_loop()
+        timeout = self.server.config.connect_timeout
+        self._connect_timer = loop.call_later(timeout, self.close, "connect timeout")
+        self.server.unconnected.add(self.sid)
+
+    def connected(self) -> None:
+        """The layer above completed its handshake."""
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+            self._connect_timer = None
+        self.server.unconnected.discard(self.sid)
+
     # -- closing ----------------------------------------------------------------------
 
     def close(self, reason: str, abort: bool = False, announce: bool = True) -> None:
@@ -212,10 +252,11 @@ class EngineSession:
         if announce:
             self.send(CLOSE.encode())
         self.closed = True
-        for timer in (self._ping_timer, self._pong_timer):
+        for timer in (self._ping_timer, self._pong_timer, self._connect_timer):
             if timer is not None:
                 timer.cancel()
         self.server.sessions.pop(self.sid, None)
+        self.server.unconnected.discard(self.sid)
         self._wake_poll()
         self._polled.set()
         for link in (self.ws, self.probe):
@@ -252,12 +293,19 @@ class EngineServer:
         self.on_open = on_open
         self.config = config or EngineConfig()
         self.sessions: dict[str, EngineSession] = {}
+        self.unconnected: set[str] = set()  # sessions whose handshake above is pending
 
     def _open(
-        self, query: dict[str, str], headers: dict[str, str], upgrades: list[str]
+        self,
+        query: dict[str, str],
+        headers: dict[str, str],
+        upgrades: list[str],
+        address: str | None,
     ) -> EngineSession:
+        if len(self.unconnected) >= self.config.max_unconnected:
+            raise EngineError(3, "Too many sessions waiting to connect", status=503)
         sid = secrets.token_urlsafe(15)
-        session = EngineSession(self, sid)
+        session = EngineSession(self, sid, address)
         self.sessions[sid] = session
         handshake = {
             "sid": sid,
@@ -268,6 +316,7 @@ class EngineServer:
         }
         session.send(OPEN.encode() + orjson.dumps(handshake))
         session.handler = self.on_open(session, query, headers)
+        session.await_connect()
         session.start_pinging()
         return session
 
@@ -287,7 +336,7 @@ class EngineServer:
         _check_version(query)
         sid = query.get("sid")
         if sid is None:
-            session = self._open(query, headers, [])
+            session = self._open(query, headers, [], link.address)
             session.use_websocket(link)
             return _WebSocketEnd(session, link)
         found = self.sessions.get(sid)
@@ -326,7 +375,7 @@ class EngineServer:
         if sid is None:
             if method != "GET":
                 raise EngineError(2, "Bad handshake method")
-            session = self._open(query, headers, ["websocket"])
+            session = self._open(query, headers, ["websocket"], client_address(scope))
             return await session.poll()
         session_ = self.sessions.get(sid)
         if session_ is None:

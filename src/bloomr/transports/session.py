@@ -5,7 +5,6 @@ A transport adapts its connection to `Client`; nothing here knows Socket.IO or H
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from ..resume import PidSigner, ResumePoint, resume_start
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
 from .notices import notice_payload
+from .pacing import STALL_SECONDS, drain, send_replay
 
 log = logging.getLogger("bloomr.transports")
 
@@ -67,32 +67,18 @@ class Client(Protocol):
         ...
 
 
-async def _drain(client: Client, sub: Subscription) -> None:
-    """Wait for a client that is behind, but no longer than its subscription lasts: a
-    client that stopped reading must be cut off when its backlog overflows, not when
-    (if ever) its socket drains."""
-    if client.writable:
-        return
-    drained = asyncio.ensure_future(client.drained())
-    ended = sub.ended()
-    try:
-        await asyncio.wait((drained, ended), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        drained.cancel()
-    sub.check()
-
-
 async def authorize(
-    streams: Streams, auth: Authenticator, args: dict[str, Any]
+    streams: Streams, auth: Authenticator, args: dict[str, Any], client: str | None = None
 ) -> tuple[Stream, str | None, str | None]:
     """`(stream, token id, token expiry)`; one answer, `unauthorized`, for every reason a
-    client may not subscribe, so stream ids cannot be probed."""
+    client may not subscribe, so stream ids cannot be probed (but `rate_limited` for an
+    address, `client`, that failed too often)."""
     stream_id, secret = parse_credentials(args)
     try:
-        principal = await auth.identify(secret)
+        principal = await auth.identify(secret, client)
         check_access(principal, stream_id, "subscribe")
     except BloomrError as exc:
-        if exc.code == "unavailable":  # not an answer about the token: say so
+        if exc.code in ("unavailable", "rate_limited"):  # not an answer about the token
             raise
         raise BloomrError("unauthorized", exc.message) from None
     stream = await streams.get(stream_id)
@@ -122,13 +108,14 @@ async def open_session(
     auth: Authenticator,
     args: dict[str, Any],
     signer: PidSigner | None = None,
+    client: str | None = None,
 ) -> Opened:
     """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed). With a `signer`,
     a client that sent a `pid` is resumed where it stood, if it can be, before it is
     confirmed (its confirmation says whether it was)."""
-    stream, token_id, expires_at = await authorize(streams, auth, args)
+    stream, token_id, expires_at = await authorize(streams, auth, args, client)
     channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
     sub = hub.subscribe(stream.id, channel, token_id, expires_at)
     opened = Opened(stream, sub, replay, include_metadata)
@@ -167,9 +154,10 @@ async def try_open_session(
     auth: Authenticator,
     args: dict[str, Any],
     signer: PidSigner | None = None,
+    client: str | None = None,
 ) -> Opened | BloomrError:
     try:
-        return await open_session(hub, streams, auth, args, signer)
+        return await open_session(hub, streams, auth, args, signer, client)
     except Exception as exc:  # never silence: the client is told, then disconnected
         return as_error(exc, "opening a session")
 
@@ -187,7 +175,9 @@ async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[l
         after = page[-1].id
 
 
-async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) -> None:
+async def run_session(
+    hub: Hub, opened: Opened | BloomrError, client: Client, stall: float = STALL_SECONDS
+) -> None:
     """Serve one subscriber (refusing it first if opening failed) until it leaves
     (cancel the task) or the subscription ends."""
     if isinstance(opened, BloomrError):
@@ -199,15 +189,21 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
         for payload in map(notice_payload, [*opened.notices, *plan.notices]):
             await client.emit("warning", payload)
         count, last_id = 0, None
+
+        async def read_after(after_id: str, limit: int) -> list[Message]:
+            return await hub.page(sub.stream_id, sub.channel, after_id, None, limit)
+
+        async def replay(messages: list[Message]) -> None:
+            nonlocal count, last_id
+            if messages:
+                count, last_id = count + len(messages), messages[-1].id
+                await send_replay(client, sub, messages, read_after, include_metadata, stall)
+
         if plan.backfill is not None:
             async for chunk in _backfill(hub, opened, plan.backfill):
-                await client.send_messages(chunk, True, include_metadata)
-                await _drain(client, sub)
-                count, last_id = count + len(chunk), chunk[-1].id
-        if plan.messages:
-            await client.send_messages(plan.messages, True, include_metadata)
-            await _drain(client, sub)
-            count, last_id = count + len(plan.messages), plan.messages[-1].id
+                await replay(chunk)
+        replay_messages, plan.messages = plan.messages, []
+        await replay(replay_messages)
         await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)
@@ -219,7 +215,7 @@ async def run_session(hub: Hub, opened: Opened | BloomrError, client: Client) ->
                 await client.emit("warning", payload)
             if batch:
                 await client.send_messages(batch, False, include_metadata)
-                await _drain(client, sub)
+                await drain(client, sub)
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:

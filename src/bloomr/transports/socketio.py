@@ -38,7 +38,7 @@ from ..model import Message
 from ..replay import merge_handshake, parse_bool
 from ..resume import PidSigner
 from ..streams import Streams
-from ..subscription import Delivery
+from ..subscription import Delivery, SlowConsumer
 from .base import (
     WARNING_SECONDS,
     WebSocketHandler,
@@ -68,7 +68,14 @@ class SocketIOTransport:
         self.hub = hub
         self.streams = streams
         self.auth = auth
-        self.engine = EngineServer(self._open, EngineConfig(cors_origins=settings.cors_origins))
+        bounds = self.bounds = settings.bounds
+        config = EngineConfig(
+            cors_origins=settings.cors_origins,
+            max_backlog=settings.backlog_bytes,
+            connect_timeout=bounds.connect_timeout,
+            max_unconnected=bounds.max_unconnected,
+        )
+        self.engine = EngineServer(self._open, config)
         self._connections: set[SocketIOConnection] = set()
         self._signer: PidSigner | None = None
 
@@ -140,8 +147,8 @@ class SocketIOConnection:
         kind = data[:1]
         if kind == "0":
             self._connect(data[1:])
-        elif kind == "1":
-            self.stop_session()
+        elif kind == "1" and _split_namespace(data[1:])[0] == "/":
+            self.stop_session()  # a DISCONNECT for another namespace leaves this one be
         # client events and acks (2, 3) mean nothing to bloomr
 
     def on_close(self, reason: str) -> None:
@@ -156,6 +163,7 @@ class SocketIOConnection:
             return
         if self.task is not None:
             return  # already connected
+        self.session.connected()
         try:
             auth = orjson.loads(auth_json) if auth_json else None
         except orjson.JSONDecodeError:
@@ -173,7 +181,9 @@ class SocketIOConnection:
             opened = exc
         else:
             signer = transport.signer if self.offsets else None
-            opened = await try_open_session(hub, transport.streams, transport.auth, args, signer)
+            opened = await try_open_session(
+                hub, transport.streams, transport.auth, args, signer, self.session.address
+            )
         try:
             reply: dict[str, str] = {"sid": secrets.token_urlsafe(15)}
             if not isinstance(opened, BloomrError) and opened.pid is not None:
@@ -184,7 +194,7 @@ class SocketIOConnection:
             if not isinstance(opened, BloomrError):
                 hub.unsubscribe(opened.sub)
             raise
-        await run_session(hub, opened, self)
+        await run_session(hub, opened, self, self.transport.bounds.stall_timeout)
 
     def warn_stopping(self) -> bool:
         """Send `warning` `shutting_down`, if connected (True then)."""
@@ -202,16 +212,24 @@ class SocketIOConnection:
 
     async def emit(self, event: str, payload: Any) -> None:
         self.session.send(event_packet(event, payload))
+        self._check_open()
 
     async def send_messages(
         self, messages: list[Message], replayed: bool, include_metadata: bool
     ) -> None:
         session, offsets = self.session, self.offsets
         if session.ws is not None:
-            session.ws.write(message_frames(messages, replayed, include_metadata, offsets))
+            session.write_frames(message_frames(messages, replayed, include_metadata, offsets))
         else:
             for message in messages:
                 session.send(message_packet(message, replayed, include_metadata, offsets))
+        self._check_open()
+
+    def _check_open(self) -> None:
+        """The engine closed the session while this task wrote (its backlog overflowed):
+        end the session here, as nothing else will cancel it."""
+        if self.session.closed:
+            raise SlowConsumer()
 
     @property
     def writable(self) -> bool:
@@ -252,9 +270,8 @@ class _WebSocketSink:
         return self.session.writable
 
     def write(self, delivery: Delivery) -> None:
-        ws = self.session.ws
-        if ws is not None:
-            ws.write(delivery.encoded(self.key, self._encode))
+        if self.session.ws is not None:
+            self.session.write_frames(delivery.encoded(self.key, self._encode))
 
     def _encode(self, messages: list[Message]) -> bytes:
         return message_frames(messages, False, self.include_metadata, self.offsets)

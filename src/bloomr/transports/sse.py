@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..auth import Authenticator, check_access, require_stream
 from ..config import Settings
-from ..credentials import secret_of
+from ..credentials import client_address, secret_of
 from ..errors import HTTP_STATUS, BloomrError
 from ..faults import retry_after
 from ..hub import Hub
@@ -83,6 +83,7 @@ class SseTransport:
         self.hub = hub
         self.streams = streams
         self.auth = auth
+        self.stall = settings.bounds.stall_timeout
         self._connections: set[SseConnection] = set()
 
     @property
@@ -101,7 +102,7 @@ class SseTransport:
         connection = SseConnection(send)
         self._connections.add(connection)
         try:
-            await connection.serve(self.hub, opened, receive)
+            await connection.serve(self.hub, opened, receive, self.stall)
         finally:
             self._connections.discard(connection)
 
@@ -111,7 +112,8 @@ class SseTransport:
         match = self.path.match(scope["path"])
         assert match is not None
         stream_id = match.group(1)
-        caller = await self.auth.identify(secret_of(scope["headers"], scope["query_string"]))
+        secret = secret_of(scope["headers"], scope["query_string"])
+        caller = await self.auth.identify(secret, client_address(scope))
         check_access(caller, stream_id, "subscribe")
         stream = require_stream(await self.streams.get(stream_id), stream_id)
         query = scope["query_string"].decode("latin-1")
@@ -149,9 +151,9 @@ class SseConnection:
         self._last = False  # the last event is in the buffer
         self._done = asyncio.Event()
 
-    async def serve(self, hub: Hub, opened: Opened, receive: Receive) -> None:
+    async def serve(self, hub: Hub, opened: Opened, receive: Receive, stall: float) -> None:
         """Run the session until it ends or the client leaves, then finish the response."""
-        self._session = session = asyncio.create_task(run_session(hub, opened, self))
+        self._session = session = asyncio.create_task(run_session(hub, opened, self, stall))
         gone = asyncio.create_task(_disconnected(receive))
         try:
             await asyncio.wait((session, gone), return_when=asyncio.FIRST_COMPLETED)
