@@ -267,7 +267,7 @@ def run_snippet(
             for _ in range(30):
                 publish(bloomr, stream_id, {"data": "to python"})
                 with contextlib.suppress(queue.Empty):
-                    assert lines.get(timeout=0.5).strip() == " to python"
+                    assert lines.get(timeout=0.5).strip() == "to python"  # channel "" then the data
                     break
             else:
                 raise AssertionError("the Python snippet showed nothing")

@@ -139,12 +139,11 @@ async def stall_and_retry(
         with pytest.raises(httpx.TimeoutException):
             await gave_up
         await asyncio.wait([waits], timeout=2)  # a stall of 4 s in all
-        assert not waits.done()  # in flight while Redis is stopped
     finally:
         redis_process.send_signal(signal.SIGCONT)
     waited = await waits
-    # 201 once Redis answers; a backend failure would be 500 today (503 is coming)
-    assert waited.status_code in (201, 500, 503), waited.text
+    # 201 if Redis answered in time; else 503 (outcome unknown), never 500
+    assert waited.status_code in (201, 503), waited.text
     retried = ids_of(await publish(node, stream_id, token, body, "s1"))
     again = await publish(node, stream_id, token, [{"data": 2}], "s2")
     if waited.status_code == 201:
