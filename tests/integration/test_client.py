@@ -122,9 +122,10 @@ async def test_resumes_exactly_when_the_connection_is_cut_mid_stream(
     assert cuts == 6 and [m.data for m in seen] == list(range(total))
     stored = await history(server, stream)
     assert [m.id for m in seen] == [m["id"] for m in stored][1:]
-    # a cut can fall on a reconnection still under way, which then just fails again
+    # a cut can fall on a reconnection still under way, which then just fails again;
+    # one sever can also cut a reconnection that lands while it is cutting
     lost = warnings.count("connection_lost")
-    assert 1 <= lost <= cuts and warnings.count("reconnected") == lost
+    assert 1 <= lost <= 2 * cuts and warnings.count("reconnected") == lost
 
 
 async def test_resumes_a_live_only_subscription_that_had_received_nothing(

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..auth import Authenticator
 from ..credentials import client_address, secret_of
 from ..errors import BloomrError
+from .errors import retry_after
 from .fastpath import HANDED_OVER, PUBLISH_PATH
 from .jsonbody import check_json
 
@@ -95,9 +96,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def error_headers(error: BloomrError) -> list[tuple[bytes, bytes]]:
     """The headers of an error answer: JSON, and `Retry-After` when it says when."""
     headers = [(b"content-type", b"application/json")]
-    retry_after = error.details.get("retry_after")
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
+    for name, value in (retry_after(error) or {}).items():
+        headers.append((name.lower().encode(), value.encode()))
     return headers
 
 
