@@ -123,7 +123,10 @@ class Server:
         return r.json() if r.content else None
 
     def new_stream(self, **fields: Any) -> tuple[str, str]:
-        stream = self.api("POST", "/api/streams", {"name": "bench", **fields})
+        # retention past anything a scenario writes: the store scenario's count pages
+        # through all of it, and a trim under way would take its cursor away
+        keep = {"retention": {"max_messages": 100_000_000}}
+        stream = self.api("POST", "/api/streams", {"name": "bench", **keep, **fields})
         token = self.api(
             "POST", "/api/tokens", {"streams": [stream["id"]], "scopes": ["subscribe", "publish"]}
         )
