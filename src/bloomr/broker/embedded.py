@@ -6,16 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import Message
-from ..replay import ReplayStart
 from ..store.sqlite_history import SQLiteHistory
-from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
+from .base import AppendBatch, BrokerHandler, Capabilities, Published
+from .reads import HistoryReads
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(HistoryReads):
     """Implements Broker. Delivery happens inside `publish`, right after the commit, in
     commit order: one pipeline on one node is the whole ordering story."""
 
     capabilities = Capabilities(publishes_on_the_spot=True)
+    history: SQLiteHistory
 
     def __init__(self, history: SQLiteHistory) -> None:
         self.history = history
@@ -51,27 +52,6 @@ class EmbeddedBroker:
                 stored.setdefault(batch.stream_id, []).extend(result)
         for stream_id, messages in stored.items():
             handler.on_messages(stream_id, messages)
-
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        return await self.history.replay(stream_id, channel, start, limit, window)
-
-    async def head(self, stream_id: str) -> tuple[int, str]:
-        return await self.history.head(stream_id)
-
-    async def page(
-        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
-    ) -> list[Message]:
-        return await self.history.page(stream_id, channel, after_id, since_ms, limit)
-
-    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
-        return await self.history.trim(stream_id, min_ts_ms, max_messages)
 
     async def drop(self, stream_id: str) -> None:
         await self.history.drop(stream_id)

@@ -22,7 +22,6 @@ from typing import Any
 
 from ..model import Message
 from ..redis_pubsub import Subscription
-from ..replay import ReplayStart
 from ..store.redis_history import RedisHistory
 from ..store.redis_layout import (
     bus_pattern,
@@ -30,7 +29,8 @@ from ..store.redis_layout import (
     published_epoch,
     stream_of_channel,
 )
-from .base import AppendBatch, BrokerHandler, Capabilities, Published, ReplaySlice
+from .base import AppendBatch, BrokerHandler, Capabilities, Published
+from .reads import HistoryReads
 
 log = logging.getLogger("bloomr.broker.redis")
 
@@ -90,12 +90,13 @@ class Sequencer:
         self._retired.pop(stream_id, None)
 
 
-class RedisBroker:
+class RedisBroker(HistoryReads):
     """Implements Broker on Redis: `publish` is one Lua call per group commit, which
     orders, stores and PUBLISHes; every node, this one included, delivers what Redis
     publishes, which is what gives all nodes one order."""
 
     capabilities = Capabilities(publishes_on_the_spot=False)  # a round trip to Redis
+    history: RedisHistory
 
     def __init__(
         self, url: str, prefix: str = "bloomr", name: str | None = None, **options: Any
@@ -139,27 +140,6 @@ class RedisBroker:
 
     def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:
         return None
-
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        return await self.history.replay(stream_id, channel, start, limit, window)
-
-    async def head(self, stream_id: str) -> tuple[int, str]:
-        return await self.history.head(stream_id)
-
-    async def page(
-        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
-    ) -> list[Message]:
-        return await self.history.page(stream_id, channel, after_id, since_ms, limit)
-
-    async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
-        return await self.history.trim(stream_id, min_ts_ms, max_messages)
 
     async def drop(self, stream_id: str) -> None:
         await self.history.drop(stream_id)

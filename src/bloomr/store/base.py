@@ -113,6 +113,10 @@ class HistoryStore(Protocol):
         `since_ms`. Raises BloomrError('unknown_message_id') for an id it does not hold."""
         ...
 
+    async def head(self, stream_id: str) -> tuple[int, str]:
+        """The stream's last seq and its history's epoch (`(0, "")` before any)."""
+        ...
+
     async def drop(self, stream_id: str) -> None:
         """Forget a stream's history and its sequence."""
         ...
