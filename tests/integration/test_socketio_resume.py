@@ -266,3 +266,21 @@ async def test_python_socketio_handlers_of_one_argument_keep_working(
         assert got == ([[{"n": 1}]] if recovery is None else [[{"n": 1}, message_id]])
     finally:
         await sio.disconnect()
+
+
+async def test_a_resume_past_the_replay_cap_gets_everything_in_order(server: Server) -> None:
+    """More than 10 000 messages missed: the newest 10 000 from one snapshot, what came
+    before them paged ahead of them, all in order, each once."""
+    stream_id, token = await server.stream_and_token()
+    total = 10_500
+    async with Proxy("127.0.0.1", port_of(server)) as proxy:
+        async with original_client(server, proxy, stream_id, token, ["websocket"]) as client:
+            await publish(server, stream_id, 0)
+            await client.wait_line(lambda _: received(client)[-1:] == [0])
+            await cut(proxy)
+            for start in range(1, total, 1500):
+                await publish(server, stream_id, *range(start, min(start + 1500, total)))
+            await proxy.allow()
+            await client.wait_line(lambda _: received(client)[-1:] == [total - 1], timeout=40)
+            assert received(client) == list(range(total))
+            assert (await connects(client, 2))[-1]["recovered"] is True
