@@ -92,6 +92,16 @@ async def publish_until_taken(
         await asyncio.sleep(0.2)
 
 
+async def publish_range(
+    srv: Server, http: httpx.AsyncClient, stream_id: str, start: int, stop: int
+) -> list[str]:
+    """Batches `start`, `start + 5`, ... before `stop`, each until it is taken."""
+    acked: list[str] = []
+    for n in range(start, stop, 5):
+        acked += await publish_until_taken(srv, http, stream_id, n)
+    return acked
+
+
 async def healthz(srv: Server) -> tuple[int, dict[str, Any]]:
     async with srv.client() as http:
         r = await http.get("/healthz")
@@ -264,9 +274,7 @@ async def test_redis_restarted_empty_fails_fast_then_recovers_with_a_reset(
     clients = await subscribers(nodes, stream_id, token)
     try:
         async with a.client() as http:
-            acked: list[str] = []
-            for n in range(0, 20, 5):
-                acked += await publish_until_taken(a, http, stream_id, n)
+            acked = await publish_range(a, http, stream_id, 0, 20)
             for client in clients:
                 await client.wait_messages(20)
 
@@ -282,8 +290,7 @@ async def test_redis_restarted_empty_fails_fast_then_recovers_with_a_reset(
             assert error["code"] == "unavailable"
 
             redis.start()  # without its data
-            for n in range(20, 120, 5):
-                acked += await publish_until_taken(a, http, stream_id, n)
+            acked += await publish_range(a, http, stream_id, 20, 120)
             await until_healthy(a)
             await until_healthy(b)
             for client in clients:
@@ -302,9 +309,7 @@ async def test_a_frozen_redis_is_answered_in_time_and_loses_nothing(
     clients = await subscribers(nodes, stream_id, token)
     try:
         async with a.client() as http:
-            acked: list[str] = []
-            for n in range(0, 20, 5):
-                acked += await publish_until_taken(a, http, stream_id, n)
+            acked = await publish_range(a, http, stream_id, 0, 20)
 
             redis.freeze()
             try:
@@ -327,8 +332,7 @@ async def test_a_frozen_redis_is_answered_in_time_and_loses_nothing(
             finally:
                 redis.thaw()
 
-            for n in range(20, 60, 5):
-                acked += await publish_until_taken(a, http, stream_id, n)
+            acked += await publish_range(a, http, stream_id, 20, 60)
             await until_healthy(b)
             for client in clients:
                 await client.wait_until(lambda c=client: acked[-1] in ids(c), timeout=15)
