@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,8 +54,8 @@ from ..errors import BloomrError
 from ..faults import BACKEND_TIMEOUT, as_error, guarded
 from ..idempotency import KeyPolicy, answer_for, split_ids
 from ..model import Draft, Message
-from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, Appended, ReplaySlice
+from ..replay import AfterId, AfterSeq, Since
+from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
 from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 
 # Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
@@ -82,16 +83,30 @@ end
 local function id_ms(id)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end
--- channel-set members, newest first, as one string oldest first: one bulk reply for
--- a whole replay (thousands of replies cost the client more than the reading)
-local function oldest_first(rows)
-  local out, n = {}, #rows
-  for i = 1, n do out[i] = rows[n + 1 - i] end
-  return table.concat(out)
-end
 -- the id in a channel-set member (after its 20-byte header)
 local function row_id(row)
   return string.sub(row, 21, 56)
+end
+-- a page: the channel's oldest rows with first <= seq <= last, at most `limit`, ending
+-- with the one whose messages pass `budget` bytes (Message.size: the data, plus
+-- `overhead` each), joined oldest first. Read a few rows at a time, so that a page of
+-- big messages does not copy many more of them than it returns.
+local function page_from(ch, first, last, limit, budget, overhead)
+  local out, size, n, step = {}, 0, 0, 16
+  while n < limit and size < budget do
+    local rows = redis.call('ZRANGEBYSCORE', ch, first, last, 'WITHSCORES',
+      'LIMIT', 0, math.min(step, limit - n))
+    if #rows == 0 then break end
+    for i = 1, #rows, 2 do
+      n = n + 1
+      out[n] = rows[i]
+      size = size + #rows[i] - 56 + overhead
+      first = tonumber(rows[i + 1]) + 1
+      if size >= budget then break end
+    end
+    step = math.max(1, math.min(1000, math.floor((budget - size) * n / size)))
+  end
+  return table.concat(out)
 end
 """
 
@@ -220,18 +235,24 @@ return replies
 """
 
 # KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since|window), value (the
-# id's seq | a seq | ts_ms | window), id (after) or epoch (seq), limit.
-# Reply: {head seq, matched, backfill id or false, unknown (1/0), the rows joined, epoch}.
+# id's seq | a seq | ts_ms | window), id (after) or epoch (seq), newest ('' for all),
+# then the first page's limit, bytes and overhead per message.
+# Reply: {head seq, matched, backfill id or false, unknown (1/0), the first page's rows
+# joined, epoch, count}.
 _REPLAY = """
 local head, all, tsidx, ch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local kind, value, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local kind, value, newest = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local first, boundary, lazy, unknown = 0, false, false, 0
+local function forget_start()
+  unknown = 1
+  if newest then kind, value = 'window', newest else kind = 'all' end
+end
 if kind == 'after' then
   local seq = held(all, value, ARGV[3])
   if seq then
     first, boundary = seq + 1, ARGV[3]
   else
-    kind, value, unknown = 'window', limit, 1
+    forget_start()
   end
 elseif kind == 'seq' then
   local epoch, last = epoch_of(head), head_seq(head)
@@ -240,7 +261,7 @@ elseif kind == 'seq' then
   if same and (value >= last or (oldest and tonumber(oldest) <= value + 1)) then
     first, lazy = value + 1, true
   else
-    kind, value, unknown = 'window', limit, 1
+    forget_start()
   end
 end
 if kind == 'since' then
@@ -250,26 +271,45 @@ elseif kind == 'window' then
   if r[1] then first, boundary = tonumber(r[2]) + 1, row_id(r[1]) end
 end
 local matched = redis.call('ZCOUNT', ch, first, '+inf')
-local rows = redis.call('ZREVRANGEBYSCORE', ch, '+inf', first, 'LIMIT', 0, limit)
-if lazy and matched > limit then
-  local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
-  if before then boundary = row_id(before) end
+local count = math.min(newest or matched, matched)
+local rows = ''
+if count < matched then
+  if lazy then
+    local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
+    if before then boundary = row_id(before) end
+  end
+  -- the newest `count` of a suffix of the channel are the channel's newest
+  if count > 0 then
+    first = tonumber(redis.call('ZREVRANGE', ch, count - 1, count - 1, 'WITHSCORES')[2])
+  end
 end
-return {head_seq(head), matched, boundary, unknown, oldest_first(rows), epoch_of(head)}
+if count > 0 then
+  local limit = math.min(tonumber(ARGV[5]), count)
+  rows = page_from(ch, first, '+inf', limit, tonumber(ARGV[6]), tonumber(ARGV[7]))
+end
+return {head_seq(head), matched, boundary, unknown, rows, epoch_of(head), count}
 """
 
-# KEYS: head, all, ts, channel. ARGV: the after id's seq ('' for none), after id,
-# since ts_ms ('' for none), limit. Reply: {0} for an unknown id, else {1, rows joined}.
+# KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since), value (the after id's
+# seq | a seq | ts_ms), id (after) or epoch (seq), since ts_ms ('' for none), last seq
+# ('+inf' for none), limit, bytes, overhead per message.
+# Reply: {0} for an unknown id, else {1, rows joined}.
 _PAGE = """
-local first = 0
-if ARGV[1] ~= '' then
-  local seq = held(KEYS[2], tonumber(ARGV[1]), ARGV[2])
+local kind, value, first = ARGV[1], tonumber(ARGV[2]), 0
+if kind == 'after' then
+  local seq = held(KEYS[2], value, ARGV[3])
   if not seq then return {0} end
   first = seq + 1
+elseif kind == 'seq' then
+  if epoch_of(KEYS[1]) ~= ARGV[3] then return {1, ''} end
+  first = value + 1
+elseif kind == 'since' then
+  first = first_since(KEYS[3], KEYS[1], value)
 end
-if ARGV[3] ~= '' then first = math.max(first, first_since(KEYS[3], KEYS[1], ARGV[3])) end
-local rows = redis.call('ZRANGEBYSCORE', KEYS[4], first, '+inf', 'LIMIT', 0, ARGV[4])
-return {1, table.concat(rows)}
+if ARGV[4] ~= '' then first = math.max(first, first_since(KEYS[3], KEYS[1], ARGV[4])) end
+local rows = page_from(KEYS[4], first, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8]))
+return {1, rows}
 """
 
 # KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
@@ -437,16 +477,27 @@ def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     ]  # fmt: skip
 
 
-def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int, str]:
+def _start_args(query: HistoryQuery) -> tuple[str, int, str]:
+    start = query.start
     if isinstance(start, AfterId):
         return "after", seq_of_id(start.id) or 0, start.id
     if isinstance(start, AfterSeq):
         return "seq", start.seq, start.epoch
     if isinstance(start, Since):
         return "since", start.ts_ms, ""
-    if window is not None:
-        return "window", window, ""
+    if query.window is not None:
+        return "window", query.window, ""
     return "all", 0, ""
+
+
+def _page_args(query: HistoryQuery) -> tuple[int, int, int]:
+    """A page's limit, bytes and per-message overhead."""
+    budget = _NO_BOUND if query.max_bytes is None else query.max_bytes
+    return query.limit, budget, _MESSAGE_OVERHEAD
+
+
+_NO_BOUND = 1 << 52  # exact in Lua's numbers
+_MESSAGE_OVERHEAD = Message("", "", "", 0, 0, b"").size  # what Message.size adds to the data
 
 
 @guarded
@@ -513,25 +564,21 @@ class RedisHistory:
             results[slot] = _outcome(batches[slot], reply)
         return results
 
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        kind, value, after_id = _start_args(start, window)
-        args = (kind, value, after_id, limit)
-        reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
-        head, matched, boundary, unknown, members, epoch = reply
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
+        kind, value, after_id = _start_args(query)
+        newest = "" if query.newest is None else query.newest
+        args = (kind, value, after_id, newest, *_page_args(query))
+        keys = self._keys(query.stream_id, query.channel)
+        reply = await _SCRIPTS["replay"](self.client, keys, args)
+        head, matched, boundary, unknown, members, epoch, count = reply
         return ReplaySlice(
-            messages=read_rows(stream_id, channel, members),
+            messages=read_rows(query.stream_id, query.channel, members),
             matched=int(matched),
             backfill_after_id=None if boundary is None else bytes(boundary).decode(),
             head_seq=int(head),
             unknown_id=bool(unknown),
             epoch=bytes(epoch).decode(),
+            count=int(count),
         )
 
     async def head(self, stream_id: str) -> tuple[int, str]:
@@ -543,23 +590,18 @@ class RedisHistory:
             return 0, ""
         return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
 
-    async def page(
-        self,
-        stream_id: str,
-        channel: str,
-        after_id: str | None,
-        since_ms: int | None,
-        limit: int,
-    ) -> list[Message]:
-        after_seq = "" if after_id is None else seq_of_id(after_id) or 0
-        since = "" if since_ms is None else since_ms
-        args = (after_seq, after_id or "", since, limit)
-        reply = await _SCRIPTS["page"](self.client, self._keys(stream_id, channel), args)
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        kind, value, after = _start_args(replace(query, window=None))
+        since = "" if query.since_ms is None else query.since_ms
+        until = "+inf" if query.until_seq is None else query.until_seq
+        args = (kind, value, after, since, until, *_page_args(query))
+        keys = self._keys(query.stream_id, query.channel)
+        reply = await _SCRIPTS["page"](self.client, keys, args)
         if not reply[0]:
             raise BloomrError(
-                "unknown_message_id", f"message {after_id} is not in this stream's history"
+                "unknown_message_id", f"message {after} is not in this stream's history"
             )
-        return read_rows(stream_id, channel, reply[1])
+        return read_rows(query.stream_id, query.channel, reply[1])
 
     async def since_seq(
         self, stream_id: str, after_seq: int, limit: int

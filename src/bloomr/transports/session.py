@@ -6,7 +6,6 @@ A transport adapts its connection to `Client`; nothing here knows Socket.IO or H
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,7 +15,7 @@ from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
-from ..replay_plan import Backfill, Notice, RecoveryFailed, ReplayPlan
+from ..replay_plan import Notice, RecoveryFailed, ReplayPlan
 from ..resume import PidSigner, ResumePoint, resume_start
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
@@ -24,8 +23,6 @@ from .notices import notice_payload
 from .pacing import STALL_SECONDS, drain, send_replay
 
 log = logging.getLogger("bloomr.transports")
-
-_BACKFILL_PAGE = 1000
 
 SLOW_CONSUMER = warning(
     "slow_consumer",
@@ -138,7 +135,7 @@ async def _recover(
     if pid is not None:
         start = resume_start(signer.verify(pid), stream.id, channel, token_id, args.get("offset"))
         if not isinstance(start, str):
-            plan = await hub.plan_resume(stream, channel, start)
+            plan = await hub.plan_resume(opened.sub, stream, start)
             if not isinstance(plan, RecoveryFailed):
                 opened.resumed, opened.pid = plan, pid  # the same pid: `recovered` is true
                 return
@@ -162,19 +159,6 @@ async def try_open_session(
         return as_error(exc, "opening a session")
 
 
-async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[list[Message]]:
-    """The messages a resumed client missed before its replay's newest, page by page."""
-    after = fill.after_id
-    while True:
-        page = await hub.page(opened.stream.id, opened.sub.channel, after, None, _BACKFILL_PAGE)
-        chunk = [m for m in page if fill.after_seq < m.seq < fill.until_seq]
-        if chunk:
-            yield chunk
-        if len(page) < _BACKFILL_PAGE or page[-1].seq >= fill.until_seq:
-            return
-        after = page[-1].id
-
-
 async def run_session(
     hub: Hub, opened: Opened | BloomrError, client: Client, stall: float = STALL_SECONDS
 ) -> None:
@@ -188,22 +172,14 @@ async def run_session(
         plan = opened.resumed or await hub.plan_replay(sub, opened.stream, opened.replay)
         for payload in map(notice_payload, [*opened.notices, *plan.notices]):
             await client.emit("warning", payload)
-        count, last_id = 0, None
 
-        async def read_after(after_id: str, limit: int) -> list[Message]:
-            return await hub.page(sub.stream_id, sub.channel, after_id, None, limit)
+        async def read_next(last: Message) -> list[Message]:
+            return await hub.page(plan.next_page(last))
 
-        async def replay(messages: list[Message]) -> None:
-            nonlocal count, last_id
-            if messages:
-                count, last_id = count + len(messages), messages[-1].id
-                await send_replay(client, sub, messages, read_after, include_metadata, stall)
-
-        if plan.backfill is not None:
-            async for chunk in _backfill(hub, opened, plan.backfill):
-                await replay(chunk)
-        replay_messages, plan.messages = plan.messages, []
-        await replay(replay_messages)
+        page, plan.messages = plan.messages, []
+        count, last_id = await send_replay(
+            client, sub, page, plan.count, read_next, include_metadata, stall
+        )
         await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)

@@ -18,6 +18,7 @@ from bloomr.idempotency import Repeat, fingerprint
 from bloomr.model import Draft, Message
 from bloomr.replay import AfterSeq
 from bloomr.store.base import AppendBatch, Appended
+from queries import paging, replaying
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
 S1, S2 = "brokerAAAA", "brokerBBBB"
@@ -84,7 +85,7 @@ async def test_a_group_mixes_streams_channels_and_streams_without_history(
     assert seqs(stored(a)) == [1, 2] and seqs(stored(c)) == [3] and seqs(stored(b)) == [1]
     assert await node.until(S1, 3) == stored(a) + stored(c)
     assert await node.until(S2, 1) == stored(b)
-    replayed = await node.broker.replay(S2, "progress", None, 10, None)
+    replayed = await node.broker.replay(replaying(S2, "progress", None, 10, None))
     assert replayed.messages == [] and replayed.head_seq == 1  # ordered, never stored
 
 
@@ -94,7 +95,7 @@ async def test_replay_reads_one_snapshot_and_live_delivery_takes_over_after_its_
     [node, *_] = await nodes()
     for i in range(5):
         await node.broker.publish([batch(S1, i, channel="" if i % 2 else "other")])
-    found = await node.broker.replay(S1, "", None, 10, None)
+    found = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert [m.data for m in found.messages] == [1, 3] and found.head_seq == 5
     later = stored((await node.broker.publish([batch(S1, 5)]))[0])
     delivered = await node.until(S1, later[0].seq)
@@ -106,7 +107,7 @@ async def test_publish_now_is_offered_exactly_when_declared(nodes: Nodes) -> Non
     done = node.broker.publish_now([batch(S1, 1)])
     if not node.broker.capabilities.publishes_on_the_spot:
         assert done is None
-        assert (await node.broker.replay(S1, "", None, 10, None)).messages == []
+        assert (await node.broker.replay(replaying(S1, "", None, 10, None))).messages == []
         return
     assert done is not None and seqs(stored(done[0])) == [1]
     assert seqs(node.delivered[S1]) == [1]  # delivered before it returned
@@ -130,33 +131,35 @@ async def test_trim_and_drop(nodes: Nodes) -> None:
     [node, *_] = await nodes()
     await node.broker.publish([batch(S1, *range(10))])
     assert await node.broker.trim(S1, 0, 4) == 6
-    assert [m.data for m in await node.broker.page(S1, "", None, None, 100)] == [6, 7, 8, 9]
+    assert [m.data for m in await node.broker.page(paging(S1, "", None, None, 100))] == [6, 7, 8, 9]
     await node.broker.drop(S1)
-    assert await node.broker.page(S1, "", None, None, 100) == []
+    assert await node.broker.page(paging(S1, "", None, None, 100)) == []
     again = stored((await node.broker.publish([batch(S1, "new")]))[0])
     assert seqs(again) == [1]  # a dropped stream's sequence starts over
 
 
 async def test_a_resume_point_replays_what_followed_it_in_its_epoch_only(nodes: Nodes) -> None:
     [node, *_] = await nodes()
-    before = await node.broker.replay(S1, "", None, 10, None)
+    before = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert before.head_seq == 0 and before.epoch == ""
     first = stored((await node.broker.publish([batch(S1, 1, 2)]))[0])
-    live = await node.broker.replay(S1, "", None, 10, None)
+    live = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert live.epoch != "" and live.head_seq == 2
     later = stored((await node.broker.publish([batch(S1, 3), batch(S1, 4, channel="x")]))[0])
 
-    from_empty = await node.broker.replay(S1, "", AfterSeq(0, ""), 100, None)
+    from_empty = await node.broker.replay(replaying(S1, "", AfterSeq(0, ""), 100, None))
     assert from_empty.messages == first + later and not from_empty.unknown_id
-    resumed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    resumed = await node.broker.replay(replaying(S1, "", AfterSeq(2, live.epoch), 100, None))
     assert resumed.messages == later and not resumed.unknown_id
-    caught_up = await node.broker.replay(S1, "", AfterSeq(4, live.epoch), 100, None)
+    caught_up = await node.broker.replay(replaying(S1, "", AfterSeq(4, live.epoch), 100, None))
     assert caught_up.messages == [] and not caught_up.unknown_id
 
-    elsewhere = await node.broker.replay(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    elsewhere = await node.broker.replay(
+        replaying(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    )
     assert elsewhere.unknown_id  # another history's place means nothing here
     await node.broker.trim(S1, 0, 1)  # only seq 4 is left: 3 is gone
-    trimmed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    trimmed = await node.broker.replay(replaying(S1, "", AfterSeq(2, live.epoch), 100, None))
     assert trimmed.unknown_id
 
 
@@ -165,7 +168,7 @@ async def test_the_head_is_where_later_publishes_start(nodes: Nodes) -> None:
     assert await node.broker.head(S1) == (0, "")
     await node.broker.publish([batch(S1, 1, 2)])
     seq, epoch = await node.broker.head(S1)
-    snapshot = await node.broker.replay(S1, "", None, 10, None)
+    snapshot = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert (seq, epoch) == (2, snapshot.epoch) and epoch != ""
 
 
