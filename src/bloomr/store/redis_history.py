@@ -54,12 +54,12 @@ from ..errors import BloomrError
 from ..faults import BACKEND_TIMEOUT, as_error, guarded
 from ..idempotency import KeyPolicy, answer_for, split_ids
 from ..model import Draft, Message
-from ..replay import AfterId, AfterSeq, Since
 from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
-from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
+from .redis_layout import ID_LEN, key_base, new_epoch, read_rows
+from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
 
-# Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
-# first_seq_since.
+# Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
+# mirror SQLite's seq_of and first_seq_since.
 _LUA_COMMON = """
 local function held(all, seq, id)
   if seq < 1 then return nil end
@@ -86,27 +86,6 @@ end
 -- the id in a channel-set member (after its 20-byte header)
 local function row_id(row)
   return string.sub(row, 21, 56)
-end
--- a page: the channel's oldest rows with first <= seq <= last, at most `limit`, ending
--- with the one whose messages pass `budget` bytes (Message.size: the data, plus
--- `overhead` each), joined oldest first. Read a few rows at a time, so that a page of
--- big messages does not copy many more of them than it returns.
-local function page_from(ch, first, last, limit, budget, overhead)
-  local out, size, n, step = {}, 0, 0, 16
-  while n < limit and size < budget do
-    local rows = redis.call('ZRANGEBYSCORE', ch, first, last, 'WITHSCORES',
-      'LIMIT', 0, math.min(step, limit - n))
-    if #rows == 0 then break end
-    for i = 1, #rows, 2 do
-      n = n + 1
-      out[n] = rows[i]
-      size = size + #rows[i] - 56 + overhead
-      first = tonumber(rows[i + 1]) + 1
-      if size >= budget then break end
-    end
-    step = math.max(1, math.min(1000, math.floor((budget - size) * n / size)))
-  end
-  return table.concat(out)
 end
 """
 
@@ -234,99 +213,6 @@ end
 return replies
 """
 
-# KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since|window), value (the
-# id's seq | a seq | ts_ms | window), id (after) or epoch (seq), newest ('' for all),
-# then the first page's limit, bytes and overhead per message.
-# Reply: {head seq, matched, backfill id or false, unknown (1/0), the first page's rows
-# joined, epoch, count}.
-_REPLAY = """
-local head, all, tsidx, ch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local kind, value, newest = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local first, boundary, lazy, unknown = 0, false, false, 0
-local function forget_start()
-  unknown = 1
-  if newest then kind, value = 'window', newest else kind = 'all' end
-end
-if kind == 'after' then
-  local seq = held(all, value, ARGV[3])
-  if seq then
-    first, boundary = seq + 1, ARGV[3]
-  else
-    forget_start()
-  end
-elseif kind == 'seq' then
-  local epoch, last = epoch_of(head), head_seq(head)
-  local same = ARGV[3] == epoch or (ARGV[3] == '' and value == 0)
-  local oldest = redis.call('ZRANGE', all, 0, 0, 'WITHSCORES')[2]
-  if same and (value >= last or (oldest and tonumber(oldest) <= value + 1)) then
-    first, lazy = value + 1, true
-  else
-    forget_start()
-  end
-end
-if kind == 'since' then
-  first, lazy = first_since(tsidx, head, ARGV[2]), true
-elseif kind == 'window' then
-  local r = redis.call('ZREVRANGE', ch, value, value, 'WITHSCORES')
-  if r[1] then first, boundary = tonumber(r[2]) + 1, row_id(r[1]) end
-end
-local matched = redis.call('ZCOUNT', ch, first, '+inf')
-local count = math.min(newest or matched, matched)
-local rows = ''
-if count < matched then
-  if lazy then
-    local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
-    if before then boundary = row_id(before) end
-  end
-  -- the newest `count` of a suffix of the channel are the channel's newest
-  if count > 0 then
-    first = tonumber(redis.call('ZREVRANGE', ch, count - 1, count - 1, 'WITHSCORES')[2])
-  end
-end
-if count > 0 then
-  local limit = math.min(tonumber(ARGV[5]), count)
-  rows = page_from(ch, first, '+inf', limit, tonumber(ARGV[6]), tonumber(ARGV[7]))
-end
-return {head_seq(head), matched, boundary, unknown, rows, epoch_of(head), count}
-"""
-
-# KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since), value (the after id's
-# seq | a seq | ts_ms), id (after) or epoch (seq), since ts_ms ('' for none), last seq
-# ('+inf' for none), limit, bytes, overhead per message.
-# Reply: {0} for an unknown id, else {1, rows joined}.
-_PAGE = """
-local kind, value, first = ARGV[1], tonumber(ARGV[2]), 0
-if kind == 'after' then
-  local seq = held(KEYS[2], value, ARGV[3])
-  if not seq then return {0} end
-  first = seq + 1
-elseif kind == 'seq' then
-  if epoch_of(KEYS[1]) ~= ARGV[3] then return {1, ''} end
-  first = value + 1
-elseif kind == 'since' then
-  first = first_since(KEYS[3], KEYS[1], value)
-end
-if ARGV[4] ~= '' then first = math.max(first, first_since(KEYS[3], KEYS[1], ARGV[4])) end
-local rows = page_from(KEYS[4], first, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]),
-  tonumber(ARGV[8]))
-return {1, rows}
-"""
-
-# KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
-# it has no head), then channel, row, channel, row, ... Channel keys are built here: they
-# share the stream's hash tag, so its slot.
-_SINCE_SEQ = """
-local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf',
-  'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local out = {epoch_of(KEYS[1])}
-for i = 1, #rows, 2 do
-  local channel, seq = string.sub(rows[i], 37), rows[i + 1]
-  out[#out + 1] = channel
-  out[#out + 1] = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'c:' .. channel, seq, seq)[1]
-end
-return out
-"""
-
 # KEYS: head, all, ts, chans. ARGV: key base, min ts_ms, max messages, how long keys
 # are kept (ms). Reply: removed.
 _TRIM = """
@@ -395,9 +281,9 @@ _SCRIPTS = {
     name: _Script(body)
     for name, body in {
         "append": _APPEND,
-        "replay": _REPLAY,
-        "page": _PAGE,
-        "since_seq": _SINCE_SEQ,
+        "replay": REPLAY,
+        "page": PAGE,
+        "since_seq": SINCE_SEQ,
         "trim": _TRIM,
         "drop": _DROP,
     }.items()
@@ -477,29 +363,6 @@ def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     ]  # fmt: skip
 
 
-def _start_args(query: HistoryQuery) -> tuple[str, int, str]:
-    start = query.start
-    if isinstance(start, AfterId):
-        return "after", seq_of_id(start.id) or 0, start.id
-    if isinstance(start, AfterSeq):
-        return "seq", start.seq, start.epoch
-    if isinstance(start, Since):
-        return "since", start.ts_ms, ""
-    if query.window is not None:
-        return "window", query.window, ""
-    return "all", 0, ""
-
-
-def _page_args(query: HistoryQuery) -> tuple[int, int, int]:
-    """A page's limit, bytes and per-message overhead."""
-    budget = _NO_BOUND if query.max_bytes is None else query.max_bytes
-    return query.limit, budget, _MESSAGE_OVERHEAD
-
-
-_NO_BOUND = 1 << 52  # exact in Lua's numbers
-_MESSAGE_OVERHEAD = Message("", "", "", 0, 0, b"").size  # what Message.size adds to the data
-
-
 @guarded
 class RedisHistory:
     """Implements HistoryStore on Redis, shared by every node of a cluster."""
@@ -565,9 +428,9 @@ class RedisHistory:
         return results
 
     async def replay(self, query: HistoryQuery) -> ReplaySlice:
-        kind, value, after_id = _start_args(query)
+        kind, value, after_id = start_args(query)
         newest = "" if query.newest is None else query.newest
-        args = (kind, value, after_id, newest, *_page_args(query))
+        args = (kind, value, after_id, newest, *page_args(query))
         keys = self._keys(query.stream_id, query.channel)
         reply = await _SCRIPTS["replay"](self.client, keys, args)
         head, matched, boundary, unknown, members, epoch, count = reply
@@ -591,10 +454,10 @@ class RedisHistory:
         return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
 
     async def page(self, query: HistoryQuery) -> list[Message]:
-        kind, value, after = _start_args(replace(query, window=None))
+        kind, value, after = start_args(replace(query, window=None))
         since = "" if query.since_ms is None else query.since_ms
         until = "+inf" if query.until_seq is None else query.until_seq
-        args = (kind, value, after, since, until, *_page_args(query))
+        args = (kind, value, after, since, until, *page_args(query))
         keys = self._keys(query.stream_id, query.channel)
         reply = await _SCRIPTS["page"](self.client, keys, args)
         if not reply[0]:
