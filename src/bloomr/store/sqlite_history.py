@@ -409,6 +409,17 @@ _MESSAGE_OVERHEAD = Message("", "", "", 0, 0, b"").size  # what Message.size add
 _LAZY: Any = object()  # "the boundary id, if needed, is the channel message before `first`"
 
 
+def _within(messages: list[Message], max_bytes: int) -> list[Message]:
+    """The first of `messages`, up to the one that passes `max_bytes` (a run read whole
+    may hold more than a page)."""
+    size = 0
+    for i, message in enumerate(messages):
+        size += message.size
+        if size >= max_bytes:
+            return messages[: i + 1]
+    return messages
+
+
 class _Query:
     """The read queries of one snapshot, for one stream and channel. A row is a run of
     messages (store/runs.py): a query finds rows, and a boundary seq may fall inside
@@ -532,7 +543,7 @@ class _Query:
             messages += run_messages(run, start, start + min(limit, until - first + 1))
         size = sum(m.size for m in messages)
         if max_bytes is not None and messages and size >= max_bytes:
-            return messages
+            return _within(messages, max_bytes)
         if max_bytes is not None:
             until = min(until, await self._last_within(first, until, limit, max_bytes - size))
         sql = (
@@ -543,7 +554,7 @@ class _Query:
             if len(messages) >= limit:
                 break
             messages += run_messages(run, 0, limit - len(messages))
-        return messages
+        return messages if max_bytes is None else _within(messages, max_bytes)
 
     async def _last_within(self, first: int, until: int, limit: int, max_bytes: int) -> int:
         """The seq of the row whose messages, with the rows before it from `first`, pass

@@ -15,13 +15,15 @@ import pytest
 from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
 from bloomr.errors import BloomrError
 from bloomr.idempotency import Repeat, fingerprint
-from bloomr.model import Draft, Message
-from bloomr.replay import AfterSeq
+from bloomr.model import Draft, Message, Stream
+from bloomr.replay import AfterSeq, ReplayRequest
+from bloomr.replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
 from bloomr.store.base import AppendBatch, Appended
 from queries import paging, replaying
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
 S1, S2 = "brokerAAAA", "brokerBBBB"
+STREAM = Stream(S1, "paged")
 
 Nodes = Callable[[], Awaitable[list[BrokerNode]]]
 
@@ -199,3 +201,86 @@ async def test_concurrent_duplicates_on_every_node_store_once(nodes: Nodes) -> N
     later = stored((await every[0].broker.publish([batch(S1, "z")]))[0])
     for node in every:
         assert await node.until(S1, later[0].seq) == first + later
+
+
+# -- a replay read page by page (replay_plan: planned from one snapshot, each page after
+# the last one read, up to the snapshot's head) --------------------------------------
+
+SIZE = Message("", "", "", 0, 0, orjson.dumps(0)).size  # a one-digit message's size
+
+
+async def read_paged(
+    broker: Any, plan: ReplayPlan, between: Callable[[], Awaitable[None]] | None = None
+) -> list[Message]:
+    """Every page of a planned replay, as a session reads them (`between` runs after
+    each page, the time a client takes to read it)."""
+    got, page = [], list(plan.messages)
+    while page:
+        got += page
+        if between is not None:
+            await between()
+        page = await broker.page(plan.next_page(got[-1]))
+    return got
+
+
+async def test_a_replay_larger_than_a_page_is_read_page_by_page_up_to_its_head(
+    nodes: Nodes,
+) -> None:
+    [node, *_] = await nodes()
+    # batches of 7 (SQLite keeps each as one run): pages of 3 messages cut inside runs
+    written = [m for i in range(6) for m in stored((await publish(node, S1, 7, i))[0])]
+    plan = await plan_replay(node.broker, STREAM, "", ReplayRequest(None, 40, 40), 3 * SIZE)
+    assert plan.messages == written[2:5] and plan.count == 40 and plan.head_seq == 42
+    later: list[Message] = []
+
+    async def publish_more() -> None:  # after the snapshot: live, never a page
+        later.extend(stored((await publish(node, S1, 2, 9))[0]))
+
+    assert await read_paged(node.broker, plan, publish_more) == written[2:]
+    delivered = await node.until(S1, later[-1].seq)
+    assert [m for m in delivered if m.seq > plan.head_seq] == later
+
+
+async def test_a_paged_replay_reads_its_channel_only(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    for i in range(10):
+        await node.broker.publish([batch(S1, *[i] * 3, channel="" if i % 3 else "other")])
+    ours = [m for m in await node.broker.page(paging(S1, "", None, None, 100))]
+    request = ReplayRequest(AfterSeq(0, ""), 10_000, None)
+    plan = await plan_replay(node.broker, STREAM, "", request, 2 * SIZE)
+    assert len(plan.messages) == 2 and plan.count == len(ours) == 18
+    assert await read_paged(node.broker, plan) == ours
+
+
+async def test_a_resume_is_read_page_by_page_whatever_its_size(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    written = stored((await publish(node, S1, 30, 1))[0])
+    plan = await plan_resume(
+        node.broker, STREAM, "", AfterSeq(4, (await node.broker.head(S1))[1]), SIZE
+    )
+    assert not isinstance(plan, RecoveryFailed)
+    assert len(plan.messages) == 1 and plan.count == 26
+    assert await read_paged(node.broker, plan) == written[4:]
+
+
+async def test_a_paged_replay_trimmed_between_pages_goes_on_with_what_is_left(
+    nodes: Nodes,
+) -> None:
+    """Retention trims the oldest messages: a page after them starts at the oldest that
+    is left; the hand-over to live delivery stays exact."""
+    [node, *_] = await nodes()
+    written = [m for i in range(4) for m in stored((await publish(node, S1, 5, i))[0])]
+    plan = await plan_replay(node.broker, STREAM, "", ReplayRequest(None, 20, 20), 4 * SIZE)
+    trimmed = False
+
+    async def trim() -> None:
+        nonlocal trimmed
+        if not trimmed:  # after the first page (seqs 1-4), keep only the newest 9
+            trimmed = True
+            assert await node.broker.trim(S1, 0, 9) == 11
+
+    assert await read_paged(node.broker, plan, trim) == written[:4] + written[11:]
+
+
+async def publish(node: BrokerNode, stream: str, n: int, value: int) -> list[Appended]:
+    return await node.broker.publish([batch(stream, *[value] * n)])
