@@ -106,23 +106,28 @@ async def open_session(
     args: dict[str, Any],
     signer: PidSigner | None = None,
     client: str | None = None,
-) -> Opened:
+) -> Opened | BloomrError:
     """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed). With a `signer`,
     a client that sent a `pid` is resumed where it stood, if it can be, before it is
-    confirmed (its confirmation says whether it was)."""
-    stream, token_id, expires_at = await authorize(streams, auth, args, client)
-    channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
-    sub = hub.subscribe(stream.id, channel, token_id, expires_at)
-    opened = Opened(stream, sub, replay, include_metadata)
-    if signer is not None:
-        try:
+    confirmed (its confirmation says whether it was). A refusal is returned, never
+    raised: the client is told, then disconnected (`run_session`)."""
+    sub: Subscription | None = None
+    try:
+        stream, token_id, expires_at = await authorize(streams, auth, args, client)
+        channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
+        sub = hub.subscribe(stream.id, channel, token_id, expires_at)
+        opened = Opened(stream, sub, replay, include_metadata)
+        if signer is not None:
             await _recover(hub, signer, opened, token_id, args)
-        except BaseException:
+        return opened
+    except BaseException as exc:
+        if sub is not None:
             hub.unsubscribe(sub)
+        if not isinstance(exc, Exception):
             raise
-    return opened
+        return as_error(exc, "opening a session")
 
 
 async def _recover(
@@ -143,20 +148,6 @@ async def _recover(
         opened.notices.append(RecoveryFailed(start))
     seq, epoch = await hub.head(stream.id)
     opened.pid = signer.sign(ResumePoint(stream.id, channel, token_id, epoch, seq))
-
-
-async def try_open_session(
-    hub: Hub,
-    streams: Streams,
-    auth: Authenticator,
-    args: dict[str, Any],
-    signer: PidSigner | None = None,
-    client: str | None = None,
-) -> Opened | BloomrError:
-    try:
-        return await open_session(hub, streams, auth, args, signer, client)
-    except Exception as exc:  # never silence: the client is told, then disconnected
-        return as_error(exc, "opening a session")
 
 
 async def run_session(
