@@ -219,6 +219,26 @@ def admin_api(url: str, key: str | None) -> Api:
     return Api(url, admin_key(key))
 
 
+def api_path(*segments: str) -> str:
+    """`/api/` and the segments, each quoted whole: an id `a/b` must not reach another
+    route."""
+    from urllib.parse import quote
+
+    return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def delete(
+    url: str, key: str | None, path: str, as_json: bool, noun: str, ident: str, done: str
+) -> None:
+    """An admin DELETE, said as `<done> <noun> <ident>` (`deleted stream X`), or with
+    --json as `{"id": "<ident>", "<done>": true}`."""
+    admin_api(url, key).call("DELETE", path)
+    if as_json:
+        print_json({"id": ident, done: True})
+    else:
+        click.echo(f"{done} {noun} {ident}")
+
+
 # -- output ----------------------------------------------------------------------------
 
 

@@ -24,10 +24,10 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 import orjson
@@ -35,6 +35,7 @@ import orjson
 from .common import (
     TIMEOUT,
     CliError,
+    api_path,
     client_options,
     client_secret,
     error_line,
@@ -61,6 +62,7 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 SPAWN_FAILED = 127  # as a shell exits for a command it cannot run
 
 Outcome = Literal["sent", "retry", "too_large", "fatal"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def encode_batch(drafts: list[Draft]) -> bytes:
@@ -352,12 +354,10 @@ class RunOptions:
 
 
 async def _main(url: str, secret: str, stream_id: str, spec: ScriptSpec, opts: RunOptions) -> int:
-    from urllib.parse import quote
-
     import httpx
 
     base = url.rstrip("/")
-    path = f"/api/streams/{quote(stream_id, safe='')}/messages"
+    path = api_path("streams", stream_id, "messages")
     headers = {"Authorization": f"Bearer {secret}"}
     try:
         client = httpx.AsyncClient(
@@ -387,6 +387,17 @@ def _spec(command: tuple[str, ...], cwd: Path | None, env: dict[str, str]) -> Sc
         raise click.UsageError(exc.message) from None
 
 
+def _seconds_option(flag: str, default: float, text: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
 @click.command("run")
 @click.option("--stream", "stream_id", required=True, metavar="ID", help="Publish to this stream.")
 @click.option("--cwd", type=click.Path(path_type=Path, file_okay=False), help="Run it there.")
@@ -397,22 +408,12 @@ def _spec(command: tuple[str, ...], cwd: Path | None, env: dict[str, str]) -> Sc
     metavar="NAME=VALUE",
     help="An extra environment variable for the command (repeatable).",
 )
-@click.option(
+@_seconds_option(
     "--max-outage",
-    type=click.FloatRange(min=0),
-    default=300,
-    show_default=True,
-    metavar="SECONDS",
-    help="Give up (stop the command, exit 1) when the server is unreachable this long; 0: never.",
+    300,
+    "Give up (stop the command, exit 1) when the server is unreachable this long; 0: never.",
 )
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=5,
-    show_default=True,
-    metavar="SECONDS",
-    help="After SIGTERM, how long the command has before SIGKILL.",
-)
+@_seconds_option("--grace", 5, "After SIGTERM, how long the command has before SIGKILL.")
 @click.option("--echo", is_flag=True, help="Also print the command's output here.")
 @client_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

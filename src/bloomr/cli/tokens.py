@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import admin_api, admin_options, or_dash, print_json, print_table
+from .common import admin_api, admin_options, api_path, delete, or_dash, print_json, print_table
 
 
 @click.group("tokens")
@@ -129,10 +129,5 @@ def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
 @admin_options
 def revoke_command(token_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
     """Revoke a token; its live connections end within a second."""
-    from urllib.parse import quote
-
-    admin_api(url, admin_key).call("DELETE", f"/api/tokens/{quote(token_id, safe='')}")
-    if as_json:
-        print_json({"id": token_id, "revoked": True})
-    else:
-        click.echo(f"revoked token {token_id}")
+    path = api_path("tokens", token_id)
+    delete(url, admin_key, path, as_json, "token", token_id, "revoked")
