@@ -227,6 +227,24 @@ def api_path(*segments: str) -> str:
     return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
+def list_items(
+    url: str,
+    key: str | None,
+    path: str,
+    as_json: bool,
+    name: str,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """An admin GET of a collection (`{"<name>": [...]}`): with --json the API's
+    document, else a table of `row(item)`, or `no <name>`."""
+    doc = admin_api(url, key).call("GET", path)
+    if as_json:
+        print_json(doc)
+        return
+    print_table(headers, [row(item) for item in doc[name]], empty=f"no {name}")
+
+
 def delete(
     url: str, key: str | None, path: str, as_json: bool, noun: str, ident: str, done: str
 ) -> None:

@@ -13,11 +13,11 @@ from .common import (
     admin_options,
     api_path,
     delete,
+    list_items,
     or_dash,
     parse_env,
     print_fields,
     print_json,
-    print_table,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,13 +189,8 @@ def create_command(
 @admin_options
 def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
     """List every stream."""
-    doc = admin_api(url, admin_key).call("GET", "/api/streams")
-    if as_json:
-        print_json(doc)
-        return
-    rows = [_row(s) for s in doc["streams"]]
     headers = ["ID", "NAME", "HISTORY", "RETENTION", "SCRIPT", "COMMAND"]
-    print_table(headers, rows, empty="no streams")
+    list_items(url, admin_key, "/api/streams", as_json, "streams", headers, _row)
 
 
 @streams_group.command("show")

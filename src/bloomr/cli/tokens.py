@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import admin_api, admin_options, api_path, delete, or_dash, print_json, print_table
+from .common import admin_api, admin_options, api_path, delete, list_items, or_dash, print_json
 
 
 @click.group("tokens")
@@ -105,23 +105,19 @@ def _streams_text(streams: list[str]) -> str:
 @admin_options
 def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    doc = admin_api(url, admin_key).call("GET", "/api/tokens")
-    if as_json:
-        print_json(doc)
-        return
-    rows = [
-        [
-            t["id"],
-            or_dash(t.get("name")),
-            _streams_text(t["streams"]),
-            ",".join(t["scopes"]),
-            t.get("expires_at") or "never",
-            or_dash(t.get("created_at")),
-        ]
-        for t in doc["tokens"]
-    ]
     headers = ["ID", "NAME", "STREAMS", "SCOPES", "EXPIRES", "CREATED"]
-    print_table(headers, rows, empty="no tokens")
+    list_items(url, admin_key, "/api/tokens", as_json, "tokens", headers, _row)
+
+
+def _row(token: dict[str, Any]) -> list[str]:
+    return [
+        token["id"],
+        or_dash(token.get("name")),
+        _streams_text(token["streams"]),
+        ",".join(token["scopes"]),
+        token.get("expires_at") or "never",
+        or_dash(token.get("created_at")),
+    ]
 
 
 @tokens_group.command("revoke")

@@ -12,10 +12,10 @@ from .common import (
     admin_options,
     api_path,
     delete,
+    list_items,
     or_dash,
     print_fields,
     print_json,
-    print_table,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,24 +90,20 @@ def _last(hook: dict[str, Any]) -> str:
 @admin_options
 def list_command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
     """List STREAM's webhooks with their delivery state (never their secrets)."""
-    doc = admin_api(url, admin_key).call("GET", _path(stream_id))
-    if as_json:
-        print_json(doc)
-        return
-    rows = [
-        [
-            h["id"],
-            _channel(h["channel"]),
-            str(h["pending"]),
-            str(h["delivered"]),
-            str(h["dropped"]),
-            h["url"],
-            _last(h),
-        ]
-        for h in doc["webhooks"]
-    ]
     headers = ["ID", "CHANNEL", "PENDING", "DELIVERED", "DROPPED", "URL", "LAST"]
-    print_table(headers, rows, empty="no webhooks")
+    list_items(url, admin_key, _path(stream_id), as_json, "webhooks", headers, _row)
+
+
+def _row(hook: dict[str, Any]) -> list[str]:
+    return [
+        hook["id"],
+        _channel(hook["channel"]),
+        str(hook["pending"]),
+        str(hook["delivered"]),
+        str(hook["dropped"]),
+        hook["url"],
+        _last(hook),
+    ]
 
 
 @webhooks_group.command("show")
