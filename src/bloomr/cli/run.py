@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import click
 import orjson
 
+from ..client.publisher import take_batch
 from .common import (
     TIMEOUT,
     CliError,
@@ -164,16 +165,8 @@ class Uploader:
                 self._idle.set()
 
     def _take(self) -> list[Draft]:
-        batch: list[Draft] = []
-        size = 2
-        while self._pending and len(batch) < BATCH_MESSAGES:
-            cost = len(self._pending[0].data_json) + len(self._pending[0].channel) + 24
-            if batch and size + cost > BATCH_BYTES:
-                break
-            draft = self._pending.popleft()
-            self._pending_bytes -= len(draft.data_json)
-            batch.append(draft)
-            size += cost
+        batch = take_batch(self._pending, BATCH_MESSAGES, BATCH_BYTES, _draft_cost)
+        self._pending_bytes -= sum(len(draft.data_json) for draft in batch)
         self._in_flight = len(batch)
         self._room.set()
         return batch
@@ -245,6 +238,10 @@ class Uploader:
             away = time.monotonic() - self._outage_since
             warn(f"publishing again after {away:.1f}s ({self.backlog} lines to catch up)")
             self._outage_since = None
+
+
+def _draft_cost(draft: Draft) -> int:
+    return len(draft.data_json) + len(draft.channel) + 24  # with {"channel":"","data":},
 
 
 def echo(drafts: list[Draft]) -> None:
