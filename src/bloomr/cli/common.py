@@ -257,6 +257,18 @@ def delete(
         click.echo(f"{done} {noun} {ident}")
 
 
+def add_delete_command(
+    group: click.Group, name: str, collection: str, noun: str, done: str, doc: str
+) -> None:
+    """`bloomr <group> <name> ID`: `delete` of `/api/<collection>/ID`."""
+
+    @group.command(name, help=doc)
+    @click.argument("ident", metavar="ID")
+    @admin_options
+    def command(ident: str, url: str, admin_key: str | None, as_json: bool) -> None:
+        delete(url, admin_key, api_path(collection, ident), as_json, noun, ident, done)
+
+
 # -- output ----------------------------------------------------------------------------
 
 

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 import click
 
 from .common import (
+    add_delete_command,
     admin_api,
     admin_options,
     api_path,
-    delete,
     list_items,
     or_dash,
     parse_env,
@@ -240,13 +240,10 @@ def _clear(body: dict[str, Any], field: str, flag: bool, option: str) -> None:
     body[field] = None
 
 
-@streams_group.command("delete")
-@click.argument("stream_id", metavar="ID")
-@admin_options
-def delete_command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
-    """Delete a stream, its history and its script; its clients are disconnected."""
-    path = api_path("streams", stream_id)
-    delete(url, admin_key, path, as_json, "stream", stream_id, "deleted")
+add_delete_command(
+    streams_group, "delete", "streams", "stream", "deleted",
+    "Delete a stream, its history and its script; its clients are disconnected.",
+)  # fmt: skip
 
 
 def _control_command(action: str, done: str, doc: str) -> click.Command:

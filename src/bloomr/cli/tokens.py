@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import admin_api, admin_options, api_path, delete, list_items, or_dash, print_json
+from .common import add_delete_command, admin_api, admin_options, list_items, or_dash, print_json
 
 
 @click.group("tokens")
@@ -120,10 +120,7 @@ def _row(token: dict[str, Any]) -> list[str]:
     ]
 
 
-@tokens_group.command("revoke")
-@click.argument("token_id", metavar="ID")
-@admin_options
-def revoke_command(token_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
-    """Revoke a token; its live connections end within a second."""
-    path = api_path("tokens", token_id)
-    delete(url, admin_key, path, as_json, "token", token_id, "revoked")
+add_delete_command(
+    tokens_group, "revoke", "tokens", "token", "revoked",
+    "Revoke a token; its live connections end within a second.",
+)  # fmt: skip
