@@ -68,15 +68,16 @@ class HistoryQuery:
 
     def after(self, message: Message, epoch: str) -> HistoryQuery:
         """The next page of this read, after `message` (of history `epoch`)."""
-        return replace(self, start=AfterSeq(message.seq, epoch), since_ms=None, newest=None)
+        start = AfterSeq(message.seq, epoch)
+        return replace(self, start=start, since_ms=None, newest=None, window=None)
 
 
 @dataclass(slots=True)
 class ReplaySlice:
     """The answer to a replay query, planned from one consistent snapshot: which messages
-    (the newest `newest` of the matching set, `count` of them from seq `first_seq`) and
-    the first page of them; the rest is read with `page`, after the page's last, up to
-    `head_seq` (`HistoryQuery.after`)."""
+    (the newest `newest` of the matching set: `count` of them) and the first page of
+    them; the rest is read with `page`, after the page's last, up to `head_seq`
+    (`HistoryQuery.after`, with `until_seq` the head seq)."""
 
     messages: list[Message]  # the replay's first page, oldest first
     matched: int  # the size of the matching set
