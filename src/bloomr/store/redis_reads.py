@@ -12,10 +12,10 @@ from .redis_layout import seq_of_id
 _PAGE_FROM = """
 -- a page: the channel's oldest rows with first <= seq <= last, at most `limit`, ending
 -- with the one whose messages pass `budget` bytes (Message.size: the data, plus
--- `overhead` each), joined oldest first. Read a few rows at a time, so that a page of
--- big messages does not copy many more of them than it returns.
+-- `overhead` each), joined oldest first. Read one row, then as many as the rest of the
+-- budget holds at that size: a page of big messages copies few more than it returns.
 local function page_from(ch, first, last, limit, budget, overhead)
-  local out, size, n, step = {}, 0, 0, 16
+  local out, size, n, step = {}, 0, 0, 1
   while n < limit and size < budget do
     local rows = redis.call('ZRANGEBYSCORE', ch, first, last, 'WITHSCORES',
       'LIMIT', 0, math.min(step, limit - n))
