@@ -24,6 +24,8 @@ from .config import Settings, new_admin_key
 from .control import Control
 from .dashboard import Dashboard
 from .hub import Hub, Limits
+from .jwt_tokens.revocations import RevokedTokens
+from .jwt_tokens.verifier import verifier_for
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
 from .retention import Trimmer
@@ -72,14 +74,16 @@ class Bloomr:
             backlog_bytes=s.backlog_bytes,
         )
         self.control = Control(b.control)
-        revoked: set[str] = set()  # token ids revoked while this node runs
+        revoked = RevokedTokens()  # token ids revoked while this node runs, JWT revocations
         self.hub = Hub(b.broker, self.control, limits, revoked)
         self.hub.subscribers.per_token = ConnectionCount(s.bounds.max_per_token)
         self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         throttle = FailureThrottle(s.bounds.auth_failures)
-        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked, throttle)
+        self.auth = Authenticator(
+            b.meta.get_token_by_hash, key_hash, revoked, throttle, verifier_for(s.jwt)
+        )
         self.transports = build_transports(self.hub, self.streams, self.auth, s)
         self.scripts = ScriptManager(
             self.hub, self.streams, self.control, b.meta, b.leases, b.script_status,
@@ -148,6 +152,7 @@ class Bloomr:
                 self.generated_admin_key = key
         if not self.auth.admin_key_hash:
             raise RuntimeError("no admin key")
+        await self.streams.load_jwt_revocations()
 
     async def start(self) -> None:
         await self.connect()

@@ -44,6 +44,13 @@ class Subscribers:
             _expire_later(sub, expires_at)
         return sub
 
+    def end_revoked(self) -> None:
+        """End every subscriber whose token is in the revoked set."""
+        error = BloomrError("token_revoked", "the token was revoked")
+        for sub in self.all():
+            if sub.token_id is not None and sub.token_id in self._revoked:
+                sub.close(error)
+
     def remove(self, sub: Subscription) -> None:
         """Forget a subscriber (calling it again is harmless)."""
         if sub.expiry is not None:
