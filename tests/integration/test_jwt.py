@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import http.server
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -403,3 +404,31 @@ def test_serve_refuses_a_short_secret(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: BLOOMR_JWT_SECRET")
     assert "short" not in done.stderr.replace("BLOOMR_JWT_SECRET must", "")
+
+
+# -- the README -------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_mint() -> Any:
+    """The README's minting example, as written."""
+    section = README.read_text().split("### Tokens minted by your application (JWT)", 1)[1]
+    (block,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
+    scope: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    return scope["mint"]
+
+
+async def test_the_readme_minting_example(srv: Server) -> None:
+    mint = readme_mint()
+    stream_id = (await srv.create_stream())["id"]
+    token = mint(SECRET, stream_id, "alice", ["build.*"])
+    async with live(srv, stream_id, token, channel="build.1") as client:
+        await srv.publish(stream_id, {"channel": "build.1", "data": "minted"})
+        assert await client.wait_messages(1) == ["minted"]
+    error = await refused(srv.socket_url(stream=stream_id, token=token))  # channel ""
+    assert error["code"] == "unauthorized"
+    everything = mint(SECRET, stream_id, "bob")
+    r = await get(srv, f"/api/streams/{stream_id}/messages", everything, channel="build.1")
+    assert r.status_code == 200 and r.json()["messages"][0]["data"] == "minted"
