@@ -82,7 +82,7 @@ class Bloomr:
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         throttle = FailureThrottle(s.bounds.auth_failures)
         self.auth = Authenticator(
-            b.meta.get_token_by_hash, key_hash, revoked, throttle, verifier_for(s.jwt)
+            b.meta.get_token_by_hash, key_hash, revoked, throttle, verifier_for(s.jwt, revoked)
         )
         self.transports = build_transports(self.hub, self.streams, self.auth, s)
         self.scripts = ScriptManager(

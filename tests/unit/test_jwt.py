@@ -223,17 +223,18 @@ def test_revocations_by_jti_and_by_sub_issued_before() -> None:
     new = jwt_token_id(JwtIdentity("b", "alice", 200.0))
     bob = jwt_token_id(JwtIdentity("c", "bob", 100.0))
     undated = jwt_token_id(JwtIdentity(None, "alice", None))
-    assert old not in revoked
+    assert not revoked.revokes(old)
     revoked.add_revocation(JwtRevocation(None, "alice", 150.0, later))
-    assert old in revoked and undated in revoked
-    assert new not in revoked and bob not in revoked
+    assert revoked.revokes(old) and revoked.revokes(undated)
+    assert not revoked.revokes(new) and not revoked.revokes(bob)
     revoked.add_revocation(JwtRevocation("c", None, None, later))
-    assert bob in revoked
-    revoked.add("tok_x")
-    assert "tok_x" in revoked and "tok_y" not in revoked
+    assert revoked.revokes(bob) and revoked.covers(bob)
+    revoked.add("tok_x")  # a stored token: a plain member
+    assert revoked.revokes("tok_x") and "tok_x" in revoked and not revoked.revokes("tok_y")
+    assert old not in revoked  # `in` is the stored tokens' lookup only
     # an expired revocation is forgotten: those tokens have expired too
     revoked.add_revocation(JwtRevocation("b", None, None, time.time() - 1))
-    assert new not in revoked and len(revoked.revocations) == 2
+    assert not revoked.revokes(new) and len(revoked.revocations) == 2
 
 
 def test_a_revocation_round_trips_through_a_control_event() -> None:
@@ -271,7 +272,8 @@ async def test_the_authenticator_takes_jwts_beside_stored_tokens() -> None:
         return stored if secret_hash == stored.secret_hash else None
 
     revoked = RevokedTokens()
-    auth = Authenticator(find, hash_secret("admin"), revoked, jwt=JwtVerifier(JwtConfig(SECRET)))
+    verifier = JwtVerifier(JwtConfig(SECRET), revoked)
+    auth = Authenticator(find, hash_secret("admin"), revoked, jwt=verifier)
     token = hs256(jti="j9", channels=["build.*"])
     assert looks_like_jwt(token) and not looks_like_jwt("bt_x")
     principal = await auth.identify(token)

@@ -106,10 +106,9 @@ def identity_of(token_id: str) -> JwtIdentity | None:
 
 
 class RevokedTokens(set[str]):
-    """The ids of stored tokens revoked while this node runs, and the JWT revocations
-    in force: `token_id in revoked` answers for both. Stored-token ids are plain set
-    members (the lookup a publish pays is unchanged); a JWT's id is checked against
-    the revocations only when there are some."""
+    """The ids of stored tokens revoked while this node runs (its members: `in` is the
+    plain set lookup a publish pays, unchanged), and the JWT revocations in force
+    (`covers`); `revokes` asks both."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,10 +127,12 @@ class RevokedTokens(set[str]):
     def revocations(self) -> list[JwtRevocation]:
         return list(self._rules.values())
 
-    def __contains__(self, token_id: object) -> bool:
-        if super().__contains__(token_id):
-            return True
-        if not self._rules or not isinstance(token_id, str):
+    def covers(self, token_id: str) -> bool:
+        """Whether a JWT revocation names the JWT with this id."""
+        if not self._rules:
             return False
         identity = identity_of(token_id)
         return identity is not None and any(r.matches(identity) for r in self._rules.values())
+
+    def revokes(self, token_id: str) -> bool:
+        return token_id in self or self.covers(token_id)

@@ -11,9 +11,11 @@ from typing import Any
 import jwt
 
 from ..config import JwtConfig
+from ..errors import BloomrError
 from ..model import Token
 from .claims import REQUIRED, refuse, token_from_claims
 from .keys import Jwks, Key, load_key_file, pick, secret_key
+from .revocations import RevokedTokens
 
 
 def looks_like_jwt(secret: str) -> bool:
@@ -25,8 +27,10 @@ def looks_like_jwt(secret: str) -> bool:
 class JwtVerifier:
     CACHE_SIZE = 10_000
 
-    def __init__(self, config: JwtConfig) -> None:
-        """Raises keys.KeyProblem for a key that cannot be used (bloomr does not start)."""
+    def __init__(self, config: JwtConfig, revoked: RevokedTokens | None = None) -> None:
+        """Raises keys.KeyProblem for a key that cannot be used (bloomr does not start).
+        `revoked`: the revocations in force (the streams service keeps them)."""
+        self._revoked = RevokedTokens() if revoked is None else revoked
         self._secret: Key | None = secret_key(config.secret) if config.secret else None
         self._file: dict[str, Key] = load_key_file(config.public_key) if config.public_key else {}
         self._jwks = Jwks(config.jwks_url) if config.jwks_url else None
@@ -35,7 +39,7 @@ class JwtVerifier:
     def cached(self, encoded: str) -> Token | None:
         """The token if this string was verified before and has not expired yet."""
         hit = self._cache.get(encoded)
-        if hit is None or hit[1] <= time.time():
+        if hit is None or hit[1] <= time.time() or self._revoked.covers(hit[0].id):
             return None
         return hit[0]
 
@@ -43,9 +47,9 @@ class JwtVerifier:
         """The token the JWT stands for, or `unauthorized`: a bad signature, an unknown
         kid, an algorithm the key does not take (`none` included), expired, not yet
         valid, a required claim missing or malformed."""
-        token = self.cached(encoded)
-        if token is not None:
-            return token
+        hit = self._cache.get(encoded)
+        if hit is not None and hit[1] > time.time():
+            return self._unless_revoked(hit[0])
         try:
             header = jwt.get_unverified_header(encoded)
         except jwt.PyJWTError:
@@ -54,6 +58,11 @@ class JwtVerifier:
         claims = _decode(encoded, key)
         token = token_from_claims(claims)
         self._remember(encoded, token, float(claims["exp"]))
+        return self._unless_revoked(token)
+
+    def _unless_revoked(self, token: Token) -> Token:
+        if self._revoked.covers(token.id):
+            raise BloomrError("unauthorized", "invalid, expired or revoked token")
         return token
 
     async def _key(self, header: dict[str, Any]) -> Key:
@@ -96,5 +105,5 @@ def _decode(encoded: str, key: Key) -> dict[str, Any]:
     return claims
 
 
-def verifier_for(config: JwtConfig) -> JwtVerifier | None:
-    return JwtVerifier(config) if config.enabled else None
+def verifier_for(config: JwtConfig, revoked: RevokedTokens | None = None) -> JwtVerifier | None:
+    return JwtVerifier(config, revoked) if config.enabled else None
