@@ -7,12 +7,14 @@ socket.io-client), HTTP polling and server-sent events."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import http.server
 import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from test_cluster import cluster_args, forget_cluster
 
 from server import Server, running_server
 from sioclient import NodeProcess, connect_and_wait, ensure_node_modules, node_available, refused
@@ -259,11 +262,26 @@ async def test_bad_jwts_are_unauthorized_everywhere(srv: Server) -> None:
         assert r.status_code == expected, (why, r.text)
 
 
-async def test_jwt_expiry_ends_a_live_session(srv: Server) -> None:
+async def test_jwt_expiry_ends_live_sessions(srv: Server) -> None:
+    """Socket, SSE and a long poll alike, as a stored token's `expires_at` does."""
     stream_id = (await srv.create_stream())["id"]
-    async with live(srv, stream_id, hs256(stream_id, exp=int(time.time()) + 2)) as client:
+    token = hs256(stream_id, exp=int(time.time()) + 2)
+    url = f"/api/streams/{stream_id}/"
+
+    async def sse() -> list[str]:
+        async with srv.client() as c, c.stream("GET", url + "events", params={"token": token}) as r:
+            assert r.status_code == 200
+            return [line async for line in r.aiter_lines()]
+
+    async def long_poll() -> httpx.Response:
+        return await get(srv, url + "messages", token, wait="30")
+
+    async with live(srv, stream_id, token) as client:
+        lines, polled = await asyncio.gather(sse(), long_poll())
         await client.wait_disconnect(timeout=10)
         assert client.errors[-1]["code"] == "unauthorized", client.summary()
+    assert "event: error" in lines and any('"unauthorized"' in line for line in lines)
+    assert polled.status_code == 401
 
 
 # -- channels ---------------------------------------------------------------------------
@@ -432,3 +450,34 @@ async def test_the_readme_minting_example(srv: Server) -> None:
     everything = mint(SECRET, stream_id, "bob")
     r = await get(srv, f"/api/streams/{stream_id}/messages", everything, channel="build.1")
     assert r.status_code == 200 and r.json()["messages"][0]["data"] == "minted"
+
+
+# -- a cluster ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_revocation_on_one_node_ends_sessions_on_the_other() -> None:
+    """PostgreSQL keeps the revocation, the control channel (Redis) carries it: a JWT
+    revoked on a ends its session on b within a second, and a third node started
+    afterwards refuses it too."""
+    name = "t_jwt_" + uuid.uuid4().hex[:12]
+    env = {"BLOOMR_JWT_SECRET": SECRET, "BLOOMR_AUTH_FAILURES": "0"}
+    try:
+        with (
+            running_server(*cluster_args(name), env=env) as a,
+            running_server(*cluster_args(name), env=env) as b,
+        ):
+            stream_id = (await a.create_stream())["id"]
+            token = hs256(stream_id, jti="cluster-1")
+            async with live(b, stream_id, token) as client:
+                started = time.monotonic()
+                assert (await revoke(a, {"jti": "cluster-1"})).status_code == 201
+                await client.wait_disconnect(timeout=5)
+                assert time.monotonic() - started < 1.0
+                assert client.errors[-1]["code"] == "token_revoked"
+            with running_server(*cluster_args(name), env=env) as c:
+                r = await get(c, f"/api/streams/{stream_id}/messages", token)
+                assert r.status_code == 401
+    finally:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, forget_cluster(name)).result()
