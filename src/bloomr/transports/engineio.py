@@ -66,12 +66,12 @@ class EngineError(Exception):
         self.code, self.message, self.status = code, message, status
 
     def body(self) -> bytes:
-        error = {"code": _BLOOMR_CODES[self.status], "message": self.message}
+        error = {"code": _ERROR_CODES[self.status], "message": self.message}
         return orjson.dumps({"code": self.code, "message": self.message, "error": error})
 
 
 # bloomr's code for each status an Engine.IO refusal is answered with
-_BLOOMR_CODES = {400: "invalid_argument", 413: "payload_too_large", 503: "unavailable"}
+_ERROR_CODES = {400: "invalid_argument", 413: "payload_too_large", 503: "unavailable"}
 
 
 class EngineSession:
