@@ -31,7 +31,7 @@ from .model import hash_secret
 from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
-from .streams import Streams
+from .streams import JWT_REVOCATIONS_EVERY, Streams
 from .throttle import ConnectionCount, FailureThrottle
 from .transports import Transports, build_transports
 from .webhooks.manager import WebhookManager
@@ -64,6 +64,7 @@ class Bloomr:
     generated_admin_key: str | None = field(init=False, default=None)
     _connected: bool = field(init=False, default=False)
     _scripts_closed: asyncio.Future[None] | None = field(init=False, default=None)
+    _revocations: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -163,6 +164,9 @@ class Bloomr:
         await self.hub.start()
         await self.backends.presence.start(self.hub.subscribers.occupancies)
         self.trimmer.start()
+        if self.settings.jwt.enabled:
+            watching = self.streams.watch_jwt_revocations(JWT_REVOCATIONS_EVERY)
+            self._revocations = asyncio.create_task(watching, name="bloomr-jwt-revocations")
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
@@ -184,6 +188,11 @@ class Bloomr:
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.backends.leases.stop()
         await self.trimmer.stop()
+        if self._revocations is not None:
+            self._revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revocations
+            self._revocations = None
         await self.hub.stop()
         await self.control.stop()
         await self.backends.close()

@@ -8,6 +8,8 @@ announcement lost in transit only delays (caches expire by `stream_updated`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -17,6 +19,9 @@ from .hub import Hub
 from .jwt_tokens.revocations import JwtRevocation, RevokedTokens
 from .model import Retention, Stream, Token, iso_now, new_stream_id
 from .store.base import MetadataStore
+
+log = logging.getLogger("bloomr.streams")
+JWT_REVOCATIONS_EVERY = 30.0  # seconds between reads of the stored JWT revocations
 
 # the fields a create or an update may set, as the API validated them
 _PLAIN_FIELDS = ("name", "store_history", "command", "cwd", "env", "restart")
@@ -143,9 +148,20 @@ class Streams:
         await self._control.send(ControlEvent("jwt_revoked", rule.encode()))
 
     async def load_jwt_revocations(self) -> None:
-        """The revocations stored by any node, before this one or while it was away."""
-        for rule in await self.meta.jwt_revocations():
-            self.revoked_tokens.add_revocation(rule)
+        """The revocations stored by any node, before this one or while it was away (or
+        whose event it missed): the new ones end their sessions here too."""
+        if any([self.revoked_tokens.add_revocation(r) for r in await self.meta.jwt_revocations()]):
+            self._hub.subscribers.end_revoked()
+
+    async def watch_jwt_revocations(self, interval: float) -> None:
+        """`load_jwt_revocations` every `interval` seconds, for as long as it runs: a
+        revocation whose event this node missed is heard of all the same."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load_jwt_revocations()
+            except Exception:  # the store is down: next time
+                log.warning("reading the JWT revocations failed", exc_info=True)
 
     def _add_jwt_revocation(self, rule: JwtRevocation) -> None:
         self.revoked_tokens.add_revocation(rule)

@@ -17,8 +17,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bloomr.auth import Authenticator, check_channel, check_publish_channels
+from bloomr.broker.embedded import EmbeddedBroker
 from bloomr.config import JwtConfig
+from bloomr.control import Control
+from bloomr.control.local import LocalControl
 from bloomr.errors import BloomrError
+from bloomr.hub import Hub
 from bloomr.jwt_tokens.keys import KeyProblem, jwks_keys, load_key_file
 from bloomr.jwt_tokens.revocations import (
     JwtIdentity,
@@ -29,6 +33,8 @@ from bloomr.jwt_tokens.revocations import (
 )
 from bloomr.jwt_tokens.verifier import JwtVerifier, looks_like_jwt
 from bloomr.model import Token, channel_allowed, hash_secret
+from bloomr.store.sqlite import SQLiteStore
+from bloomr.streams import Streams
 
 SECRET = "s" * 40
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -296,3 +302,29 @@ async def test_the_authenticator_takes_jwts_beside_stored_tokens() -> None:
     plain = Authenticator(find, hash_secret("admin"), revoked)
     with pytest.raises(BloomrError):
         await plain.identify(hs256())
+
+
+# -- the streams service: stored revocations ---------------------------------------------
+
+
+async def test_stored_revocations_end_sessions_when_read_again(tmp_path: Path) -> None:
+    """A revocation whose event a node missed (or made before it started) takes effect
+    when the node reads the store: new ones end their sessions, known ones do nothing."""
+    store = SQLiteStore(tmp_path / "bloomr.db")
+    await store.open()
+    revoked = RevokedTokens()
+    control = Control(LocalControl())
+    hub = Hub(EmbeddedBroker(store), control, revoked_tokens=revoked)
+    streams = Streams(store, hub, control, revoked)
+    try:
+        doomed_id = jwt_token_id(JwtIdentity("j1", "alice", 100.0))
+        kept_id = jwt_token_id(JwtIdentity("j2", "alice", 100.0))
+        doomed = hub.subscribe("streamAAAA", "", doomed_id)
+        kept = hub.subscribe("streamAAAA", "", kept_id)
+        await store.save_jwt_revocation(JwtRevocation("j1", None, None, time.time() + 60))
+        await streams.load_jwt_revocations()
+        assert doomed.ended().done() and not kept.ended().done()
+        late = hub.subscribe("streamAAAA", "", doomed_id)  # authenticated just before
+        assert late.ended().done()
+    finally:
+        await store.close()

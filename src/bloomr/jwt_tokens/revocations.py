@@ -114,9 +114,12 @@ class RevokedTokens(set[str]):
         super().__init__()
         self._rules: dict[str, JwtRevocation] = {}
 
-    def add_revocation(self, rule: JwtRevocation) -> None:
+    def add_revocation(self, rule: JwtRevocation) -> bool:
+        """Add it; whether it is new here."""
+        new = rule.id not in self._rules
         self._rules[rule.id] = rule
         self.prune()
+        return new
 
     def prune(self, now: float | None = None) -> None:
         moment = time.time() if now is None else now
