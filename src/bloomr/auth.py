@@ -6,13 +6,13 @@ import hmac
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass
 
 from .credentials import QuerySecret
 from .errors import BloomrError
 from .jwt_tokens.verifier import JwtVerifier, looks_like_jwt
-from .model import Scope, Stream, Token, hash_secret
+from .model import Draft, Scope, Stream, Token, hash_secret
 from .throttle import FailureThrottle
 
 
@@ -179,13 +179,13 @@ def check_channel(principal: Principal, channel: object) -> None:
         raise BloomrError("forbidden", "this token is not valid for this channel")
 
 
-def check_publish_channels(principal: Principal, channels: Iterable[str]) -> None:
-    """`check_channel` for each channel a publish writes to (nothing to do for a token
-    without `channels`, the common case)."""
+def check_publish_channels(principal: Principal, drafts: Sequence[Draft]) -> None:
+    """`check_channel` for each message of a publish (nothing to do for a token without
+    `channels`, the common case: two attribute reads on the publish path)."""
     token = principal.token
     if token is not None and token.channels is not None:
-        for channel in channels:
-            check_channel(principal, channel)
+        for draft in drafts:
+            check_channel(principal, draft.channel)
 
 
 def require_stream(stream: Stream | None, stream_id: str) -> Stream:

@@ -150,7 +150,9 @@ class Streams:
     async def load_jwt_revocations(self) -> None:
         """The revocations stored by any node, before this one or while it was away (or
         whose event it missed): the new ones end their sessions here too."""
-        if any([self.revoked_tokens.add_revocation(r) for r in await self.meta.jwt_revocations()]):
+        stored = await self.meta.jwt_revocations()
+        new = [rule for rule in stored if self.revoked_tokens.add_revocation(rule)]
+        if new:
             self._hub.subscribers.end_revoked()
 
     async def watch_jwt_revocations(self, interval: float) -> None:

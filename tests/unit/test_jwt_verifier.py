@@ -32,7 +32,7 @@ from bloomr.jwt_tokens.revocations import (
     jwt_token_id,
 )
 from bloomr.jwt_tokens.verifier import JwtVerifier, looks_like_jwt
-from bloomr.model import Token, channel_allowed, hash_secret
+from bloomr.model import Token, channel_allowed, drafts_of, hash_secret
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.streams import Streams
 
@@ -286,12 +286,12 @@ async def test_the_authenticator_takes_jwts_beside_stored_tokens() -> None:
     assert principal.token is not None and principal.token.channels == ["build.*"]
     assert auth.identify_cached(token) == principal  # the publish fast path
     check_channel(principal, "build.1")
-    check_publish_channels(principal, ["build.1", "build.2"])
+    check_publish_channels(principal, drafts_of("build.1", [b"1"]) + drafts_of("build.2", [b"2"]))
     for bad in ("", "deploy"):
         with pytest.raises(BloomrError, match="channel"):
             check_channel(principal, bad)
     with pytest.raises(BloomrError) as caught:
-        check_publish_channels(principal, ["build.1", "other"])
+        check_publish_channels(principal, drafts_of("build.1", [b"1"]) + drafts_of("x", [b"2"]))
     assert caught.value.code == "forbidden"
     assert (await auth.identify("bt_x")).token == stored
     revoked.add_revocation(JwtRevocation("j9", None, None, time.time() + 60))

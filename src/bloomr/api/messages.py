@@ -102,7 +102,7 @@ async def publish_body(
     stream = await _authorized_stream(ctx, caller, stream_id, "publish")
     key = parse_key(key_header)
     drafts = parse_publish_body(raw)
-    check_publish_channels(caller, (draft.channel for draft in drafts))
+    check_publish_channels(caller, drafts)
     if key is not None and drafts:
         ids = await in_time(ctx.hub.publish_once(stream, drafts, key), *_PUBLISH_DEADLINE)
         return orjson.dumps({"ids": ids})

@@ -125,7 +125,7 @@ class PublishingHttp(BoundedHttp):
     def _publish_now(self, request: PublishRequest, body: bytes) -> list[Message] | None:
         check_access(request.caller, request.stream.id, "publish")
         request.drafts = parse_publish_body(body)
-        check_publish_channels(request.caller, (draft.channel for draft in request.drafts))
+        check_publish_channels(request.caller, request.drafts)
         if not request.drafts:
             return []
         return self.ctx.hub.try_publish_now(request.stream, request.drafts)
