@@ -19,9 +19,9 @@ from .revocations import RevokedTokens
 
 
 def looks_like_jwt(secret: str) -> bool:
-    """A JWS compact serialization: three base64url parts, the header a JSON object
-    (`eyJ` is how `{"` begins). Stored tokens start with `bt_`."""
-    return secret.startswith("eyJ") and secret.count(".") == 2
+    """A JWS compact serialization: three base64url parts joined by dots (stored tokens
+    and the admin key are `bt_` / `bk_` and URL-safe base64, which has no dot)."""
+    return secret.count(".") == 2
 
 
 class JwtVerifier:
