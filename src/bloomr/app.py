@@ -24,12 +24,14 @@ from .config import Settings, new_admin_key
 from .control import Control
 from .dashboard import Dashboard
 from .hub import Hub, Limits
+from .jwt_tokens.revocations import RevokedTokens
+from .jwt_tokens.verifier import verifier_for
 from .metrics import Counters, NodeCollector, registry_for
 from .model import hash_secret
 from .retention import Trimmer
 from .scripts import ScriptManager
 from .store.base import MetadataStore, WebhookStore
-from .streams import Streams
+from .streams import JWT_REVOCATIONS_EVERY, Streams
 from .throttle import ConnectionCount, FailureThrottle
 from .transports import Transports, build_transports
 from .webhooks.manager import WebhookManager
@@ -62,6 +64,7 @@ class Bloomr:
     generated_admin_key: str | None = field(init=False, default=None)
     _connected: bool = field(init=False, default=False)
     _scripts_closed: asyncio.Future[None] | None = field(init=False, default=None)
+    _revocations: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -72,7 +75,7 @@ class Bloomr:
             backlog_bytes=s.backlog_bytes,
         )
         self.control = Control(b.control)
-        revoked: set[str] = set()  # token ids revoked while this node runs
+        revoked = RevokedTokens()  # token ids revoked while this node runs, JWT revocations
         self.hub = Hub(b.broker, self.control, limits, revoked)
         self.hub.subscribers.per_token = ConnectionCount(s.bounds.max_per_token)
         self.hub.subscribers.changed = b.presence.changed
@@ -80,7 +83,9 @@ class Bloomr:
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
         throttle = FailureThrottle(s.bounds.auth_failures)
-        self.auth = Authenticator(b.meta.get_token_by_hash, key_hash, revoked, throttle)
+        self.auth = Authenticator(
+            b.meta.get_token_by_hash, key_hash, revoked, throttle, verifier_for(s.jwt, revoked)
+        )
         self.transports = build_transports(self.hub, self.streams, self.auth, s)
         self.scripts = ScriptManager(
             self.hub, self.streams, self.control, b.meta, b.leases, b.script_status,
@@ -150,6 +155,7 @@ class Bloomr:
                 self.generated_admin_key = key
         if not self.auth.admin_key_hash:
             raise RuntimeError("no admin key")
+        await self.streams.load_jwt_revocations()
 
     async def start(self) -> None:
         await self.connect()
@@ -158,6 +164,9 @@ class Bloomr:
         await self.hub.start()
         await self.backends.presence.start(self.hub.subscribers.occupancies)
         self.trimmer.start()
+        if self.settings.jwt.enabled:
+            watching = self.streams.watch_jwt_revocations(JWT_REVOCATIONS_EVERY)
+            self._revocations = asyncio.create_task(watching, name="bloomr-jwt-revocations")
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
 
@@ -179,6 +188,11 @@ class Bloomr:
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.backends.leases.stop()
         await self.trimmer.stop()
+        if self._revocations is not None:
+            self._revocations.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revocations
+            self._revocations = None
         await self.hub.stop()
         await self.control.stop()
         await self.backends.close()

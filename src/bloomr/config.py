@@ -51,6 +51,19 @@ def new_node_id() -> str:
     return "n_" + secrets.token_hex(6)
 
 
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """Where the keys of application-minted JWTs come from (SPEC §7); none: no JWTs."""
+
+    secret: str | None = field(default=None, repr=False)  # HS256: never logged or shown
+    public_key: Path | None = None  # a PEM public key, a JWK or a JWKS: RS256, ES256, EdDSA
+    jwks_url: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret or self.public_key or self.jwks_url)
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -78,6 +91,8 @@ class Settings:
     webhook_allow_private: bool = field(
         default_factory=lambda: _env_bool("BLOOMR_WEBHOOK_ALLOW_PRIVATE")
     )
+
+    jwt: JwtConfig = field(default_factory=JwtConfig)
 
     # cluster mode: both URLs, or neither (embedded)
     redis_url: str | None = None

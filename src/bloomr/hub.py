@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -21,6 +20,7 @@ from .control import Control, ControlEvent
 from .errors import BloomrError
 from .faults import as_error
 from .idempotency import Repeat, fingerprint
+from .jwt_tokens.revocations import RevokedTokens
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
 from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
@@ -77,7 +77,7 @@ class Hub:
         broker: Broker,
         control: Control,
         limits: Limits | None = None,
-        revoked_tokens: AbstractSet[str] = frozenset(),
+        revoked_tokens: RevokedTokens | None = None,
     ) -> None:
         self.broker = broker
         self.control = control

@@ -46,6 +46,27 @@ def is_valid_channel(name: str) -> bool:
     return name == DEFAULT_CHANNEL or _CHANNEL_RE.fullmatch(name) is not None
 
 
+# a token's `channels` item: a channel name, or a prefix ending in `*` (`build.*`; `*`
+# alone is every channel)
+_CHANNEL_PATTERN_RE = re.compile(r"[A-Za-z0-9_.:-]{0,64}\*?")
+
+
+def is_valid_channel_pattern(pattern: str) -> bool:
+    return _CHANNEL_PATTERN_RE.fullmatch(pattern) is not None
+
+
+def channel_allowed(patterns: Sequence[str], channel: str) -> bool:
+    """Whether a token's `channels` cover `channel`: a name matches itself, a trailing
+    `*` matches any channel that starts with what precedes it."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if channel.startswith(pattern[:-1]):
+                return True
+        elif pattern == channel:
+            return True
+    return False
+
+
 def new_stream_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(10))
 
@@ -229,9 +250,13 @@ class Token:
     scopes: list[Scope]
     expires_at: str | None = None
     created_at: str = field(default_factory=iso_now)
+    channels: list[str] | None = None  # None: every channel (see `channel_allowed`)
 
     def allows_stream(self, stream_id: str) -> bool:
         return "*" in self.streams or stream_id in self.streams
+
+    def allows_channel(self, channel: str) -> bool:
+        return self.channels is None or channel_allowed(self.channels, channel)
 
     def expired(self, at: datetime | None = None) -> bool:
         if self.expires_at is None:
@@ -247,6 +272,7 @@ class Token:
             "scopes": self.scopes,
             "expires_at": self.expires_at,
             "created_at": self.created_at,
+            "channels": self.channels,
         }
 
 
@@ -386,4 +412,5 @@ def token_from_doc(doc: dict[str, Any]) -> Token:
         scopes=list(doc["scopes"]),
         expires_at=doc.get("expires_at"),
         created_at=doc.get("created_at") or iso_now(),
+        channels=None if doc.get("channels") is None else list(doc["channels"]),
     )

@@ -8,14 +8,20 @@ announcement lost in transit only delays (caches expire by `stream_updated`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from .control import Control, ControlEvent
 from .errors import BloomrError
 from .hub import Hub
+from .jwt_tokens.revocations import JwtRevocation, RevokedTokens
 from .model import Retention, Stream, Token, iso_now, new_stream_id
 from .store.base import MetadataStore
+
+log = logging.getLogger("bloomr.streams")
+JWT_REVOCATIONS_EVERY = 30.0  # seconds between reads of the stored JWT revocations
 
 # the fields a create or an update may set, as the API validated them
 _PLAIN_FIELDS = ("name", "store_history", "command", "cwd", "env", "restart")
@@ -40,7 +46,7 @@ class StreamHooks(Protocol):
 
 class Streams:
     def __init__(
-        self, meta: MetadataStore, hub: Hub, control: Control, revoked_tokens: set[str]
+        self, meta: MetadataStore, hub: Hub, control: Control, revoked_tokens: RevokedTokens
     ) -> None:
         self.meta = meta
         self._hub = hub
@@ -51,7 +57,8 @@ class Streams:
         self._generation = 0  # counts stream_updated events: a read that raced one is not cached
         # Tokens revoked while this node runs (from any node): a token read from a cache
         # or by a read that raced the delete must not outlive its revocation. Shared
-        # with the Authenticator and the hub, which read it.
+        # with the Authenticator and the hub, which read it. It also holds the JWT
+        # revocations in force (stored, loaded at start by `load_jwt_revocations`).
         self.revoked_tokens = revoked_tokens
         control.watch(self._on_control)
 
@@ -133,6 +140,35 @@ class Streams:
         await self._control.send(ControlEvent("token_revoked", token_id))
         return token
 
+    async def revoke_jwt(self, rule: JwtRevocation) -> None:
+        """Refuse the JWTs `rule` names until it expires; their live sessions end on
+        every node within a second."""
+        await self.meta.save_jwt_revocation(rule)
+        self._add_jwt_revocation(rule)
+        await self._control.send(ControlEvent("jwt_revoked", rule.encode()))
+
+    async def load_jwt_revocations(self) -> None:
+        """The revocations stored by any node, before this one or while it was away (or
+        whose event it missed): the new ones end their sessions here too."""
+        stored = await self.meta.jwt_revocations()
+        new = [rule for rule in stored if self.revoked_tokens.add_revocation(rule)]
+        if new:
+            self._hub.subscribers.end_revoked()
+
+    async def watch_jwt_revocations(self, interval: float) -> None:
+        """`load_jwt_revocations` every `interval` seconds, for as long as it runs: a
+        revocation whose event this node missed is heard of all the same."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load_jwt_revocations()
+            except Exception:  # the store is down: next time
+                log.warning("reading the JWT revocations failed", exc_info=True)
+
+    def _add_jwt_revocation(self, rule: JwtRevocation) -> None:
+        self.revoked_tokens.add_revocation(rule)
+        self._hub.subscribers.end_revoked()  # the revoked set says which tokens it names
+
     async def _store(self, stream: Stream) -> None:
         await self.meta.update_stream(stream)
         self._cache[stream.id] = stream
@@ -149,6 +185,10 @@ class Streams:
     def _on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
             self.revoked_tokens.add(event.target)
+        elif event.kind == "jwt_revoked":
+            rule = JwtRevocation.decode(event.target)
+            if rule is not None:
+                self._add_jwt_revocation(rule)
         elif event.kind == "stream_deleted":
             self._forget(event.target)
         elif event.kind == "stream_updated":

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 from .errors import BloomrError
+from .jwt_tokens.revocations import RevokedTokens
 from .model import Message, now_ms
 from .subscription import Delivery, Subscription
 from .throttle import ConnectionCount
@@ -16,12 +16,12 @@ from .throttle import ConnectionCount
 
 class Subscribers:
     def __init__(
-        self, backlog_messages: int, backlog_bytes: int, revoked_tokens: AbstractSet[str]
+        self, backlog_messages: int, backlog_bytes: int, revoked_tokens: RevokedTokens | None
     ) -> None:
         self._backlog = (backlog_messages, backlog_bytes)
         # tokens revoked while this node runs (kept by the streams service): a session
         # that authenticated just before the revocation arrived must not outlive it
-        self._revoked = revoked_tokens
+        self._revoked = RevokedTokens() if revoked_tokens is None else revoked_tokens
         self._subs: dict[str, dict[str, set[Subscription]]] = {}
         self.slow_consumers = 0  # subscribers cut off so far
         self.per_token = ConnectionCount(0)  # live subscribers per token (0: no limit)
@@ -40,11 +40,18 @@ class Subscribers:
         )
         self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
         self.changed(stream_id)
-        if token_id is not None and token_id in self._revoked:
+        if token_id is not None and self._revoked.revokes(token_id):
             sub.close(BloomrError("token_revoked", "the token was revoked"))
         if expires_at is not None:
             _expire_later(sub, expires_at)
         return sub
+
+    def end_revoked(self) -> None:
+        """End every subscriber whose token is in the revoked set."""
+        error = BloomrError("token_revoked", "the token was revoked")
+        for sub in self.all():
+            if sub.token_id is not None and self._revoked.revokes(sub.token_id):
+                sub.close(error)
 
     def remove(self, sub: Subscription) -> None:
         """Forget a subscriber (calling it again is harmless)."""

@@ -299,12 +299,15 @@ def test_tokens_create_list_revoke(server: Server) -> None:
     assert mine["streams"] == [stream] and mine["expires_at"] is not None
     assert all("token" not in t for t in tokens)  # never a secret
     table = ok(bloomr(url, "tokens", "list")).splitlines()
-    assert table[0].split() == ["ID", "NAME", "STREAMS", "SCOPES", "EXPIRES", "CREATED"]
+    assert table[0].split() == ["ID", "NAME", "STREAMS", "SCOPES", "CHANNELS", "EXPIRES", "CREATED"]
     assert any(line.split()[:4] == [token_id, "ci", stream, "publish,subscribe"] for line in table)
 
     everywhere = json.loads(ok(bloomr(url, "tokens", "create", "--all", "--json")))
     assert everywhere["streams"] == ["*"] and everywhere["scopes"] == ["subscribe"]
     assert everywhere["token"].startswith("bt_")
+    channels = ["--channel", "build.*", "--channel", ""]
+    scoped = json.loads(ok(bloomr(url, "tokens", "create", "--all", *channels, "--json")))
+    assert scoped["channels"] == ["build.*", ""] and everywhere["channels"] is None
     at = ["tokens", "create", "--all", "--expires-at", "2099-01-01T00:00:00Z", "--json"]
     assert json.loads(ok(bloomr(url, *at)))["expires_at"].startswith("2099-01-01T00:00:00")
 

@@ -37,7 +37,7 @@ STREAM_KEYS = {
     "updated_at",
     "script",
 }
-TOKEN_KEYS = {"id", "name", "streams", "scopes", "expires_at", "created_at"}
+TOKEN_KEYS = {"id", "name", "streams", "scopes", "expires_at", "created_at", "channels"}
 
 
 # -- streams ------------------------------------------------------------------------------

@@ -5,9 +5,11 @@ tests/backends.py) and the whole suite runs against it."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from backends import Backend, PostgresBackend, SQLiteBackend
+from bloomr.jwt_tokens.revocations import JwtRevocation
 from bloomr.model import Retention, Stream, Token, hash_secret
 from bloomr.store.base import MetadataStore
 
@@ -77,5 +79,29 @@ async def test_metadata_survives_reopen(backend: Backend[Store]) -> None:
     try:
         assert await store.get_stream(S1) == created
         assert [t.id for t in await store.list_tokens()] == ["tok_b"]
+    finally:
+        await store.close()
+
+
+async def test_tokens_keep_their_channels(store: Store) -> None:
+    scoped = Token("tok_c", "", hash_secret("c"), ["*"], ["subscribe"], channels=["", "build.*"])
+    await store.create_token(scoped)
+    assert await store.get_token_by_hash(hash_secret("c")) == scoped
+    assert [t.channels for t in await store.list_tokens()] == [["", "build.*"]]
+
+
+async def test_jwt_revocations_are_kept_until_they_expire(backend: Backend[Store]) -> None:
+    now = time.time()
+    by_jti = JwtRevocation(jti="j-1", sub=None, issued_before=None, until=now + 3600)
+    by_sub = JwtRevocation(jti=None, sub="alice", issued_before=now, until=now + 3600)
+    expired = JwtRevocation(jti="old", sub=None, issued_before=None, until=now - 1)
+    store = await backend.open()
+    for rule in (expired, by_jti, by_sub, by_jti):  # the same one twice is stored once
+        await store.save_jwt_revocation(rule)
+    await store.close()
+    store = await backend.open()  # a restart (or another node) still refuses them
+    try:
+        kept = await store.jwt_revocations()
+        assert sorted(kept, key=lambda r: r.id) == sorted([by_jti, by_sub], key=lambda r: r.id)
     finally:
         await store.close()

@@ -123,7 +123,15 @@ def test_allows_stream() -> None:
 def test_token_json_never_holds_the_hash() -> None:
     t = token()
     public = t.to_json()
-    assert set(public) == {"id", "name", "streams", "scopes", "expires_at", "created_at"}
+    assert set(public) == {
+        "id",
+        "name",
+        "streams",
+        "scopes",
+        "expires_at",
+        "created_at",
+        "channels",
+    }
     assert t.secret_hash not in orjson.dumps(public).decode()
     assert token_from_doc(token_to_doc(t)) == t
 

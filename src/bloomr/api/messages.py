@@ -9,7 +9,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from ..auth import Principal, check_access, require_stream
+from ..auth import (
+    Principal,
+    check_access,
+    check_channel,
+    check_publish_channels,
+    require_stream,
+)
 from ..errors import BloomrError, invalid_argument
 from ..faults import PUBLISH_ANSWER_WITHIN, in_time
 from ..idempotency import header_value, parse_key
@@ -97,6 +103,7 @@ async def publish_body(
     stream = await _authorized_stream(ctx, caller, stream_id, "publish")
     key = parse_key(key_header)
     drafts = parse_publish_body(raw)
+    check_publish_channels(caller, drafts)
     if key is not None and drafts:
         ids = await in_time(ctx.hub.publish_once(stream, drafts, key), *_PUBLISH_DEADLINE)
         return orjson.dumps({"ids": ids})
@@ -132,6 +139,7 @@ async def poll(
     """Page forward through the history, oldest first; `next` is the next page's `after`."""
     stream = await _authorized_stream(ctx, caller, stream_id, "subscribe")
     channel = parse_channel(channel)
+    check_channel(caller, channel)
     page_limit = parse_positive_int(limit, "limit") or POLL_DEFAULT_LIMIT
     if page_limit > POLL_MAX_LIMIT:
         raise invalid_argument("limit", f"limit must be at most {POLL_MAX_LIMIT}")

@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
-from ..model import RestartPolicy, Scope
+from ..model import RestartPolicy, Scope, is_valid_channel_pattern
 from ..replay import parse_age_ms
 
 
@@ -56,25 +65,60 @@ class StreamCreate(StreamPatch):
     pass
 
 
+def _in_utc(value: datetime | None) -> datetime | None:
+    """The moment in UTC (no zone: UTC); one that UTC cannot write (year 9999 at
+    -14:00) is refused here rather than failing later."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("must be a date-time between years 1 and 9999 in UTC") from None
+
+
 class TokenCreate(_Body):
     name: StrictStr | None = None
     streams: Annotated[list[StrictStr], Field(min_length=1, examples=[["dwd23RWdwE"], ["*"]])]
     scopes: Annotated[list[Scope], Field(min_length=1)] = ["subscribe"]
     expires_at: datetime | None = None
+    # channel names, a trailing `*` matching a prefix (`build.*`); absent: every channel
+    channels: Annotated[list[StrictStr], Field(examples=[["", "build.*"]])] | None = None
 
-    @field_validator("expires_at")
+    _expires_in_utc = field_validator("expires_at")(_in_utc)
+
+    @field_validator("channels")
     @classmethod
-    def _in_utc(cls, value: datetime | None) -> datetime | None:
-        """The moment in UTC (no zone: UTC); one that UTC cannot write (year 9999 at
-        -14:00) is refused here rather than failing later."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except (OverflowError, ValueError):
-            raise ValueError("must be a date-time between years 1 and 9999 in UTC") from None
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        bad = [c for c in value or () if not is_valid_channel_pattern(c)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not a channel name, optionally ending in '*' to match a prefix"
+            )
+        return None if value is None else list(dict.fromkeys(value))
+
+
+class JwtRevoke(_Body):
+    """`{jti}`, or `{sub, issued_before}`; `expires_at`: when the tokens it names
+    expire at the latest (default: 30 days from now), after which it is forgotten."""
+
+    jti: Annotated[StrictStr, Field(min_length=1)] | None = None
+    sub: StrictStr | None = None
+    issued_before: datetime | None = None
+    expires_at: datetime | None = None
+
+    _moments_in_utc = field_validator("issued_before", "expires_at")(_in_utc)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> JwtRevoke:
+        by_jti = self.jti is not None
+        by_sub = self.sub is not None or self.issued_before is not None
+        if by_jti == by_sub:
+            raise ValueError("give either jti, or sub and issued_before")
+        if by_sub and (self.sub is None or self.issued_before is None):
+            raise ValueError("sub and issued_before go together")
+        return self
 
 
 PUBLISH_SCHEMA = {

@@ -1,19 +1,23 @@
-"""Tokens: create (the secret is shown once), list (never secrets), revoke."""
+"""Tokens: create (the secret is shown once), list (never secrets), revoke; and the
+revocation of JWTs minted by applications."""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter, Response
 
 from ..errors import BloomrError
-from ..model import Token, hash_secret, new_token_id, new_token_secret
+from ..jwt_tokens.revocations import DEFAULT_KEEP_SECONDS, JwtRevocation
+from ..model import Token, hash_secret, iso_from_ms, new_token_id, new_token_secret
 from .deps import Admin, Ctx
 from .responses import JSON
-from .schemas import TokenCreate
+from .schemas import JwtRevoke, TokenCreate
 
-router = APIRouter(prefix="/api/tokens", tags=["tokens"])
+router = APIRouter(tags=["tokens"])
 
 
-@router.post("", status_code=201)
+@router.post("/api/tokens", status_code=201)
 async def create_token(body: TokenCreate, ctx: Ctx, _: Admin) -> JSON:
     for stream_id in body.streams:
         if stream_id != "*" and await ctx.meta.get_stream(stream_id) is None:
@@ -29,17 +33,44 @@ async def create_token(body: TokenCreate, ctx: Ctx, _: Admin) -> JSON:
         streams=list(dict.fromkeys(body.streams)),
         scopes=list(dict.fromkeys(body.scopes)),
         expires_at=expires_at,
+        channels=body.channels,
     )
     await ctx.meta.create_token(token)
     return JSON({**token.to_json(), "token": secret}, status_code=201)
 
 
-@router.get("")
+@router.get("/api/tokens")
 async def list_tokens(ctx: Ctx, _: Admin) -> JSON:
     return JSON({"tokens": [t.to_json() for t in await ctx.meta.list_tokens()]})
 
 
-@router.delete("/{token_id}", status_code=204)
+@router.delete("/api/tokens/{token_id}", status_code=204)
 async def revoke_token(token_id: str, ctx: Ctx, _: Admin) -> Response:
     await ctx.streams.revoke_token(token_id)
     return Response(status_code=204)
+
+
+@router.post("/api/jwt/revoke", status_code=201)
+async def revoke_jwt(body: JwtRevoke, ctx: Ctx, _: Admin) -> JSON:
+    """Refuse the JWTs with this `jti`, or those of `sub` issued before `issued_before`,
+    until they expire; their live sessions end on every node within a second."""
+    until = body.expires_at.timestamp() if body.expires_at else time.time() + DEFAULT_KEEP_SECONDS
+    rule = JwtRevocation(
+        jti=body.jti,
+        sub=body.sub,
+        issued_before=None if body.issued_before is None else body.issued_before.timestamp(),
+        until=until,
+    )
+    await ctx.streams.revoke_jwt(rule)
+    return JSON({"revocation": _revocation_json(rule)}, status_code=201)
+
+
+def _revocation_json(rule: JwtRevocation) -> dict[str, object]:
+    before = rule.issued_before
+    return {
+        "id": rule.id,
+        "jti": rule.jti,
+        "sub": rule.sub,
+        "issued_before": None if before is None else iso_from_ms(int(before * 1000)),
+        "expires_at": iso_from_ms(int(rule.until * 1000)),
+    }

@@ -14,6 +14,7 @@ from ..config import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_DATA_DIR,
     DEFAULT_MAX_BODY,
+    JwtConfig,
     Settings,
     check_cluster_name,
 )
@@ -72,6 +73,20 @@ def _bound_options(command: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _jwt_config(secret: str | None, public_key: Path | None, jwks_url: str | None) -> JwtConfig:
+    """The JWT keys, checked now: a key bloomr cannot use is one line, before it starts."""
+    config = JwtConfig(secret or None, public_key, jwks_url or None)
+    if config.enabled:
+        from ..jwt_tokens.keys import KeyProblem
+        from ..jwt_tokens.verifier import verifier_for
+
+        try:
+            verifier_for(config)
+        except KeyProblem as exc:
+            raise CliError(str(exc)) from None
+    return config
 
 
 @click.command("serve", epilog=ENVIRONMENT)
@@ -146,6 +161,30 @@ def _bound_options(command: Callable[..., None]) -> Callable[..., None]:
     "admin API; repeatable. Default: BLOOMR_CORS_ORIGINS (comma-separated), else none. "
     "The client endpoints (polling, SSE, publish) answer any origin.",
 )
+@click.option(
+    "--jwt-secret",
+    envvar="BLOOMR_JWT_SECRET",
+    show_envvar=True,
+    metavar="SECRET",
+    help="Accept JWTs signed with HS256 by this secret (32 bytes or more; prefer the "
+    "environment variable: a flag shows in the process list).",
+)
+@click.option(
+    "--jwt-public-key",
+    envvar="BLOOMR_JWT_PUBLIC_KEY",
+    show_envvar=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="Accept JWTs signed with RS256, ES256 or EdDSA by this key (a PEM public key, "
+    "a JWK or a JWKS).",
+)
+@click.option(
+    "--jwt-jwks-url",
+    envvar="BLOOMR_JWT_JWKS_URL",
+    show_envvar=True,
+    metavar="URL",
+    help="Accept JWTs signed by the keys of this JWKS (cached, fetched again for an unknown kid).",
+)
 @_bound_options
 def serve_command(
     host: str,
@@ -158,6 +197,9 @@ def serve_command(
     database_url: str | None,
     cluster_name: str,
     cors_origins: tuple[str, ...],
+    jwt_secret: str | None,
+    jwt_public_key: Path | None,
+    jwt_jwks_url: str | None,
     max_body: int,
     backlog_messages: int,
     backlog_bytes: int,
@@ -185,6 +227,7 @@ def serve_command(
         backlog_messages=backlog_messages,
         backlog_bytes=backlog_bytes,
         bounds=Bounds(**bounds),
+        jwt=_jwt_config(jwt_secret, jwt_public_key, jwt_jwks_url),
     )
     if cors_origins:
         settings.admin_cors_origins = cors_origins

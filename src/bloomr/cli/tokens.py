@@ -56,6 +56,14 @@ def _streams(streams: tuple[str, ...], all_streams: bool) -> list[str]:
     type=click.Choice(["subscribe", "publish"]),
     help="What it allows (repeatable) [default: subscribe].",
 )
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    metavar="NAME",
+    help="A channel it is valid for (repeatable; a trailing * matches a prefix, e.g. "
+    "'build.*'; '' is standard output) [default: every channel].",
+)
 @click.option("--name", help="A name for people.")
 @click.option("--expires-in", metavar="AGE", help="Expire after this long, e.g. 1h or 30d.")
 @click.option("--expires-at", metavar="ISO", help="Expire at this moment, e.g. 2030-01-01T00:00Z.")
@@ -64,6 +72,7 @@ def create_command(
     streams: tuple[str, ...],
     all_streams: bool,
     scopes: tuple[str, ...],
+    channels: tuple[str, ...],
     name: str | None,
     expires_in: str | None,
     expires_at: str | None,
@@ -80,6 +89,8 @@ def create_command(
     body: dict[str, Any] = {"streams": _streams(streams, all_streams)}
     if scopes:
         body["scopes"] = list(dict.fromkeys(scopes))
+    if channels:
+        body["channels"] = list(dict.fromkeys(channels))
     if name is not None:
         body["name"] = name
     if expires_in or expires_at:
@@ -89,9 +100,11 @@ def create_command(
         print_json(token)
         return
     expiry = f", expires {token['expires_at']}" if token.get("expires_at") else ""
+    granted = token.get("channels")
+    where = "" if granted is None else f", channels {_channels_text(granted)}"
     click.echo(
         f"created token {token['id']} ({','.join(token['scopes'])} on "
-        f"{_streams_text(token['streams'])}{expiry}); its secret, shown only this once:",
+        f"{_streams_text(token['streams'])}{where}{expiry}); its secret, shown only this once:",
         err=True,
     )
     click.echo(token["token"])
@@ -101,11 +114,17 @@ def _streams_text(streams: list[str]) -> str:
     return "all streams" if streams == ["*"] else ",".join(streams)
 
 
+def _channels_text(channels: list[str] | None) -> str:
+    if channels is None:
+        return "all"
+    return ",".join(repr(c) if c == "" else c for c in channels)
+
+
 @tokens_group.command("list")
 @admin_options
 def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    headers = ["ID", "NAME", "STREAMS", "SCOPES", "EXPIRES", "CREATED"]
+    headers = ["ID", "NAME", "STREAMS", "SCOPES", "CHANNELS", "EXPIRES", "CREATED"]
     list_items(url, admin_key, "/api/tokens", as_json, "tokens", headers, _row)
 
 
@@ -115,6 +134,7 @@ def _row(token: dict[str, Any]) -> list[str]:
         or_dash(token.get("name")),
         _streams_text(token["streams"]),
         ",".join(token["scopes"]),
+        _channels_text(token.get("channels")),
         token.get("expires_at") or "never",
         or_dash(token.get("created_at")),
     ]

@@ -13,6 +13,7 @@ log = logging.getLogger("bloomr.control")
 
 ControlKind = Literal[
     "token_revoked",  # target: a token id
+    "jwt_revoked",  # target: a JWT revocation's JSON (jwt_tokens/revocations.py)
     "stream_deleted",  # target: a stream id (also all the others below)
     "stream_updated",  # its fields changed (`enabled` included): caches reload it
     "script_start",  # start its script on the node holding its lease
@@ -27,7 +28,7 @@ CONTROL_KINDS: frozenset[str] = frozenset(get_args(ControlKind))
 @dataclass(frozen=True, slots=True)
 class ControlEvent:
     kind: ControlKind
-    target: str  # a token id or a stream id
+    target: str  # a token id, a stream id or a JWT revocation
 
     def encode(self) -> bytes:
         return orjson.dumps({"kind": self.kind, "target": self.target})

@@ -28,7 +28,7 @@ from uvicorn.server import ServerState
 from ..api.context import Context
 from ..api.fastpath import HANDED_OVER, JSON_TYPE, PUBLISH_PATH, PublishRequest, failure
 from ..api.messages import parse_publish_body, published_body
-from ..auth import check_access
+from ..auth import check_access, check_publish_channels
 from ..bounds import Bounds
 from ..credentials import secret_of
 from ..faults import retry_after
@@ -125,6 +125,7 @@ class PublishingHttp(BoundedHttp):
     def _publish_now(self, request: PublishRequest, body: bytes) -> list[Message] | None:
         check_access(request.caller, request.stream.id, "publish")
         request.drafts = parse_publish_body(body)
+        check_publish_channels(request.caller, request.drafts)
         if not request.drafts:
             return []
         return self.ctx.hub.try_publish_now(request.stream, request.drafts)

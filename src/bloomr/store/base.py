@@ -9,6 +9,7 @@ from typing import Protocol
 
 from ..errors import BloomrError
 from ..idempotency import Repeat
+from ..jwt_tokens.revocations import JwtRevocation
 from ..model import Draft, Message, Stream, Token
 from ..replay import AfterSeq, ReplayStart
 from ..runner.spec import ScriptReport
@@ -103,6 +104,15 @@ class MetadataStore(Protocol):
     async def get_token_by_hash(self, secret_hash: str) -> Token | None: ...
     async def list_tokens(self) -> list[Token]: ...
     async def delete_token(self, token_id: str) -> Token | None: ...
+
+    async def save_jwt_revocation(self, rule: JwtRevocation) -> None:
+        """Store a JWT revocation (the same one again replaces it); revocations whose
+        `until` has passed may be forgotten."""
+        ...
+
+    async def jwt_revocations(self) -> list[JwtRevocation]:
+        """The JWT revocations whose `until` has not passed."""
+        ...
 
 
 class HistoryStore(Protocol):

@@ -20,6 +20,7 @@ from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_do
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 from .base import OutboxItem
+from .postgres_revocations import PostgresJwtRevocations
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS streams (id text PRIMARY KEY, doc bytea NOT NULL)",
@@ -42,6 +43,10 @@ _TABLES = (
     # the cluster's generated admin key, as its sha256 only (one row)
     "CREATE TABLE IF NOT EXISTS admin_key ("
     " id int PRIMARY KEY CHECK (id = 1), key_hash text NOT NULL)",
+    # JWT revocations (SPEC §7), each kept until `until` (Unix seconds), when the
+    # tokens it names have expired
+    "CREATE TABLE IF NOT EXISTS jwt_revocations ("
+    " id text PRIMARY KEY, doc bytea NOT NULL, until double precision NOT NULL)",
     # /healthz writes here: a database that answers but cannot write is not healthy
     "CREATE TABLE IF NOT EXISTS health ("
     " id int PRIMARY KEY CHECK (id = 1), checked_at timestamptz NOT NULL)",
@@ -82,7 +87,7 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
 
 
 @guarded
-class PostgresStore:
+class PostgresStore(PostgresJwtRevocations):
     """Implements MetadataStore, WebhookStore, LeaseStore and ScriptStatusStore in the
     schema `schema`, and keeps the cluster's admin key hash."""
 

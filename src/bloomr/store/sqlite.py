@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from ..faults import guarded
+from ..jwt_tokens.revocations import JwtRevocation
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from .sqlite_db import _run_to_completion
 from .sqlite_history import SQLiteHistory
@@ -65,3 +68,18 @@ class SQLiteStore(SQLiteHistory):
                 return None
             await conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
             return token_from_doc(orjson.loads(next(iter(rows))[0]))
+
+    @_run_to_completion
+    async def save_jwt_revocation(self, rule: JwtRevocation) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM jwt_revocations WHERE until <= ?", (time.time(),))
+            await conn.execute(
+                "INSERT OR REPLACE INTO jwt_revocations (id, doc, until) VALUES (?, ?, ?)",
+                (rule.id, orjson.dumps(rule.to_json()), rule.until),
+            )
+
+    @_run_to_completion
+    async def jwt_revocations(self) -> list[JwtRevocation]:
+        sql = "SELECT doc FROM jwt_revocations WHERE until > ?"
+        rows = await self._read(sql, (time.time(),))
+        return [JwtRevocation.from_json(orjson.loads(r[0])) for r in rows]

@@ -73,6 +73,11 @@ _MIGRATIONS = (
         ids BLOB NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (stream_id, key)) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (stream_id, at_ms);
     """,
+    # 5 -> 6: JWT revocations (SPEC §7), each kept until the tokens it names expire
+    """
+    CREATE TABLE IF NOT EXISTS jwt_revocations (
+        id TEXT PRIMARY KEY, doc BLOB NOT NULL, until REAL NOT NULL);
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _RECLAIM_PAGES = 256  # pages given back per step: the log grows by about that much

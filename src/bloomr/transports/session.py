@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..auth import Authenticator, check_access
+from ..auth import Authenticator, check_access, check_channel
 from ..errors import BloomrError, warning
 from ..faults import as_error
 from ..hub import Hub
@@ -74,6 +74,7 @@ async def authorize(
     try:
         principal = await auth.identify(secret, client)
         check_access(principal, stream_id, "subscribe")
+        check_channel(principal, args.get("channel"))
     except BloomrError as exc:
         if exc.code in ("unavailable", "rate_limited"):  # not an answer about the token
             raise

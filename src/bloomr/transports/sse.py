@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from ..auth import Authenticator, check_access, require_stream
+from ..auth import Authenticator, check_access, check_channel, require_stream
 from ..config import Settings
 from ..credentials import client_address, secret_of
 from ..errors import HTTP_STATUS, BloomrError
@@ -115,9 +115,10 @@ class SseTransport:
         secret = secret_of(scope["headers"], scope["query_string"])
         caller = await self.auth.identify(secret, client_address(scope))
         check_access(caller, stream_id, "subscribe")
-        stream = require_stream(await self.streams.get(stream_id), stream_id)
         query = scope["query_string"].decode("latin-1")
         args = dict(parse_qsl(query, keep_blank_values=True))
+        check_channel(caller, args.get("channel"))
+        stream = require_stream(await self.streams.get(stream_id), stream_id)
         channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
         replay = _resume(replay, _header(scope, b"last-event-id"))
         sub = self.hub.subscribe(stream.id, channel, caller.token_id, caller.expires_at)
