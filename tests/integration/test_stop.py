@@ -116,7 +116,9 @@ async def test_sigterm_warns_everyone_answers_publishes_and_exits_0() -> None:
             assert [w["code"] for w in python.warnings] == ["shutting_down"]
             # the reason python-socketio reconnects after (not "server disconnect")
             assert python.named("disconnect") == [python.sio.reason.TRANSPORT_ERROR]
-            assert python.names[-2:] == ["warning", "disconnect"]
+            # the warning, then at most the publish that was in flight, then the end
+            after = python.names[python.names.index("warning") + 1 :]
+            assert after in (["disconnect"], ["message", "disconnect"]), python.names
 
             events = await asyncio.wait_for(sse, 10)
             assert events[-1] == ("warning", {"code": "shutting_down", "message": ANY_TEXT})
