@@ -50,10 +50,11 @@ async def revoke_token(token_id: str, ctx: Ctx, _: Admin) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/jwt/revoke", status_code=201)
+@router.post("/api/jwt/revoke")
 async def revoke_jwt(body: JwtRevoke, ctx: Ctx, _: Admin) -> JSON:
     """Refuse the JWTs with this `jti`, or those of `sub` issued before `issued_before`,
-    until they expire; their live sessions end on every node within a second."""
+    until they expire; their live sessions end on every node within a second.
+    200, not 201: an action on tokens that exist, like a script's start or stop."""
     until = body.expires_at.timestamp() if body.expires_at else time.time() + DEFAULT_KEEP_SECONDS
     rule = JwtRevocation(
         jti=body.jti,
@@ -62,7 +63,7 @@ async def revoke_jwt(body: JwtRevoke, ctx: Ctx, _: Admin) -> JSON:
         until=until,
     )
     await ctx.streams.revoke_jwt(rule)
-    return JSON({"revocation": _revocation_json(rule)}, status_code=201)
+    return JSON({"revocation": _revocation_json(rule)})
 
 
 def _revocation_json(rule: JwtRevocation) -> dict[str, object]:
