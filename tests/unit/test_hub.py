@@ -167,7 +167,7 @@ class Told:
     def __init__(self) -> None:
         self.published: list[int] = []
 
-    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+    def on_published(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         self.published += [orjson.loads(m.data_json) for m in messages]
 
     def on_stream_deleted(self, stream_id: str) -> None:
