@@ -3,7 +3,10 @@ delivery state and outboxes. Every backend must pass it; add one to BACKENDS."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Protocol
+
+import asyncpg
 
 from backends import Backend, PostgresBackend, SQLiteBackend
 from bloomr.store.base import OutboxItem, WebhookStore
@@ -183,3 +186,62 @@ async def test_a_history_that_starts_over_is_delivered_after_the_old_one(store: 
     # an epoch keeps its era: more of the new one goes after what waits of it
     await store.enqueue(items("wh_1", 4, epoch="epochB"))
     assert await seqs(store, "wh_1") == [1, 2, 3, 4]
+
+
+# -- an outbox from before eras (key (webhook_id, seq)) -------------------------------------
+
+OLD_ROWS = [("wh_1", 5, b'{"seq":5}'), ("wh_1", 6, b'{"seq":6}')]
+
+
+def _sqlite_before_eras(path: Any) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(
+            "DROP TABLE webhook_outbox; DROP TABLE outbox_eras;"
+            "CREATE TABLE webhook_outbox (webhook_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+            " envelope BLOB NOT NULL, PRIMARY KEY (webhook_id, seq)) WITHOUT ROWID;"
+            "PRAGMA user_version = 5;"
+        )
+        db.executemany("INSERT INTO webhook_outbox VALUES (?, ?, ?)", OLD_ROWS)
+        db.commit()
+    finally:
+        db.close()
+
+
+async def _postgres_before_eras(backend: PostgresBackend) -> None:
+    conn = await asyncpg.connect(backend.schema.dsn)
+    try:
+        await conn.execute(f"SET search_path = {backend.schema.name}")
+        await conn.execute("DROP TABLE outbox_eras")
+        await conn.execute("ALTER TABLE webhook_outbox DROP CONSTRAINT webhook_outbox_pkey")
+        await conn.execute("ALTER TABLE webhook_outbox DROP COLUMN era")
+        await conn.execute("ALTER TABLE webhook_outbox ADD PRIMARY KEY (webhook_id, seq)")
+        await conn.executemany("INSERT INTO webhook_outbox VALUES ($1, $2, $3)", OLD_ROWS)
+    finally:
+        await conn.close()
+
+
+async def test_an_outbox_from_before_eras_is_kept_and_delivered_first(backend: Any) -> None:
+    """The schema migration: what waited is era 0, before any epoch seen since, even with
+    the same seqs; a batch in flight saved then (no era in its document) is era 0."""
+    store = await backend.open()
+    try:
+        await store.create_webhook(hook())
+    finally:
+        await store.close()
+    if isinstance(backend, PostgresBackend):
+        await _postgres_before_eras(backend)
+    else:
+        _sqlite_before_eras(backend.path)
+    store = await backend.open()
+    try:
+        assert await store.enqueue(items("wh_1", 6, 7, epoch="epochA")) == 2
+        rows = await store.outbox("wh_1", 100)
+        assert [(row.era, row.seq) for row in rows][:2] == [(0, 5), (0, 6)]
+        assert [row.seq for row in rows[2:]] == [6, 7] and rows[2].era > 0
+        doc = Batch("d-1", 5, 6, 2, first_attempt_ms=1).to_doc()
+        del doc["era"]
+        assert Batch.from_doc(doc).era == 0
+        assert [row.seq for row in await store.outbox("wh_1", 10, 0, 5, 6)] == [5, 6]
+    finally:
+        await store.close()
