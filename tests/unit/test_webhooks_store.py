@@ -83,7 +83,7 @@ async def test_outbox_is_ordered_limited_and_counted(store: Store) -> None:
     ]
     assert len({row.era for row in rows}) == 1
     assert await seqs(store, "wh_1", 2) == [2, 3]
-    ranged = await store.outbox("wh_1", 100, rows[0].era, 3, 5)
+    ranged = await store.outbox("wh_1", 100, (rows[0].era, 3, 5))
     assert [row.seq for row in ranged] == [3, 5]
     record = await store.get_webhook("wh_1")
     assert record is not None and record.pending == 4
@@ -182,7 +182,7 @@ async def test_a_history_that_starts_over_is_delivered_after_the_old_one(store: 
         (new, 2),
         (new, 3),
     ]
-    assert [row.seq for row in await store.outbox("wh_1", 100, new, 2, 3)] == [2, 3]
+    assert [row.seq for row in await store.outbox("wh_1", 100, (new, 2, 3))] == [2, 3]
     # an epoch keeps its era: more of the new one goes after what waits of it
     await store.enqueue(items("wh_1", 4, epoch="epochB"))
     assert await seqs(store, "wh_1") == [1, 2, 3, 4]
@@ -242,6 +242,6 @@ async def test_an_outbox_from_before_eras_is_kept_and_delivered_first(backend: A
         doc = Batch("d-1", 5, 6, 2, first_attempt_ms=1).to_doc()
         del doc["era"]
         assert Batch.from_doc(doc).era == 0
-        assert [row.seq for row in await store.outbox("wh_1", 10, 0, 5, 6)] == [5, 6]
+        assert [row.seq for row in await store.outbox("wh_1", 10, (0, 5, 6))] == [5, 6]
     finally:
         await store.close()

@@ -152,6 +152,7 @@ class OutboxRow(NamedTuple):
 
 # (webhook id, channel) of a stream's webhooks, oldest first
 Routes = Sequence[tuple[str, str]]
+Span = tuple[int, int, int]  # a part of one era of an outbox: (era, first seq, last seq)
 
 
 class WebhookStore(Protocol):
@@ -194,15 +195,10 @@ class WebhookStore(Protocol):
         ...
 
     async def outbox(
-        self,
-        webhook_id: str,
-        limit: int,
-        era: int | None = None,
-        first_seq: int = 0,
-        last_seq: int | None = None,
+        self, webhook_id: str, limit: int, span: Span | None = None
     ) -> list[OutboxRow]:
-        """The oldest `limit` items of the webhook's outbox in (era, seq) order; with an
-        `era`, only that era's with `first_seq <= seq <= last_seq`."""
+        """The oldest `limit` items of the webhook's outbox in (era, seq) order; with a
+        `span` (era, first seq, last seq), only that era's from first to last seq."""
         ...
 
     async def save_state(self, webhook_id: str, state: DeliveryState) -> None:

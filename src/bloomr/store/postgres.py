@@ -19,7 +19,7 @@ from ..faults import BACKEND_TIMEOUT, guarded
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
-from .base import OutboxItem, OutboxRow, Routes
+from .base import OutboxItem, OutboxRow, Routes, Span
 
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS streams (id text PRIMARY KEY, doc bytea NOT NULL)",
@@ -93,12 +93,11 @@ _HEALTH = (
 _OUTBOX = (
     "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = $1 ORDER BY era, seq LIMIT $2"
 )
-_OUTBOX_RANGE = (
+_OUTBOX_SPAN = (
     "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = $1 "
     "AND era = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq LIMIT $5"
 )
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_MAX_SEQ = 2**63 - 1
 _POOL_MIN, _POOL_MAX = 1, 8
 
 Conn = Any  # asyncpg.Connection: asyncpg ships no types
@@ -290,18 +289,12 @@ class PostgresStore:
         return await self._transaction(lambda conn: _enqueue(conn, items))
 
     async def outbox(
-        self,
-        webhook_id: str,
-        limit: int,
-        era: int | None = None,
-        first_seq: int = 0,
-        last_seq: int | None = None,
+        self, webhook_id: str, limit: int, span: Span | None = None
     ) -> list[OutboxRow]:
-        if era is None:
+        if span is None:
             rows = await self._fetch(_OUTBOX, webhook_id, limit)
         else:
-            top = _MAX_SEQ if last_seq is None else last_seq
-            rows = await self._fetch(_OUTBOX_RANGE, webhook_id, era, first_seq, top, limit)
+            rows = await self._fetch(_OUTBOX_SPAN, webhook_id, *span, limit)
         return [OutboxRow(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     async def save_state(self, webhook_id: str, state: DeliveryState) -> None:

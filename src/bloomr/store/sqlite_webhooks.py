@@ -11,7 +11,7 @@ import orjson
 
 from ..faults import guarded
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
-from .base import OutboxItem, OutboxRow, Routes
+from .base import OutboxItem, OutboxRow, Routes, Span
 from .sqlite import SQLiteStore
 from .sqlite_outbox import INSERT_ERA, INSERT_ITEM, SELECT_ERA
 
@@ -130,14 +130,9 @@ class SQLiteWebhookStore:
             return int(conn.total_changes - before)
 
     async def outbox(
-        self,
-        webhook_id: str,
-        limit: int,
-        era: int | None = None,
-        first_seq: int = 0,
-        last_seq: int | None = None,
+        self, webhook_id: str, limit: int, span: Span | None = None
     ) -> list[OutboxRow]:
-        if era is None:
+        if span is None:
             sql = (
                 "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = ? "
                 "ORDER BY era, seq LIMIT ?"
@@ -148,8 +143,7 @@ class SQLiteWebhookStore:
                 "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = ? AND era = ? "
                 "AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?"
             )
-            top = last_seq if last_seq is not None else 2**63 - 1
-            rows = await self._db._read(sql, (webhook_id, era, first_seq, top, limit))
+            rows = await self._db._read(sql, (webhook_id, *span, limit))
         return [OutboxRow(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     async def save_state(self, webhook_id: str, state: DeliveryState) -> None:

@@ -196,7 +196,7 @@ class DeliveryWorker:
     async def _reload_body(self, batch: Batch) -> bytes | None:
         store = self._sender.store
         rows = await self._store(
-            store.outbox(self.webhook.id, batch.count, batch.era, batch.first_seq, batch.last_seq)
+            store.outbox(self.webhook.id, batch.count, (batch.era, batch.first_seq, batch.last_seq))
         )
         return request_body([row.envelope for row in rows]) if rows else None
 
