@@ -75,6 +75,7 @@ class Bloomr:
         revoked: set[str] = set()  # token ids revoked while this node runs
         self.hub = Hub(b.broker, self.control, limits, revoked)
         self.hub.subscribers.per_token = ConnectionCount(s.bounds.max_per_token)
+        self.hub.subscribers.changed = b.presence.changed
         self.trimmer = Trimmer(b.broker, b.meta.list_streams, s.trim_interval)
         self.streams = Streams(b.meta, self.hub, self.control, revoked)
         key_hash = hash_secret(self.admin_key) if self.admin_key else ""
@@ -104,6 +105,7 @@ class Bloomr:
             scripts=self.scripts,
             metrics=self.metrics,
             probes=b.probes,
+            presence=b.presence,
         )
 
     def _collector(self) -> NodeCollector:
@@ -154,6 +156,7 @@ class Bloomr:
         await self.control.start()
         await self.backends.leases.start()
         await self.hub.start()
+        await self.backends.presence.start(self.hub.subscribers.occupancies)
         self.trimmer.start()
         await self.webhooks.start()  # before the scripts: their first lines count too
         await self.scripts.start()
@@ -172,6 +175,7 @@ class Bloomr:
         await self._scripts_closed
         self._scripts_closed = None
         await self.transports.close()
+        await self.backends.presence.stop()
         await self.webhooks.stop()  # writes the outboxes of everything published so far
         await self.backends.leases.stop()
         await self.trimmer.stop()

@@ -15,6 +15,7 @@ from .broker import Broker, broker_class
 from .config import Settings
 from .control import ControlChannel
 from .leases import LeaseKeeper
+from .presence import LocalPresence, Presence
 from .store.base import MetadataStore, ScriptStatusStore, WebhookStore
 
 Step = Callable[[], Awaitable[None]]
@@ -47,6 +48,7 @@ class Backends:
     webhooks: WebhookStore
     leases: LeaseKeeper
     script_status: ScriptStatusStore
+    presence: Presence = field(default_factory=LocalPresence)  # occupancy elsewhere
     # (what, url, open): opened in order at start
     opens: list[tuple[str, str, Step]] = field(default_factory=list)
     closes: list[Step] = field(default_factory=list)  # in order at stop
@@ -94,6 +96,7 @@ def embedded(settings: Settings) -> Backends:
 def cluster(settings: Settings) -> Backends:
     from .control.redis import RedisControl
     from .leases import RenewingLeaseKeeper
+    from .presence import RedisPresence
     from .store.postgres import PostgresStore
 
     assert settings.redis_url is not None and settings.database_url is not None
@@ -115,6 +118,10 @@ def cluster(settings: Settings) -> Backends:
         webhooks=pg,
         leases=RenewingLeaseKeeper(pg, settings.node_id, settings.lease_ttl),
         script_status=pg,
+        # a node's subscribers stop counting once it missed renewals for a lease's ttl
+        presence=RedisPresence(
+            lambda: history.client, name, settings.node_id, ttl=settings.lease_ttl
+        ),
         opens=[
             ("PostgreSQL", settings.database_url, pg.open),
             ("Redis", settings.redis_url, history.open),

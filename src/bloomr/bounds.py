@@ -15,53 +15,57 @@ KIB = 1024
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """One limit: its flag, its environment variable and what it means."""
+    """One limit: its flag and what it means; its environment variable is the flag's
+    name, `BLOOMR_` and upper case (`--max-head-bytes`: `BLOOMR_MAX_HEAD_BYTES`)."""
 
     flag: str
-    env: str
     help: str
 
+    @property
+    def env(self) -> str:
+        return "BLOOMR_" + self.flag.removeprefix("--").replace("-", "_").upper()
 
-def _bound(default: Any, flag: str, env: str, help: str) -> Any:
-    return field(default=default, metadata={"bound": Bound(flag, env, help)})
+
+def _bound(default: Any, flag: str, help: str) -> Any:
+    return field(default=default, metadata={"bound": Bound(flag, help)})
 
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
     max_head_bytes: int = _bound(
-        64 * KIB, "--max-head-bytes", "BLOOMR_MAX_HEAD_BYTES",
+        64 * KIB, "--max-head-bytes",
         "Largest request head (request line and headers); over it: 431.",
     )  # fmt: skip
     request_timeout: float = _bound(
-        30.0, "--request-timeout", "BLOOMR_REQUEST_TIMEOUT",
+        30.0, "--request-timeout",
         "Seconds a request's head and body have to arrive; after it: 408 and the "
         "connection is closed (slowloris).",
     )  # fmt: skip
     stall_timeout: float = _bound(
-        10.0, "--stall-timeout", "BLOOMR_STALL_TIMEOUT",
+        10.0, "--stall-timeout",
         "Seconds a connection with more than its backlog queued (a replay being sent "
         "counts) may read nothing before it is cut off as a slow consumer.",
     )  # fmt: skip
     connect_timeout: float = _bound(
-        10.0, "--connect-timeout", "BLOOMR_CONNECT_TIMEOUT",
+        10.0, "--connect-timeout",
         "Seconds an Engine.IO session has to complete its Socket.IO CONNECT.",
     )  # fmt: skip
     max_unconnected: int = _bound(
-        1000, "--max-unconnected", "BLOOMR_MAX_UNCONNECTED",
+        1000, "--max-unconnected",
         "Most Engine.IO sessions that have not completed their Socket.IO CONNECT; "
         "over it a new one is refused (503).",
     )  # fmt: skip
     auth_failures: int = _bound(
-        30, "--auth-failures", "BLOOMR_AUTH_FAILURES",
+        30, "--auth-failures",
         "Failed authentications one client address may make per minute; past them its "
         "requests get 429 with Retry-After (0: no limit).",
     )  # fmt: skip
     max_per_token: int = _bound(
-        0, "--max-connections-per-token", "BLOOMR_MAX_CONNECTIONS_PER_TOKEN",
+        0, "--max-connections-per-token",
         "Most live subscribers (Socket.IO, SSE, long polls) per token (0: no limit).",
     )  # fmt: skip
     max_per_address: int = _bound(
-        0, "--max-connections-per-address", "BLOOMR_MAX_CONNECTIONS_PER_ADDRESS",
+        0, "--max-connections-per-address",
         "Most open connections per client address (0: no limit).",
     )  # fmt: skip
 

@@ -4,7 +4,7 @@ broker hands over, and ending them (a revoked token, a deleted stream, an expiry
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 
@@ -25,6 +25,7 @@ class Subscribers:
         self._subs: dict[str, dict[str, set[Subscription]]] = {}
         self.slow_consumers = 0  # subscribers cut off so far
         self.per_token = ConnectionCount(0)  # live subscribers per token (0: no limit)
+        self.changed: Callable[[str], None] = _nothing  # told a stream's count changed
 
     def add(
         self, stream_id: str, channel: str, token_id: str | None, expires_at: str | None
@@ -38,6 +39,7 @@ class Subscribers:
             stream_id, channel, token_id, max_messages=max_messages, max_bytes=max_bytes
         )
         self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
+        self.changed(stream_id)
         if token_id is not None and token_id in self._revoked:
             sub.close(BloomrError("token_revoked", "the token was revoked"))
         if expires_at is not None:
@@ -53,6 +55,7 @@ class Subscribers:
         if subs is None or sub not in subs:
             return
         subs.remove(sub)
+        self.changed(sub.stream_id)
         self.per_token.release(sub.token_id)
         if sub.overflowed:
             self.slow_consumers += 1
@@ -93,9 +96,17 @@ class Subscribers:
         """Live subscribers of a stream on this node (every transport), by channel."""
         return {channel: len(subs) for channel, subs in self._subs.get(stream_id, {}).items()}
 
+    def occupancies(self) -> dict[str, dict[str, int]]:
+        """`occupancy` of every stream with live subscribers on this node."""
+        return {stream_id: self.occupancy(stream_id) for stream_id in self._subs}
+
     @property
     def count(self) -> int:
         return sum(len(subs) for channels in self._subs.values() for subs in channels.values())
+
+
+def _nothing(stream_id: str) -> None:
+    pass
 
 
 def _expire_later(sub: Subscription, expires_at: str) -> None:

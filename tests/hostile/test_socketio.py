@@ -113,6 +113,7 @@ async def test_a_session_that_never_connects_is_closed(hostile: Server) -> None:
             assert r.text.startswith("1"), r.text
             r = await http.get("/socket.io/", params=eio(sid=sid))
         assert r.status_code == 400 and r.json()["message"] == "Session ID unknown"
+        assert r.json()["error"] == {"code": "invalid_argument", "message": "Session ID unknown"}
     client = await RawSocketIO.open(hostile)  # and on websocket
     try:
         assert await closed_by_server(client.reader, 5)
@@ -130,6 +131,9 @@ async def test_sessions_waiting_to_connect_are_capped() -> None:
                 sids.append(json.loads(r.text[1:])["sid"])
             r = await http.get("/socket.io/", params=eio())
             assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "unavailable"  # and Engine.IO's own code
+            assert r.json()["code"] == 3
             for sid in sids:  # they leave: room again
                 await http.post("/socket.io/", params=eio(sid=sid), content="1")
             r = await http.get("/socket.io/", params=eio())

@@ -24,6 +24,7 @@ from sioclient import (
     Publisher,
     check_handover,
     connect_and_wait,
+    connected,
     ensure_node_modules,
     node_available,
     numbers,
@@ -522,3 +523,48 @@ async def test_a_webhook_made_on_a_gets_b_messages_once_in_order(
         assert got == list(range(30))
     finally:
         await runner.cleanup()
+
+
+# -- occupancy (SPEC §7) -------------------------------------------------------------------
+
+
+async def _occupancy(node: Server, stream_id: str) -> dict[str, Any]:
+    async with node.client() as http:
+        r = await http.get(f"/api/streams/{stream_id}/occupancy", headers=node.admin)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+async def test_occupancy_counts_subscribers_on_every_node_and_forgets_a_dead_one() -> None:
+    with two_nodes("t_occupancy_" + uuid.uuid4().hex[:12]) as (a, b):
+        stream_id, token = await a.stream_and_token()
+        both = {"total": 3, "channels": {"": 2, "errors": 1}}
+
+        async def seen_everywhere(expected: dict[str, Any]) -> bool:
+            return all([await _occupancy(n, stream_id) == expected for n in (a, b)])
+
+        async with (
+            connected(a.socket_url(stream=stream_id, token=token)),
+            connected(b.socket_url(stream=stream_id, token=token), transport="polling"),
+            connected(b.socket_url(stream=stream_id, token=token, channel="errors")),
+        ):
+            await wait_for(lambda: seen_everywhere(both), 5, "occupancy not summed")
+        empty = {"total": 0, "channels": {}}
+        await wait_for(lambda: seen_everywhere(empty), 5, "closed sessions still counted")
+
+        # a node killed with its subscribers: they stop counting after the lease ttl
+        async with connected(a.socket_url(stream=stream_id, token=token, channel="errors")):
+            on_b = await connect_and_wait(b.socket_url(stream=stream_id, token=token))
+            try:
+                at_a = {"total": 2, "channels": {"": 1, "errors": 1}}
+                await wait_for(lambda: seen_everywhere(at_a), 5, "not counted")
+                b.process.send_signal(signal.SIGKILL)
+                b.process.wait(5)
+                only_a = {"total": 1, "channels": {"errors": 1}}
+
+                async def forgotten() -> bool:
+                    return await _occupancy(a, stream_id) == only_a
+
+                await wait_for(forgotten, TTL + 3, "a dead node's subscribers still count")
+            finally:
+                await on_b.close()

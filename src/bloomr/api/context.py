@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from ..auth import Authenticator
 from ..config import Settings
 from ..hub import Hub
+from ..presence import LocalPresence, Presence
 from ..store.base import MetadataStore
 from ..streams import Streams
 
@@ -31,6 +32,7 @@ class Context:
     metrics: CollectorRegistry | None = None
     # cluster: what /healthz checks, by name (empty in embedded mode)
     probes: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    presence: Presence = field(default_factory=LocalPresence)  # occupancy on other nodes
     # set when the server stops accepting: long polls answer at once
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -219,6 +219,56 @@ def admin_api(url: str, key: str | None) -> Api:
     return Api(url, admin_key(key))
 
 
+def api_path(*segments: str) -> str:
+    """`/api/` and the segments, each quoted whole: an id `a/b` must not reach another
+    route."""
+    from urllib.parse import quote
+
+    return "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+def list_items(
+    url: str,
+    key: str | None,
+    path: str,
+    as_json: bool,
+    name: str,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """An admin GET of a collection (`{"<name>": [...]}`): with --json the API's
+    document, else a table of `row(item)`, or `no <name>`."""
+    doc = admin_api(url, key).call("GET", path)
+    if as_json:
+        print_json(doc)
+        return
+    print_table(headers, [row(item) for item in doc[name]], empty=f"no {name}")
+
+
+def delete(
+    url: str, key: str | None, path: str, as_json: bool, noun: str, ident: str, done: str
+) -> None:
+    """An admin DELETE, said as `<done> <noun> <ident>` (`deleted stream X`), or with
+    --json as `{"id": "<ident>", "<done>": true}`."""
+    admin_api(url, key).call("DELETE", path)
+    if as_json:
+        print_json({"id": ident, done: True})
+    else:
+        click.echo(f"{done} {noun} {ident}")
+
+
+def add_delete_command(
+    group: click.Group, name: str, collection: str, noun: str, done: str, doc: str
+) -> None:
+    """`bloomr <group> <name> ID`: `delete` of `/api/<collection>/ID`."""
+
+    @group.command(name, help=doc)
+    @click.argument("ident", metavar="ID")
+    @admin_options
+    def command(ident: str, url: str, admin_key: str | None, as_json: bool) -> None:
+        delete(url, admin_key, api_path(collection, ident), as_json, noun, ident, done)
+
+
 # -- output ----------------------------------------------------------------------------
 
 

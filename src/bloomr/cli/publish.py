@@ -12,7 +12,15 @@ from typing import IO, Any, Literal
 
 import click
 
-from .common import Api, CliError, client_options, client_secret, json_option, print_json
+from .common import (
+    Api,
+    CliError,
+    api_path,
+    client_options,
+    client_secret,
+    json_option,
+    print_json,
+)
 
 BATCH_MESSAGES = 500
 BATCH_BYTES = 4 * 1024 * 1024  # well under the server's default 10 MiB body limit
@@ -98,7 +106,7 @@ def publish_command(
     """Publish DATA to STREAM, or with no DATA each line of stdin as one message.
     Needs a token with the publish scope, or the admin key."""
     api = Api(url, client_secret(token, admin_key))
-    path = f"/api/streams/{_quote(stream_id)}/messages"
+    path = api_path("streams", stream_id, "messages")
     if data is not None:
         try:
             value = parse_data(data, parse)
@@ -146,9 +154,3 @@ def _send(api: Api, path: str, items: list[dict[str, Any]], published: int) -> l
             ) from None
         raise
     return list(doc["ids"])
-
-
-def _quote(segment: str) -> str:
-    from urllib.parse import quote
-
-    return quote(segment, safe="")

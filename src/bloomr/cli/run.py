@@ -24,17 +24,19 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 import orjson
 
+from ..client.publisher import take_batch
 from .common import (
     TIMEOUT,
     CliError,
+    api_path,
     client_options,
     client_secret,
     error_line,
@@ -61,6 +63,7 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 SPAWN_FAILED = 127  # as a shell exits for a command it cannot run
 
 Outcome = Literal["sent", "retry", "too_large", "fatal"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def encode_batch(drafts: list[Draft]) -> bytes:
@@ -162,16 +165,8 @@ class Uploader:
                 self._idle.set()
 
     def _take(self) -> list[Draft]:
-        batch: list[Draft] = []
-        size = 2
-        while self._pending and len(batch) < BATCH_MESSAGES:
-            cost = len(self._pending[0].data_json) + len(self._pending[0].channel) + 24
-            if batch and size + cost > BATCH_BYTES:
-                break
-            draft = self._pending.popleft()
-            self._pending_bytes -= len(draft.data_json)
-            batch.append(draft)
-            size += cost
+        batch = take_batch(self._pending, BATCH_MESSAGES, BATCH_BYTES, _draft_cost)
+        self._pending_bytes -= sum(len(draft.data_json) for draft in batch)
         self._in_flight = len(batch)
         self._room.set()
         return batch
@@ -243,6 +238,10 @@ class Uploader:
             away = time.monotonic() - self._outage_since
             warn(f"publishing again after {away:.1f}s ({self.backlog} lines to catch up)")
             self._outage_since = None
+
+
+def _draft_cost(draft: Draft) -> int:
+    return len(draft.data_json) + len(draft.channel) + 24  # with {"channel":"","data":},
 
 
 def echo(drafts: list[Draft]) -> None:
@@ -352,12 +351,10 @@ class RunOptions:
 
 
 async def _main(url: str, secret: str, stream_id: str, spec: ScriptSpec, opts: RunOptions) -> int:
-    from urllib.parse import quote
-
     import httpx
 
     base = url.rstrip("/")
-    path = f"/api/streams/{quote(stream_id, safe='')}/messages"
+    path = api_path("streams", stream_id, "messages")
     headers = {"Authorization": f"Bearer {secret}"}
     try:
         client = httpx.AsyncClient(
@@ -387,6 +384,17 @@ def _spec(command: tuple[str, ...], cwd: Path | None, env: dict[str, str]) -> Sc
         raise click.UsageError(exc.message) from None
 
 
+def _seconds_option(flag: str, default: float, text: str) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
+
+
 @click.command("run")
 @click.option("--stream", "stream_id", required=True, metavar="ID", help="Publish to this stream.")
 @click.option("--cwd", type=click.Path(path_type=Path, file_okay=False), help="Run it there.")
@@ -397,22 +405,12 @@ def _spec(command: tuple[str, ...], cwd: Path | None, env: dict[str, str]) -> Sc
     metavar="NAME=VALUE",
     help="An extra environment variable for the command (repeatable).",
 )
-@click.option(
+@_seconds_option(
     "--max-outage",
-    type=click.FloatRange(min=0),
-    default=300,
-    show_default=True,
-    metavar="SECONDS",
-    help="Give up (stop the command, exit 1) when the server is unreachable this long; 0: never.",
+    300,
+    "Give up (stop the command, exit 1) when the server is unreachable this long; 0: never.",
 )
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=5,
-    show_default=True,
-    metavar="SECONDS",
-    help="After SIGTERM, how long the command has before SIGKILL.",
-)
+@_seconds_option("--grace", 5, "After SIGTERM, how long the command has before SIGKILL.")
 @click.option("--echo", is_flag=True, help="Also print the command's output here.")
 @client_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..bounds import Bounds, bound_fields
+from ..bounds import Bound, Bounds, bound_fields
 from ..config import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_DATA_DIR,
@@ -57,20 +57,17 @@ def _bound_options(command: Callable[..., None]) -> Callable[..., None]:
     """The limits of `bounds.py` and the subscriber backlog, each a flag with its
     environment variable (listed in --help)."""
     sizes = [
-        ("--max-body", "BLOOMR_MAX_BODY", DEFAULT_MAX_BODY, "Largest request body in bytes (413)."),
-        ("--backlog-messages", "BLOOMR_BACKLOG_MESSAGES", 10_000,
-         "Most messages queued for one connection before it is a slow consumer."),
-        ("--backlog-bytes", "BLOOMR_BACKLOG_BYTES", 16 * 1024 * 1024,
-         "Most bytes queued for one connection (replay and Engine.IO replies included)."),
+        ("max_body", int, DEFAULT_MAX_BODY, Bound("--max-body",
+         "Largest request body in bytes (413).")),
+        ("backlog_messages", int, 10_000, Bound("--backlog-messages",
+         "Most messages queued for one connection before it is a slow consumer.")),
+        ("backlog_bytes", int, 16 * 1024 * 1024, Bound("--backlog-bytes",
+         "Most bytes queued for one connection (replay and Engine.IO replies included).")),
     ]  # fmt: skip
     options = [
-        click.option(flag, type=int, default=default, envvar=env, show_envvar=True,
-                     show_default=True, help=text)
-        for flag, env, default, text in sizes
-    ] + [
         click.option(bound.flag, name, type=kind, default=default, envvar=bound.env,
                      show_envvar=True, show_default=True, help=bound.help)
-        for name, kind, default, bound in bound_fields()
+        for name, kind, default, bound in sizes + bound_fields()
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)

@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 import click
 
 from .common import (
+    add_delete_command,
     admin_api,
     admin_options,
+    api_path,
+    list_items,
     or_dash,
     parse_env,
     print_fields,
     print_json,
-    print_table,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -187,13 +189,8 @@ def create_command(
 @admin_options
 def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
     """List every stream."""
-    doc = admin_api(url, admin_key).call("GET", "/api/streams")
-    if as_json:
-        print_json(doc)
-        return
-    rows = [_row(s) for s in doc["streams"]]
     headers = ["ID", "NAME", "HISTORY", "RETENTION", "SCRIPT", "COMMAND"]
-    print_table(headers, rows, empty="no streams")
+    list_items(url, admin_key, "/api/streams", as_json, "streams", headers, _row)
 
 
 @streams_group.command("show")
@@ -201,7 +198,7 @@ def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
 @admin_options
 def show_command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
     """Show a stream, with its script's status."""
-    stream = admin_api(url, admin_key).call("GET", f"/api/streams/{_path(stream_id)}")
+    stream = admin_api(url, admin_key).call("GET", api_path("streams", stream_id))
     _print_stream(stream, as_json)
 
 
@@ -231,7 +228,7 @@ def update_command(
     _clear(body, "cwd", clear_cwd, "--clear-cwd")
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
-    stream = admin_api(url, admin_key).call("PATCH", f"/api/streams/{_path(stream_id)}", body)
+    stream = admin_api(url, admin_key).call("PATCH", api_path("streams", stream_id), body)
     _print_stream(stream, as_json)
 
 
@@ -243,23 +240,17 @@ def _clear(body: dict[str, Any], field: str, flag: bool, option: str) -> None:
     body[field] = None
 
 
-@streams_group.command("delete")
-@click.argument("stream_id", metavar="ID")
-@admin_options
-def delete_command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
-    """Delete a stream, its history and its script; its clients are disconnected."""
-    admin_api(url, admin_key).call("DELETE", f"/api/streams/{_path(stream_id)}")
-    if as_json:
-        print_json({"id": stream_id, "deleted": True})
-    else:
-        click.echo(f"deleted stream {stream_id}")
+add_delete_command(
+    streams_group, "delete", "streams", "stream", "deleted",
+    "Delete a stream, its history and its script; its clients are disconnected.",
+)  # fmt: skip
 
 
 def _control_command(action: str, done: str, doc: str) -> click.Command:
     @click.argument("stream_id", metavar="ID")
     @admin_options
     def command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
-        path = f"/api/streams/{_path(stream_id)}/{action}"
+        path = api_path("streams", stream_id, action)
         stream = admin_api(url, admin_key).call("POST", path)
         if as_json:
             print_json(stream)
@@ -276,10 +267,3 @@ _control_command(
     "stop", "stopped", "Stop the stream's script (SIGTERM, then SIGKILL after a grace period)."
 )
 _control_command("restart", "restarted", "Stop the stream's script if it runs, then start it.")
-
-
-def _path(segment: str) -> str:
-    """An id as one path segment: `a/b` must not reach another route."""
-    from urllib.parse import quote
-
-    return quote(segment, safe="")

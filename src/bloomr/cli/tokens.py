@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import admin_api, admin_options, or_dash, print_json, print_table
+from .common import add_delete_command, admin_api, admin_options, list_items, or_dash, print_json
 
 
 @click.group("tokens")
@@ -105,34 +105,22 @@ def _streams_text(streams: list[str]) -> str:
 @admin_options
 def list_command(url: str, admin_key: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    doc = admin_api(url, admin_key).call("GET", "/api/tokens")
-    if as_json:
-        print_json(doc)
-        return
-    rows = [
-        [
-            t["id"],
-            or_dash(t.get("name")),
-            _streams_text(t["streams"]),
-            ",".join(t["scopes"]),
-            t.get("expires_at") or "never",
-            or_dash(t.get("created_at")),
-        ]
-        for t in doc["tokens"]
-    ]
     headers = ["ID", "NAME", "STREAMS", "SCOPES", "EXPIRES", "CREATED"]
-    print_table(headers, rows, empty="no tokens")
+    list_items(url, admin_key, "/api/tokens", as_json, "tokens", headers, _row)
 
 
-@tokens_group.command("revoke")
-@click.argument("token_id", metavar="ID")
-@admin_options
-def revoke_command(token_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
-    """Revoke a token; its live connections end within a second."""
-    from urllib.parse import quote
+def _row(token: dict[str, Any]) -> list[str]:
+    return [
+        token["id"],
+        or_dash(token.get("name")),
+        _streams_text(token["streams"]),
+        ",".join(token["scopes"]),
+        token.get("expires_at") or "never",
+        or_dash(token.get("created_at")),
+    ]
 
-    admin_api(url, admin_key).call("DELETE", f"/api/tokens/{quote(token_id, safe='')}")
-    if as_json:
-        print_json({"id": token_id, "revoked": True})
-    else:
-        click.echo(f"revoked token {token_id}")
+
+add_delete_command(
+    tokens_group, "revoke", "tokens", "token", "revoked",
+    "Revoke a token; its live connections end within a second.",
+)  # fmt: skip

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from .common import admin_api, admin_options, or_dash, print_fields, print_json, print_table
+from .common import (
+    admin_api,
+    admin_options,
+    api_path,
+    delete,
+    list_items,
+    or_dash,
+    print_fields,
+    print_json,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group("webhooks")
@@ -16,8 +27,15 @@ def webhooks_group() -> None:
 
 
 def _path(stream_id: str, webhook_id: str | None = None) -> str:
-    path = f"/api/streams/{quote(stream_id, safe='')}/webhooks"
-    return path if webhook_id is None else f"{path}/{quote(webhook_id, safe='')}"
+    one = () if webhook_id is None else (webhook_id,)
+    return api_path("streams", stream_id, "webhooks", *one)
+
+
+def _one_webhook(command: F) -> F:
+    """STREAM ID and the admin options: for the commands on one webhook."""
+    command = admin_options(command)
+    command = click.argument("webhook_id", metavar="ID")(command)
+    return click.argument("stream_id", metavar="STREAM")(command)
 
 
 @webhooks_group.command("create")
@@ -72,30 +90,24 @@ def _last(hook: dict[str, Any]) -> str:
 @admin_options
 def list_command(stream_id: str, url: str, admin_key: str | None, as_json: bool) -> None:
     """List STREAM's webhooks with their delivery state (never their secrets)."""
-    doc = admin_api(url, admin_key).call("GET", _path(stream_id))
-    if as_json:
-        print_json(doc)
-        return
-    rows = [
-        [
-            h["id"],
-            _channel(h["channel"]),
-            str(h["pending"]),
-            str(h["delivered"]),
-            str(h["dropped"]),
-            h["url"],
-            _last(h),
-        ]
-        for h in doc["webhooks"]
-    ]
     headers = ["ID", "CHANNEL", "PENDING", "DELIVERED", "DROPPED", "URL", "LAST"]
-    print_table(headers, rows, empty="no webhooks")
+    list_items(url, admin_key, _path(stream_id), as_json, "webhooks", headers, _row)
+
+
+def _row(hook: dict[str, Any]) -> list[str]:
+    return [
+        hook["id"],
+        _channel(hook["channel"]),
+        str(hook["pending"]),
+        str(hook["delivered"]),
+        str(hook["dropped"]),
+        hook["url"],
+        _last(hook),
+    ]
 
 
 @webhooks_group.command("show")
-@click.argument("stream_id", metavar="STREAM")
-@click.argument("webhook_id", metavar="ID")
-@admin_options
+@_one_webhook
 def show_command(
     stream_id: str, webhook_id: str, url: str, admin_key: str | None, as_json: bool
 ) -> None:
@@ -111,15 +123,10 @@ def show_command(
 
 
 @webhooks_group.command("delete")
-@click.argument("stream_id", metavar="STREAM")
-@click.argument("webhook_id", metavar="ID")
-@admin_options
+@_one_webhook
 def delete_command(
     stream_id: str, webhook_id: str, url: str, admin_key: str | None, as_json: bool
 ) -> None:
     """Delete a webhook: no delivery starts after this, and what waits is dropped."""
-    admin_api(url, admin_key).call("DELETE", _path(stream_id, webhook_id))
-    if as_json:
-        print_json({"id": webhook_id, "deleted": True})
-    else:
-        click.echo(f"deleted webhook {webhook_id}")
+    path = _path(stream_id, webhook_id)
+    delete(url, admin_key, path, as_json, "webhook", webhook_id, "deleted")

@@ -14,10 +14,11 @@ import json
 import random
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .model import BloomrError, check_channel, http_error
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -196,14 +198,7 @@ class Publisher:
                 self._idle.set()
 
     def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
-        size = 2
-        while self._pending and len(batch) < self.batch_size:
-            cost = len(self._pending[0].body) + 1
-            if batch and size + cost > self.max_batch_bytes:
-                break
-            batch.append(self._pending.popleft())
-            size += cost
+        batch = take_batch(self._pending, self.batch_size, self.max_batch_bytes, _item_cost)
         self._in_flight = len(batch)
         self._room.set()
         return batch
@@ -261,6 +256,24 @@ class Publisher:
         if response.status_code in RETRY_STATUSES or response.status_code >= 500:
             return _Retry(retry_after(response.headers.get("Retry-After")), str(error))
         raise error
+
+
+def _item_cost(item: _Item) -> int:
+    return len(item.body) + 1  # and a comma
+
+
+def take_batch(pending: deque[T], most: int, max_bytes: int, cost: Callable[[T], int]) -> list[T]:
+    """From the front of `pending`: at most `most` items whose `cost`s, in a JSON array
+    (`[`, `]`), stay within `max_bytes`; at least one, whatever its size."""
+    batch: list[T] = []
+    size = 2
+    while pending and len(batch) < most:
+        item_cost = cost(pending[0])
+        if batch and size + item_cost > max_bytes:
+            break
+        batch.append(pending.popleft())
+        size += item_cost
+    return batch
 
 
 def retry_after(value: str | None) -> float:

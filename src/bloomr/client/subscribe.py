@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .backfill import Gap, next_page
@@ -29,37 +30,44 @@ BACKFILL_ATTEMPTS = 5
 BACKFILL_RETRY = 0.5  # seconds before the first retry, doubling
 
 
+@dataclass(frozen=True)
+class SubscribeOptions:
+    """What a subscription asks for beyond its url, stream and token: the keyword
+    arguments of `subscribe()`, checked and held as one value."""
+
+    channel: str = ""
+    replay: str | None = None
+    replay_limit: int | None = None
+    on_warning: WarningCallback | None = None
+    backfill: bool = False
+    until_live: bool = False
+    options: Options | None = None
+
+    def __post_init__(self) -> None:
+        if self.replay_limit is not None and self.replay_limit < 1:
+            raise ValueError("replay_limit must be a positive integer")
+
+
 class Subscription:
     """The async iterator `subscribe()` returns; also an async context manager.
 
     Iterate it for `Message`s; `aclose()` (or leaving `async with`) disconnects."""
 
-    def __init__(
-        self,
-        url: str,
-        stream: str,
-        token: str,
-        *,
-        channel: str = "",
-        replay: str | None = None,
-        replay_limit: int | None = None,
-        on_warning: WarningCallback | None = None,
-        backfill: bool = False,
-        until_live: bool = False,
-        options: Options | None = None,
-    ) -> None:
-        if replay_limit is not None and replay_limit < 1:
-            raise ValueError("replay_limit must be a positive integer")
+    def __init__(self, url: str, stream: str, token: str, wanted: SubscribeOptions) -> None:
         self.url = url.rstrip("/")
         self.stream = stream
-        self.channel = channel  # the server checks it (error invalid_argument)
+        self.channel = wanted.channel  # the server checks it (error invalid_argument)
         self._token = token
-        self._cursor = Cursor(replay or None, replay_limit)
-        self._on_warning = on_warning
-        self._options = options or Options()
-        target = Target(self.url, stream, token, channel)
+        self._cursor = Cursor(wanted.replay or None, wanted.replay_limit)
+        self._on_warning = wanted.on_warning
+        self._options = wanted.options or Options()
+        target = Target(self.url, stream, token, wanted.channel)
         self._connector = Connector(
-            target, self._cursor, self._options, backfill=backfill, until_live=until_live
+            target,
+            self._cursor,
+            self._options,
+            backfill=wanted.backfill,
+            until_live=wanted.until_live,
         )
         self._queue = self._connector.queue
         self._task: asyncio.Task[None] | None = None
@@ -209,10 +217,7 @@ def subscribe(
             async for message in messages:
                 print(message.id, message.data)
     """
-    return Subscription(
-        url,
-        stream,
-        token,
+    wanted = SubscribeOptions(
         channel=channel,
         replay=replay,
         replay_limit=replay_limit,
@@ -221,3 +226,4 @@ def subscribe(
         until_live=until_live,
         options=options,
     )
+    return Subscription(url, stream, token, wanted)

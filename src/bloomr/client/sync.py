@@ -6,16 +6,17 @@ called from that thread."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import weakref
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
-from .connection import Options
 from .model import Message
 from .publisher import Publisher
-from .subscribe import Subscription, WarningCallback
+from .subscribe import Subscription, subscribe
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -56,8 +57,9 @@ class SyncSubscription:
     """The plain iterator `subscribe_sync()` returns; also a context manager."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Takes `subscribe()`'s arguments."""
         self._thread = _LoopThread()
-        self._subscription: Subscription = _build(self._thread, Subscription, *args, **kwargs)
+        self._subscription: Subscription = _build(self._thread, subscribe, *args, **kwargs)
         # closed even when dropped unclosed (a `for` left with `break`)
         self._finalizer = weakref.finalize(self, _shut, self._thread, self._subscription)
 
@@ -88,19 +90,24 @@ def _shut(thread: _LoopThread, subscription: Subscription) -> None:
         thread.stop()
 
 
-def subscribe_sync(
-    url: str,
-    stream: str,
-    token: str,
-    *,
-    channel: str = "",
-    replay: str | None = None,
-    replay_limit: int | None = None,
-    on_warning: WarningCallback | None = None,
-    backfill: bool = False,
-    until_live: bool = False,
-    options: Options | None = None,
-) -> SyncSubscription:
+def _same_arguments_as(
+    model: Callable[P, object],
+) -> Callable[[Callable[..., T]], Callable[P, T]]:
+    """Gives the decorated function `model`'s parameters, for type checkers and
+    `help()` alike: one list of keyword arguments, not a copy that could drift."""
+
+    def decorate(function: Callable[..., T]) -> Callable[P, T]:
+        signature = inspect.signature(model)
+        function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=inspect.signature(function).return_annotation
+        )
+        return function
+
+    return decorate
+
+
+@_same_arguments_as(subscribe)
+def subscribe_sync(*args: Any, **kwargs: Any) -> SyncSubscription:
     """`subscribe()` as a plain iterator (same arguments, same guarantees).
 
     Example::
@@ -109,18 +116,7 @@ def subscribe_sync(
             for message in messages:
                 print(message.data)
     """
-    return SyncSubscription(
-        url,
-        stream,
-        token,
-        channel=channel,
-        replay=replay,
-        replay_limit=replay_limit,
-        on_warning=on_warning,
-        backfill=backfill,
-        until_live=until_live,
-        options=options,
-    )
+    return SyncSubscription(*args, **kwargs)
 
 
 class SyncPublisher:

@@ -20,6 +20,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from ..credentials import client_address
+from ..faults import retry_after
 from .base import WebSocketHandler, WebSocketLink
 from .frames import ws_frame
 
@@ -56,12 +57,21 @@ OpenHandler = Callable[["EngineSession", dict[str, str], dict[str, str]], Handle
 
 
 class EngineError(Exception):
-    """A request Engine.IO refuses: answered 400 with `{code, message}` like the
-    reference server."""
+    """A request Engine.IO refuses. The body keeps the reference server's numeric
+    `{code, message}` (clients written against it read them) and adds bloomr's own
+    `error` object, so the one error shape is there too; a 503 says `Retry-After`."""
 
     def __init__(self, code: int, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+
+    def body(self) -> bytes:
+        error = {"code": _ERROR_CODES[self.status], "message": self.message}
+        return orjson.dumps({"code": self.code, "message": self.message, "error": error})
+
+
+# bloomr's code for each status an Engine.IO refusal is answered with
+_ERROR_CODES = {400: "invalid_argument", 413: "payload_too_large", 503: "unavailable"}
 
 
 class EngineSession:
@@ -360,8 +370,8 @@ class EngineServer:
         try:
             body = await self._polling(scope, receive, headers)
         except EngineError as exc:
-            error = orjson.dumps({"code": exc.code, "message": exc.message})
-            await _respond(send, exc.status, error, cors + [(b"content-type", b"application/json")])
+            head = cors + [(b"content-type", b"application/json"), *retry_after(exc.status)]
+            await _respond(send, exc.status, exc.body(), head)
             return
         await _respond(send, 200, body, cors + _TEXT)
 
