@@ -66,15 +66,15 @@ _HAS_ERA = (
     "SELECT true FROM information_schema.columns WHERE table_schema = $1 "
     "AND table_name = 'webhook_outbox' AND column_name = 'era'"
 )
-_ERAS = (
-    "INSERT INTO outbox_eras (epoch) SELECT DISTINCT unnest($1::text[]) ORDER BY 1 "
-    "ON CONFLICT DO NOTHING"
+# an epoch's era, made the first time an outbox sees it (committed on its own: a node
+# keeps what it read, as an epoch's era never changes)
+_MAKE_ERAS = (
+    "INSERT INTO outbox_eras (epoch) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING"
 )
+_ERAS = "SELECT epoch, era FROM outbox_eras WHERE epoch = ANY($1::text[])"
 _ENQUEUE = (
     "WITH added AS (INSERT INTO webhook_outbox (webhook_id, era, seq, envelope) "
-    "SELECT i.webhook_id, e.era, i.seq, i.envelope "
-    "FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) "
-    "AS i (webhook_id, epoch, seq, envelope) JOIN outbox_eras e ON e.epoch = i.epoch "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) "
     "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM added"
 )
 # One statement: ON CONFLICT makes concurrent acquires of one key queue on its row and
@@ -109,7 +109,7 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
 
 
-async def _enqueue(conn: Conn, items: Sequence[OutboxItem]) -> int:
+async def _enqueue(conn: Conn, items: Sequence[OutboxItem], eras: dict[str, int]) -> int:
     # KEY SHARE on the webhooks: a racing delete waits for this commit (and then
     # cascades over what it added) or wins first (and its webhook is skipped); it does
     # not block state updates.
@@ -117,9 +117,7 @@ async def _enqueue(conn: Conn, items: Sequence[OutboxItem]) -> int:
     sql = "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE"
     alive = {row[0] for row in await conn.fetch(sql, ids)}
     kept = [i for i in items if i.webhook_id in alive]
-    epochs = [i.epoch for i in kept]
-    await conn.execute(_ERAS, epochs)  # a new epoch gets the next era
-    columns = ([i.webhook_id for i in kept], epochs, [i.seq for i in kept])
+    columns = ([i.webhook_id for i in kept], [eras[i.epoch] for i in kept], [i.seq for i in kept])
     return int(await conn.fetchval(_ENQUEUE, *columns, [i.envelope for i in kept]))
 
 
@@ -141,6 +139,7 @@ class PostgresStore:
             raise ValueError(f"invalid schema name {schema!r}: use [a-z_][a-z0-9_]*")
         self._dsn, self._schema = dsn, schema
         self._pool: Any = None
+        self._eras: dict[str, int] = {}  # epoch -> era of the webhook outboxes
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -286,7 +285,12 @@ class PostgresStore:
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         if not items:
             return 0
-        return await self._transaction(lambda conn: _enqueue(conn, items))
+        new = sorted({item.epoch for item in items} - self._eras.keys())
+        if new:  # the insert's own snapshot would not see what another node made
+            await self._execute(_MAKE_ERAS, new)
+            rows = await self._fetch(_ERAS, new)
+            self._eras.update({str(r[0]): int(r[1]) for r in rows})
+        return await self._transaction(lambda conn: _enqueue(conn, items, self._eras))
 
     async def outbox(
         self, webhook_id: str, limit: int, span: Span | None = None
