@@ -280,15 +280,17 @@ class Hub:
         if not group:
             return
         results = await self.broker.publish([p.batch for p in group])
-        # a stream's batches of one group commit are in one epoch (one atomic step)
-        stored: dict[str, tuple[str, list[Message]]] = {}
+        stored: dict[str, list[Message]] = {}
+        epochs: dict[str, str] = {}  # a stream's batches of one group are in one epoch
         for pending, result in zip(group, results, strict=True):
             if isinstance(result, list):  # a Repeat was told about the first time
                 batch = pending.batch
-                stored.setdefault(batch.stream_id, (batch.epoch, []))[1].extend(result)
+                stored.setdefault(batch.stream_id, []).extend(result)
+                epochs[batch.stream_id] = batch.epoch or epochs.get(batch.stream_id, "")
         waits: dict[str, asyncio.Future[None]] = {}
-        for stream_id, (epoch, messages) in stored.items():
-            if (wait := self._listeners.published(stream_id, epoch, messages)) is not None:
+        for stream_id, messages in stored.items():
+            wait = self._listeners.published(stream_id, epochs[stream_id], messages)
+            if wait is not None:
                 waits[stream_id] = wait
         for pending, result in zip(group, results, strict=True):
             if pending.future.done():

@@ -25,11 +25,13 @@ disk: the outbox lives in the store that is failing, and a spill file would be a
 store to keep, recover and fill up; a publisher slowed by an outage of the store its
 webhooks need is told so by its own latency, and nothing acknowledged is lost.
 
-What is left: messages stored in Redis whose publish was never acknowledged (the node
-died between the Redis append and the PostgreSQL write) may miss the webhooks, as may a
-repeat of such a publish under its Idempotency-Key (the repeat is answered from Redis's
-record and is not written again); a webhook made on another node applies here once its
-`webhooks_changed` event arrives, or within the cache's ttl if that event is lost."""
+A clean stop drains the writer (bounded) after the scripts have stopped, so it loses
+nothing unless the store is down then. What is left: messages stored in Redis whose
+publish was never acknowledged (the node died between the Redis append and the
+PostgreSQL write) may miss the webhooks, as may a repeat of such a publish under its
+Idempotency-Key (the repeat is answered from Redis's record and is not written again);
+a webhook made on another node applies here once its `webhooks_changed` event arrives,
+or within the cache's ttl if that event is lost."""
 
 from __future__ import annotations
 
