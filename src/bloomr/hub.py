@@ -24,7 +24,7 @@ from .idempotency import Repeat, fingerprint
 from .model import Draft, Message, Stream
 from .replay import AfterId, AfterSeq, ReplayRequest
 from .replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
-from .store.base import AppendBatch
+from .store.base import PAGE_BYTES, AppendBatch, HistoryQuery
 from .subscribers import Subscribers
 from .subscription import Subscription
 
@@ -336,25 +336,29 @@ class Hub:
     async def plan_replay(
         self, sub: Subscription, stream: Stream, request: ReplayRequest | None
     ) -> ReplayPlan:
-        """Read what `sub` must get before going live (call after `subscribe`)."""
-        return await plan_replay(self.broker, stream, sub.channel, request)
+        """Plan what `sub` must get before going live (call after `subscribe`)."""
+        return await plan_replay(self.broker, stream, sub.channel, request, _page_bytes(sub))
 
     async def plan_resume(
-        self, stream: Stream, channel: str, start: AfterId | AfterSeq
+        self, sub: Subscription, stream: Stream, start: AfterId | AfterSeq
     ) -> ReplayPlan | RecoveryFailed:
         """What a reconnecting subscriber missed after its resume point (call after
         `subscribe`), or why it cannot be told exactly."""
-        return await plan_resume(self.broker, stream, channel, start)
+        return await plan_resume(self.broker, stream, sub.channel, start, _page_bytes(sub))
 
     async def head(self, stream_id: str) -> tuple[int, str]:
         """The stream's last seq and history epoch now (`Broker.head`)."""
         return await self.broker.head(stream_id)
 
-    async def page(
-        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
-    ) -> list[Message]:
-        """A page of a channel's history, oldest first (HTTP polling): `Broker.page`."""
-        return await self.broker.page(stream_id, channel, after_id, since_ms, limit)
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        """A page of a channel's history, oldest first (HTTP polling, a replay's pages
+        after its first): `Broker.page`."""
+        return await self.broker.page(query)
+
+
+def _page_bytes(sub: Subscription) -> int:
+    """A replay's page for `sub`: never more than its connection may have queued."""
+    return min(PAGE_BYTES, sub.max_bytes)
 
 
 async def _all(waits: list[asyncio.Future[None]]) -> None:

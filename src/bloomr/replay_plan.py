@@ -1,14 +1,15 @@
-"""What a subscriber gets before it goes live: the replayed messages, the head seq of
-the same snapshot (where live delivery takes over), and notices about the replay.
+"""What a subscriber gets before it goes live: the replay planned from one snapshot (its
+first page, how to read the rest page by page, the head seq of the same snapshot, where
+live delivery takes over), and notices about the replay.
 
 Notices are plain values; each transport turns them into its `warning` payloads at its
 edge (`transports/notices.py`). Pure but for the one broker read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .broker import Broker
+from .broker.base import Broker, HistoryQuery, ReplaySlice
 from .model import Message, Stream
 from .replay import MAX_REPLAY, AfterId, AfterSeq, ReplayRequest
 
@@ -54,30 +55,43 @@ class RecoveryFailed:
 Notice = LimitCapped | Truncated | UnknownId | HistoryDisabled | RecoveryFailed
 
 
-@dataclass(frozen=True, slots=True)
-class Backfill:
-    """Messages to send before the replayed ones, read page by page: those of the
-    channel after `after_id` (None: from the start) with after_seq < seq < until_seq."""
-
-    after_id: str | None
-    after_seq: int
-    until_seq: int
-
-
 @dataclass(slots=True)
 class ReplayPlan:
+    """A replay planned from one snapshot: its first page (`messages`), how many messages
+    it has in all (`count`), and how to read the pages after the first (`next_page`),
+    up to the snapshot's `head_seq`, where live delivery takes over."""
+
     notices: list[Notice] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     head_seq: int = 0
     epoch: str = ""
-    backfill: Backfill | None = None
+    count: int = 0
+    pages: HistoryQuery | None = None
+
+    def next_page(self, last: Message) -> HistoryQuery:
+        """The query of the page after `last`: what is left of the replay after it, up to
+        the head seq. Retention may trim the replay's oldest messages between two pages:
+        the next page then starts at the oldest that is left (the replay goes on with
+        what the history still holds, and hands over to live delivery exactly as
+        planned: nothing past the head seq is read, nothing before it comes live)."""
+        assert self.pages is not None, "no pages to read"
+        return self.pages.after(last, self.epoch)
+
+
+async def _plan(broker: Broker, query: HistoryQuery, plan: ReplayPlan) -> ReplaySlice:
+    found = await broker.replay(query)
+    plan.messages, plan.head_seq, plan.epoch = found.messages, found.head_seq, found.epoch
+    plan.count = found.count
+    plan.pages = replace(query, newest=None, window=None, until_seq=found.head_seq)
+    return found
 
 
 async def plan_replay(
-    broker: Broker, stream: Stream, channel: str, request: ReplayRequest | None
+    broker: Broker, stream: Stream, channel: str, request: ReplayRequest | None, page_bytes: int
 ) -> ReplayPlan:
-    """Read the replay a subscriber asked for (call after registering it with the hub,
-    so that everything newer than the snapshot reaches it live)."""
+    """Plan the replay a subscriber asked for, its pages `page_bytes` each (call after
+    registering it with the hub, so that everything newer than the snapshot reaches it
+    live)."""
     plan = ReplayPlan()
     if request is None:
         return plan
@@ -88,8 +102,9 @@ async def plan_replay(
         plan.notices.append(HistoryDisabled())
         return plan
     window = request.requested if request.start is None else None
-    found = await broker.replay(stream.id, channel, request.start, request.limit, window)
-    plan.messages, plan.head_seq, plan.epoch = found.messages, found.head_seq, found.epoch
+    query = HistoryQuery(stream.id, channel, request.start, max_bytes=page_bytes)
+    query = replace(query, newest=request.limit, window=window)
+    found = await _plan(broker, query, plan)
     if found.unknown_id:
         assert isinstance(request.start, AfterId)
         plan.notices.append(UnknownId(request.start.id))
@@ -100,17 +115,14 @@ async def plan_replay(
 
 
 async def plan_resume(
-    broker: Broker, stream: Stream, channel: str, start: AfterId | AfterSeq
+    broker: Broker, stream: Stream, channel: str, start: AfterId | AfterSeq, page_bytes: int
 ) -> ReplayPlan | RecoveryFailed:
-    """Everything of `channel` after a reconnecting client's resume point, however much:
-    the newest MAX_REPLAY from one snapshot, what came before them as a backfill."""
+    """Everything of `channel` after a reconnecting client's resume point, however much,
+    its pages `page_bytes` each."""
     if not stream.store_history:
         return RecoveryFailed("history_disabled")
-    found = await broker.replay(stream.id, channel, start, MAX_REPLAY, None)
-    if found.unknown_id:
+    plan = ReplayPlan()
+    query = HistoryQuery(stream.id, channel, start, max_bytes=page_bytes)
+    if (await _plan(broker, query, plan)).unknown_id:
         return RecoveryFailed("history_lost")
-    plan = ReplayPlan(messages=found.messages, head_seq=found.head_seq, epoch=found.epoch)
-    if found.matched > len(found.messages) and found.messages:
-        after_seq = start.seq if isinstance(start, AfterSeq) else 0
-        plan.backfill = Backfill(found.backfill_after_id, after_seq, found.messages[0].seq)
     return plan

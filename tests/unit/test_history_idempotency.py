@@ -15,6 +15,7 @@ from bloomr.errors import BloomrError
 from bloomr.idempotency import KeyPolicy, Repeat, fingerprint
 from bloomr.model import Draft, Message
 from bloomr.store.base import AppendBatch, Appended, HistoryStore
+from queries import paging
 
 
 class Store(HistoryStore, Protocol):
@@ -22,7 +23,7 @@ class Store(HistoryStore, Protocol):
 
 
 async def everything(store: Store, stream: str) -> list[Message]:
-    return await store.page(stream, "", None, None, 100_000)
+    return await store.page(paging(stream, "", None, None, 100_000))
 
 
 BACKENDS: dict[str, Any] = {"sqlite": SQLiteBackend, "redis": RedisBackend}

@@ -16,6 +16,7 @@ from bloomr.errors import BloomrError
 from bloomr.model import Draft, Message, now_ms
 from bloomr.replay import AfterId, Since
 from bloomr.store.base import AppendBatch, HistoryStore
+from queries import paging, replaying
 
 
 class Store(HistoryStore, Protocol):
@@ -45,7 +46,7 @@ async def append(store: Store, stream: str, items: list[Draft], keep: bool = Tru
 
 
 async def everything(store: Store, stream: str, channel: str = "") -> list[Message]:
-    return await store.page(stream, channel, None, None, 100_000)
+    return await store.page(paging(stream, channel, None, None, 100_000))
 
 
 def data(messages: list[Message]) -> list[Any]:
@@ -135,7 +136,7 @@ async def test_keep_false_orders_without_storing(store: Store) -> None:
     [after] = await append(store, S1, on("", 4))
     assert after.seq == 4
     assert data(await everything(store, S1)) == [1, 4]
-    found = await store.replay(S1, "", None, 10, None)
+    found = await store.replay(replaying(S1, "", None, 10, None))
     assert found.head_seq == 4
 
 
@@ -161,7 +162,7 @@ async def test_seq_survives_reopen(backend: Backend[Store]) -> None:
         assert m.seq == 5
         assert m.id > written[-1].id
         assert data(await everything(store, S1)) == [1, 2, 3, 5]
-        assert (await store.replay(S1, "", None, 10, None)).head_seq == 5
+        assert (await store.replay(replaying(S1, "", None, 10, None))).head_seq == 5
     finally:
         await store.close()
 
@@ -179,7 +180,7 @@ async def test_seq_survives_trimming_everything(store: Store) -> None:
 
 async def test_replay_everything(store: Store) -> None:
     written = await append(store, S1, on("", *range(5)))
-    found = await store.replay(S1, "", None, 10, None)
+    found = await store.replay(replaying(S1, "", None, 10, None))
     assert ids(found.messages) == ids(written)
     assert found.matched == 5
     assert found.head_seq == 5
@@ -188,7 +189,7 @@ async def test_replay_everything(store: Store) -> None:
 
 async def test_replay_gives_the_newest_limit(store: Store) -> None:
     written = await append(store, S1, on("", *range(10)))
-    found = await store.replay(S1, "", None, 3, None)
+    found = await store.replay(replaying(S1, "", None, 3, None))
     assert ids(found.messages) == ids(written[-3:])
     assert found.matched == 10
     assert found.backfill_after_id is None  # the omitted ones start at the beginning
@@ -196,7 +197,7 @@ async def test_replay_gives_the_newest_limit(store: Store) -> None:
 
 async def test_replay_window_is_the_newest_n(store: Store) -> None:
     written = await append(store, S1, on("", *range(10)))
-    found = await store.replay(S1, "", None, 4, 4)
+    found = await store.replay(replaying(S1, "", None, 4, 4))
     assert ids(found.messages) == ids(written[-4:])
     assert found.matched == 4
     assert found.head_seq == 10
@@ -205,7 +206,7 @@ async def test_replay_window_is_the_newest_n(store: Store) -> None:
 async def test_replay_capped_window(store: Store) -> None:
     """A window of 7 with a limit of 5: the newest 5 are sent, 2 omitted after written[2]."""
     written = await append(store, S1, on("", *range(10)))
-    found = await store.replay(S1, "", None, 5, 7)
+    found = await store.replay(replaying(S1, "", None, 5, 7))
     assert ids(found.messages) == ids(written[-5:])
     assert found.matched == 7
     assert found.backfill_after_id == written[2].id
@@ -213,7 +214,7 @@ async def test_replay_capped_window(store: Store) -> None:
 
 async def test_replay_window_larger_than_history(store: Store) -> None:
     written = await append(store, S1, on("", 1, 2))
-    found = await store.replay(S1, "", None, 10, 10)
+    found = await store.replay(replaying(S1, "", None, 10, 10))
     assert ids(found.messages) == ids(written)
     assert found.matched == 2
     assert found.backfill_after_id is None
@@ -221,7 +222,7 @@ async def test_replay_window_larger_than_history(store: Store) -> None:
 
 async def test_replay_after_id_is_exclusive(store: Store) -> None:
     written = await append(store, S1, on("", *range(10)))
-    found = await store.replay(S1, "", AfterId(written[3].id), 100, None)
+    found = await store.replay(replaying(S1, "", AfterId(written[3].id), 100, None))
     assert ids(found.messages) == ids(written[4:])
     assert found.matched == 6
     assert not found.unknown_id
@@ -229,7 +230,7 @@ async def test_replay_after_id_is_exclusive(store: Store) -> None:
 
 async def test_replay_after_id_truncated(store: Store) -> None:
     written = await append(store, S1, on("", *range(10)))
-    found = await store.replay(S1, "", AfterId(written[1].id), 3, None)
+    found = await store.replay(replaying(S1, "", AfterId(written[1].id), 3, None))
     assert ids(found.messages) == ids(written[-3:])
     assert found.matched == 8
     assert found.backfill_after_id == written[1].id
@@ -237,14 +238,14 @@ async def test_replay_after_id_truncated(store: Store) -> None:
 
 async def test_replay_after_the_last_id_is_empty(store: Store) -> None:
     written = await append(store, S1, on("", 1, 2))
-    found = await store.replay(S1, "", AfterId(written[-1].id), 10, None)
+    found = await store.replay(replaying(S1, "", AfterId(written[-1].id), 10, None))
     assert found.messages == [] and found.matched == 0
     assert found.head_seq == 2
 
 
 async def test_replay_after_an_id_of_another_channel(store: Store) -> None:
     written = await append(store, S1, drafts(("", 1), ("progress", 2), ("", 3), ("", 4)))
-    found = await store.replay(S1, "", AfterId(written[1].id), 10, None)
+    found = await store.replay(replaying(S1, "", AfterId(written[1].id), 10, None))
     assert data(found.messages) == [3, 4]
 
 
@@ -253,7 +254,7 @@ async def test_replay_unknown_id_replays_the_newest(store: Store, where: str) ->
     other = await append(store, S2, on("", "elsewhere"))
     written = await append(store, S1, on("", *range(10)))
     unknown = UNKNOWN_ID if where == "nowhere" else other[0].id
-    found = await store.replay(S1, "", AfterId(unknown), 4, None)
+    found = await store.replay(replaying(S1, "", AfterId(unknown), 4, None))
     assert found.unknown_id
     assert ids(found.messages) == ids(written[-4:])
     assert found.head_seq == 10
@@ -264,7 +265,7 @@ async def test_replay_since_a_timestamp(store: Store) -> None:
     for i in range(30):  # several batches, so several milliseconds
         written += await append(store, S1, on("", i))
     pivot = written[17].ts_ms
-    found = await store.replay(S1, "", Since(pivot), 1000, None)
+    found = await store.replay(replaying(S1, "", Since(pivot), 1000, None))
     expected = [m for m in written if m.ts_ms >= pivot]
     assert ids(found.messages) == ids(expected)
     assert found.matched == len(expected)
@@ -275,7 +276,7 @@ async def test_replay_since_truncated_gives_the_backfill_boundary(store: Store) 
     written = await append(store, S1, on("", *range(10)))
     written += await append(store, S1, drafts(("other", "x"), ("", 10), ("", 11)))
     ours = [m for m in written if m.channel == ""]
-    found = await store.replay(S1, "", Since(0), 2, None)
+    found = await store.replay(replaying(S1, "", Since(0), 2, None))
     assert ids(found.messages) == ids(ours[-2:])
     assert found.matched == len(ours)
     assert found.backfill_after_id is None  # everything matched: starts at the beginning
@@ -283,7 +284,7 @@ async def test_replay_since_truncated_gives_the_backfill_boundary(store: Store) 
     pivot = ours[4].ts_ms
     matching = [m for m in ours if m.ts_ms >= pivot]
     before = [m for m in ours if m.ts_ms < pivot]
-    found = await store.replay(S1, "", Since(pivot), 2, None)
+    found = await store.replay(replaying(S1, "", Since(pivot), 2, None))
     assert ids(found.messages) == ids(matching[-2:])
     assert found.matched == len(matching)
     assert found.backfill_after_id == (before[-1].id if before else None)
@@ -291,34 +292,34 @@ async def test_replay_since_truncated_gives_the_backfill_boundary(store: Store) 
 
 async def test_replay_since_the_future_is_empty(store: Store) -> None:
     await append(store, S1, on("", 1, 2))
-    found = await store.replay(S1, "", Since(now_ms() + 3_600_000), 10, None)
+    found = await store.replay(replaying(S1, "", Since(now_ms() + 3_600_000), 10, None))
     assert found.messages == [] and found.matched == 0
     assert found.head_seq == 2
 
 
 async def test_replay_a_far_past_since_is_everything(store: Store) -> None:
     written = await append(store, S1, on("", 1, 2))
-    found = await store.replay(S1, "", Since(-(2**62)), 10, None)
+    found = await store.replay(replaying(S1, "", Since(-(2**62)), 10, None))
     assert ids(found.messages) == ids(written)
 
 
 async def test_replay_of_one_channel_counts_only_it(store: Store) -> None:
     await append(store, S1, drafts(*[("" if i % 3 else "progress", i) for i in range(30)]))
-    found = await store.replay(S1, "progress", None, 4, None)
+    found = await store.replay(replaying(S1, "progress", None, 4, None))
     assert data(found.messages) == [18, 21, 24, 27]
     assert found.matched == 10
     assert found.head_seq == 30  # the head counts every channel
 
 
 async def test_replay_of_an_empty_stream(store: Store) -> None:
-    found = await store.replay("nothing00", "", None, 10, 10)
+    found = await store.replay(replaying("nothing00", "", None, 10, 10))
     assert found.messages == [] and found.matched == 0 and found.head_seq == 0
 
 
 async def test_replay_head_matches_the_snapshot(store: Store) -> None:
     await append(store, S1, on("", 1, 2, 3))
     await append(store, S1, on("x", 4))
-    found = await store.replay(S1, "", None, 10, None)
+    found = await store.replay(replaying(S1, "", None, 10, None))
     assert found.head_seq == 4
     assert max(m.seq for m in found.messages) <= found.head_seq
 
@@ -331,7 +332,7 @@ async def test_page_forward_in_order(store: Store) -> None:
     pages: list[Message] = []
     after: str | None = None
     while True:
-        page = await store.page(S1, "", after, None, 10)
+        page = await store.page(paging(S1, "", after, None, 10))
         if not page:
             break
         assert len(page) <= 10
@@ -342,8 +343,8 @@ async def test_page_forward_in_order(store: Store) -> None:
 
 async def test_page_after_is_exclusive(store: Store) -> None:
     written = await append(store, S1, on("", *range(5)))
-    assert ids(await store.page(S1, "", written[1].id, None, 100)) == ids(written[2:])
-    assert await store.page(S1, "", written[-1].id, None, 100) == []
+    assert ids(await store.page(paging(S1, "", written[1].id, None, 100))) == ids(written[2:])
+    assert await store.page(paging(S1, "", written[-1].id, None, 100)) == []
 
 
 async def test_page_since_and_after_both_apply(store: Store) -> None:
@@ -352,20 +353,20 @@ async def test_page_since_and_after_both_apply(store: Store) -> None:
         written += await append(store, S1, on("", i))
     pivot = written[10].ts_ms
     since = [m for m in written if m.ts_ms >= pivot]
-    assert ids(await store.page(S1, "", None, pivot, 100)) == ids(since)
+    assert ids(await store.page(paging(S1, "", None, pivot, 100))) == ids(since)
     later = written[15]
     both = [m for m in since if m.seq > later.seq]
-    assert ids(await store.page(S1, "", later.id, pivot, 100)) == ids(both)
+    assert ids(await store.page(paging(S1, "", later.id, pivot, 100))) == ids(both)
     earlier = written[2]  # may share the pivot's millisecond: appends are fast
     after_earlier = [m for m in since if m.seq > earlier.seq]
-    assert ids(await store.page(S1, "", earlier.id, pivot, 100)) == ids(after_earlier)
+    assert ids(await store.page(paging(S1, "", earlier.id, pivot, 100))) == ids(after_earlier)
 
 
 async def test_page_of_a_channel(store: Store) -> None:
     written = await append(store, S1, drafts(*[("a" if i % 2 else "b", i) for i in range(10)]))
-    assert data(await store.page(S1, "a", None, None, 3)) == [1, 3, 5]
-    assert data(await store.page(S1, "a", written[5].id, None, 100)) == [7, 9]
-    assert data(await store.page(S1, "a", written[4].id, None, 100)) == [5, 7, 9]
+    assert data(await store.page(paging(S1, "a", None, None, 3))) == [1, 3, 5]
+    assert data(await store.page(paging(S1, "a", written[5].id, None, 100))) == [7, 9]
+    assert data(await store.page(paging(S1, "a", written[4].id, None, 100))) == [5, 7, 9]
 
 
 @pytest.mark.parametrize("where", ["nowhere", "other stream"])
@@ -374,7 +375,7 @@ async def test_page_after_an_unknown_id(store: Store, where: str) -> None:
     await append(store, S1, on("", 1))
     unknown = UNKNOWN_ID if where == "nowhere" else other[0].id
     with pytest.raises(BloomrError) as caught:
-        await store.page(S1, "", unknown, None, 10)
+        await store.page(paging(S1, "", unknown, None, 10))
     assert caught.value.code == "unknown_message_id"
 
 
@@ -382,7 +383,7 @@ async def test_page_after_a_trimmed_id(store: Store) -> None:
     written = await append(store, S1, on("", 1, 2, 3))
     await store.trim(S1, 0, 1)
     with pytest.raises(BloomrError) as caught:
-        await store.page(S1, "", written[0].id, None, 10)
+        await store.page(paging(S1, "", written[0].id, None, 10))
     assert caught.value.code == "unknown_message_id"
 
 
@@ -394,10 +395,10 @@ async def test_drop_forgets_history_and_sequence(store: Store) -> None:
     await append(store, S2, on("", "kept"))
     await store.drop(S1)
     assert await everything(store, S1) == []
-    found = await store.replay(S1, "", None, 10, None)
+    found = await store.replay(replaying(S1, "", None, 10, None))
     assert found.messages == [] and found.head_seq == 0
     with pytest.raises(BloomrError):
-        await store.page(S1, "", written[0].id, None, 10)
+        await store.page(paging(S1, "", written[0].id, None, 10))
     [m] = await append(store, S1, on("", "again"))
     assert m.seq == 1
     assert data(await everything(store, S2)) == ["kept"]
@@ -435,8 +436,8 @@ async def test_trim_with_nothing_to_trim(store: Store) -> None:
 async def test_replay_after_trim(store: Store) -> None:
     written = await append(store, S1, on("", *range(10)))
     await store.trim(S1, 0, 3)
-    found = await store.replay(S1, "", None, 100, None)
+    found = await store.replay(replaying(S1, "", None, 100, None))
     assert ids(found.messages) == ids(written[-3:])
-    found = await store.replay(S1, "", AfterId(written[0].id), 2, None)
+    found = await store.replay(replaying(S1, "", AfterId(written[0].id), 2, None))
     assert found.unknown_id
     assert ids(found.messages) == ids(written[-2:])

@@ -19,6 +19,7 @@ from bloomr.hub import Hub
 from bloomr.model import Draft, Message, Stream
 from bloomr.store.sqlite import SQLiteStore
 from bloomr.subscription import Delivery, Subscription
+from queries import paging
 
 TIMEOUT = 10
 
@@ -214,7 +215,7 @@ async def test_a_cancelled_keyed_publish_stays_in_progress_until_stored(hub: Hub
         await asyncio.sleep(0)  # queued
         gone.cancel()  # its client went away: the publish goes on
         retry = await hub.publish_once(stream, drafts("", 1), "key")
-    [stored] = await hub.page(stream.id, "", None, None, 10)
+    [stored] = await hub.page(paging(stream.id, "", None, None, 10))
     assert retry == [stored.id]
 
 

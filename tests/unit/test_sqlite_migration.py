@@ -11,6 +11,7 @@ from bloomr.model import Draft
 from bloomr.replay import AfterId
 from bloomr.store.base import AppendBatch
 from bloomr.store.sqlite import SQLiteStore
+from queries import paging, replaying
 
 _SCHEMA_1 = """
 CREATE TABLE heads (stream_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
@@ -50,14 +51,16 @@ async def test_schema_1_history_is_found_by_id_and_time(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     await store.open()
     try:
-        after_first = await store.replay("streamAAAA", "", AfterId(_ROWS[0][2]), 10, None)
+        after_first = await store.replay(
+            replaying("streamAAAA", "", AfterId(_ROWS[0][2]), 10, None)
+        )
         assert [m.data for m in after_first.messages] == ["b", "c"]
         assert not after_first.unknown_id
-        since = await store.page("streamAAAA", "", None, 1720000000002, 10)
+        since = await store.page(paging("streamAAAA", "", None, 1720000000002, 10))
         assert [m.data for m in since] == ["c"]
         [added] = await store.append([AppendBatch("streamAAAA", [Draft("", b'"d"')], True)])
         assert isinstance(added, list) and [m.seq for m in added] == [4]
-        after_last_old = await store.page("streamAAAA", "", _ROWS[2][2], None, 10)
+        after_last_old = await store.page(paging("streamAAAA", "", _ROWS[2][2], None, 10))
         assert [m.data for m in after_last_old] == ["d"]
         keyed = AppendBatch("streamAAAA", [Draft("", b'"e"')], True, "key", "f" * 32)
         [first] = await store.append([keyed])

@@ -21,6 +21,7 @@ from bloomr.store import runs
 from bloomr.store.base import AppendBatch
 from bloomr.store.runs import run_messages, runs_of, without_first
 from bloomr.store.sqlite import SQLiteStore
+from queries import paging, replaying
 
 S = "streamAAAA"
 CHANNELS = ("", "x", "y")
@@ -130,9 +131,9 @@ async def _check_channel(
     limit: int,
     data: st.DataObject,
 ) -> None:
-    assert await store.page(S, channel, None, None, 1000) == mine
+    assert await store.page(paging(S, channel, None, None, 1000)) == mine
     window = data.draw(st.integers(0, len(mine) + 2), label="window")
-    found = await store.replay(S, channel, None, limit, window)
+    found = await store.replay(replaying(S, channel, None, limit, window))
     start = max(len(mine) - window, 0)
     matching, before = mine[start:], mine[:start]
     assert found.messages == matching[-limit:]
@@ -142,13 +143,13 @@ async def _check_channel(
         return
     pivot = data.draw(st.sampled_from(stored), label="pivot")
     after = [m for m in mine if m.seq > pivot.seq]
-    assert await store.page(S, channel, pivot.id, None, limit) == after[:limit]
-    found = await store.replay(S, channel, AfterId(pivot.id), limit, None)
+    assert await store.page(paging(S, channel, pivot.id, None, limit)) == after[:limit]
+    found = await store.replay(replaying(S, channel, AfterId(pivot.id), limit, None))
     assert (found.messages, found.matched) == (after[-limit:], len(after))
     assert found.backfill_after_id == pivot.id and not found.unknown_id
     since = [m for m in mine if m.ts_ms >= pivot.ts_ms]
-    assert await store.page(S, channel, None, pivot.ts_ms, limit) == since[:limit]
-    found = await store.replay(S, channel, Since(pivot.ts_ms), limit, None)
+    assert await store.page(paging(S, channel, None, pivot.ts_ms, limit)) == since[:limit]
+    found = await store.replay(replaying(S, channel, Since(pivot.ts_ms), limit, None))
     assert (found.messages, found.matched) == (since[-limit:], len(since))
     earlier = [m for m in mine if m.ts_ms < pivot.ts_ms]
     expected: Any = earlier[-1].id if len(since) > limit and earlier else None

@@ -30,6 +30,7 @@ from ..replay import (
     parse_positive_int,
     parse_replay,
 )
+from ..store.base import HistoryQuery
 from ..subscription import SubscriptionClosed
 from .context import Context
 from .deps import Caller, Ctx
@@ -144,7 +145,9 @@ async def poll(
     wait_seconds = _wait_seconds(wait)
 
     async def fetch() -> list[Message]:
-        return await ctx.hub.page(stream.id, channel, after_id, since_ms, page_limit)
+        after = None if after_id is None else AfterId(after_id)
+        query = HistoryQuery(stream.id, channel, after, page_limit, since_ms=since_ms)
+        return await ctx.hub.page(query)
 
     messages = await fetch()
     if not messages and wait_seconds > 0:

@@ -15,14 +15,14 @@ from typing import Protocol
 
 from ..idempotency import Repeat
 from ..model import Message
-from ..replay import ReplayStart
-from ..store.base import AppendBatch, Appended, ReplaySlice
+from ..store.base import AppendBatch, Appended, HistoryQuery, ReplaySlice
 
 __all__ = [
     "AppendBatch",
     "Broker",
     "BrokerHandler",
     "Capabilities",
+    "HistoryQuery",
     "Published",
     "Repeat",
     "ReplaySlice",
@@ -89,18 +89,10 @@ class Broker(Protocol):
         way); None when it cannot, and then nothing was stored."""
         ...
 
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        """Messages of `channel` after `start` (all history when None, or only the
-        newest `window` when a window is given), the newest `limit` of them, from one
-        snapshot that also yields the stream's head seq: every message with a higher
-        seq reaches the handler after this snapshot was taken (the hand-over)."""
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
+        """`HistoryStore.replay`: planned from one snapshot whose head seq is where the
+        hand-over happens: every message with a higher seq reaches the handler after
+        this snapshot was taken."""
         ...
 
     async def head(self, stream_id: str) -> tuple[int, str]:
@@ -109,11 +101,8 @@ class Broker(Protocol):
         epoch, or another epoch."""
         ...
 
-    async def page(
-        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
-    ) -> list[Message]:
-        """Oldest-first messages of `channel` strictly after `after_id` and at or after
-        `since_ms`. Raises BloomrError('unknown_message_id') for an id it does not hold."""
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        """`HistoryStore.page`: a page of a channel's history, oldest first."""
         ...
 
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:

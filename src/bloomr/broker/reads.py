@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..model import Message
-from ..replay import ReplayStart
-from ..store.base import HistoryStore, ReplaySlice
+from ..store.base import HistoryQuery, HistoryStore, ReplaySlice
 
 
 class HistoryReads:
@@ -13,23 +12,14 @@ class HistoryReads:
 
     history: HistoryStore
 
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        return await self.history.replay(stream_id, channel, start, limit, window)
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
+        return await self.history.replay(query)
 
     async def head(self, stream_id: str) -> tuple[int, str]:
         return await self.history.head(stream_id)
 
-    async def page(
-        self, stream_id: str, channel: str, after_id: str | None, since_ms: int | None, limit: int
-    ) -> list[Message]:
-        return await self.history.page(stream_id, channel, after_id, since_ms, limit)
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        return await self.history.page(query)
 
     async def trim(self, stream_id: str, min_ts_ms: int, max_messages: int) -> int:
         return await self.history.trim(stream_id, min_ts_ms, max_messages)

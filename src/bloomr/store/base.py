@@ -4,13 +4,13 @@ implements these and passes the same conformance tests."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
 from ..errors import BloomrError
 from ..idempotency import Repeat
 from ..model import Draft, Message, Stream, Token
-from ..replay import ReplayStart
+from ..replay import AfterSeq, ReplayStart
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
 
@@ -41,11 +41,48 @@ class AppendBatch:
 Appended = list[Message] | Repeat | BloomrError
 
 
+# What one read of a channel's history returns at most, unless its query says less: a
+# page. A replay is read a page at a time, each when the client took the one before,
+# so what a replaying connection holds is about a page, whatever the replay's size.
+PAGE_MESSAGES = 10_000
+PAGE_BYTES = 1 << 20  # Message.size of the messages, past which a page ends
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which of a channel's messages a history read is about (`replay` or `page`), and
+    how many of them to return at once: the messages of `channel` after `start` (from
+    the history's start when None), oldest first, at most `limit` of them and, once
+    they pass `max_bytes` of `Message.size` (None: no bound), no more (the first one
+    always)."""
+
+    stream_id: str
+    channel: str
+    start: ReplayStart | None = None
+    limit: int = PAGE_MESSAGES
+    max_bytes: int | None = None
+    # replay: of those, only the newest `newest` (None: all of them) ...
+    newest: int | None = None
+    # ... and with no start, only the channel's newest `window` (None: all history)
+    window: int | None = None
+    # page: also at or after this millisecond, and none past this seq
+    since_ms: int | None = None
+    until_seq: int | None = None
+
+    def after(self, message: Message, epoch: str) -> HistoryQuery:
+        """The next page of this read, after `message` (of history `epoch`)."""
+        start = AfterSeq(message.seq, epoch)
+        return replace(self, start=start, since_ms=None, newest=None, window=None)
+
+
 @dataclass(slots=True)
 class ReplaySlice:
-    """The answer to a replay query, read from one consistent snapshot."""
+    """The answer to a replay query, planned from one consistent snapshot: which messages
+    (the newest `newest` of the matching set: `count` of them) and the first page of
+    them; the rest is read with `page`, after the page's last, up to `head_seq`
+    (`HistoryQuery.after`, with `until_seq` the head seq)."""
 
-    messages: list[Message]  # the newest `limit` messages of the matching set, oldest first
+    messages: list[Message]  # the replay's first page, oldest first
     matched: int  # the size of the matching set
     backfill_after_id: str | None  # the id just before the matching set (None: history start)
     head_seq: int  # the stream's last seq in the same snapshot, all channels
@@ -53,6 +90,7 @@ class ReplaySlice:
     # messages are not all held any more (trimmed, or another epoch of the history)
     unknown_id: bool = False
     epoch: str = ""  # the history's epoch in this snapshot ("" before the first append)
+    count: int = 0  # how many messages the replay has (its pages together)
 
 
 class MetadataStore(Protocol):
@@ -91,29 +129,18 @@ class HistoryStore(Protocol):
         then nothing was stored."""
         ...
 
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        """Messages of `channel` after `start` (all history when None, or only the newest
-        `window` when a window is given), the newest `limit` of them, from one snapshot
-        that also yields the stream's head seq."""
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
+        """Plan a replay from one snapshot that also yields the stream's head seq: the
+        messages of `query` (only its newest `newest`), and the first page of them.
+        An AfterId start this stream does not hold, or an AfterSeq start whose messages
+        are not all held, replays the channel's newest `newest` and says `unknown_id`."""
         ...
 
-    async def page(
-        self,
-        stream_id: str,
-        channel: str,
-        after_id: str | None,
-        since_ms: int | None,
-        limit: int,
-    ) -> list[Message]:
-        """Oldest-first messages of `channel` strictly after `after_id` and at or after
-        `since_ms`. Raises BloomrError('unknown_message_id') for an id it does not hold."""
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        """A page of `query`'s messages, from one snapshot. Raises
+        BloomrError('unknown_message_id') for an AfterId start it does not hold; an
+        AfterSeq start reads what is left after that seq (trimmed messages are skipped)
+        and nothing in another epoch of the history."""
         ...
 
     async def head(self, stream_id: str) -> tuple[int, str]:

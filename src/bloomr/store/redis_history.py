@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,12 +54,12 @@ from ..errors import BloomrError
 from ..faults import BACKEND_TIMEOUT, as_error, guarded
 from ..idempotency import KeyPolicy, answer_for, split_ids
 from ..model import Draft, Message
-from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, Appended, ReplaySlice
-from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
+from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
+from .redis_layout import ID_LEN, key_base, new_epoch, read_rows
+from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
 
-# Shared by the scripts below. `held` and `first_since` mirror SQLite's seq_of and
-# first_seq_since.
+# Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
+# mirror SQLite's seq_of and first_seq_since.
 _LUA_COMMON = """
 local function held(all, seq, id)
   if seq < 1 then return nil end
@@ -81,13 +82,6 @@ local function first_since(tsidx, head, ts)
 end
 local function id_ms(id)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
-end
--- channel-set members, newest first, as one string oldest first: one bulk reply for
--- a whole replay (thousands of replies cost the client more than the reading)
-local function oldest_first(rows)
-  local out, n = {}, #rows
-  for i = 1, n do out[i] = rows[n + 1 - i] end
-  return table.concat(out)
 end
 -- the id in a channel-set member (after its 20-byte header)
 local function row_id(row)
@@ -219,74 +213,6 @@ end
 return replies
 """
 
-# KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since|window), value (the
-# id's seq | a seq | ts_ms | window), id (after) or epoch (seq), limit.
-# Reply: {head seq, matched, backfill id or false, unknown (1/0), the rows joined, epoch}.
-_REPLAY = """
-local head, all, tsidx, ch = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local kind, value, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local first, boundary, lazy, unknown = 0, false, false, 0
-if kind == 'after' then
-  local seq = held(all, value, ARGV[3])
-  if seq then
-    first, boundary = seq + 1, ARGV[3]
-  else
-    kind, value, unknown = 'window', limit, 1
-  end
-elseif kind == 'seq' then
-  local epoch, last = epoch_of(head), head_seq(head)
-  local same = ARGV[3] == epoch or (ARGV[3] == '' and value == 0)
-  local oldest = redis.call('ZRANGE', all, 0, 0, 'WITHSCORES')[2]
-  if same and (value >= last or (oldest and tonumber(oldest) <= value + 1)) then
-    first, lazy = value + 1, true
-  else
-    kind, value, unknown = 'window', limit, 1
-  end
-end
-if kind == 'since' then
-  first, lazy = first_since(tsidx, head, ARGV[2]), true
-elseif kind == 'window' then
-  local r = redis.call('ZREVRANGE', ch, value, value, 'WITHSCORES')
-  if r[1] then first, boundary = tonumber(r[2]) + 1, row_id(r[1]) end
-end
-local matched = redis.call('ZCOUNT', ch, first, '+inf')
-local rows = redis.call('ZREVRANGEBYSCORE', ch, '+inf', first, 'LIMIT', 0, limit)
-if lazy and matched > limit then
-  local before = redis.call('ZREVRANGEBYSCORE', ch, '(' .. first, '-inf', 'LIMIT', 0, 1)[1]
-  if before then boundary = row_id(before) end
-end
-return {head_seq(head), matched, boundary, unknown, oldest_first(rows), epoch_of(head)}
-"""
-
-# KEYS: head, all, ts, channel. ARGV: the after id's seq ('' for none), after id,
-# since ts_ms ('' for none), limit. Reply: {0} for an unknown id, else {1, rows joined}.
-_PAGE = """
-local first = 0
-if ARGV[1] ~= '' then
-  local seq = held(KEYS[2], tonumber(ARGV[1]), ARGV[2])
-  if not seq then return {0} end
-  first = seq + 1
-end
-if ARGV[3] ~= '' then first = math.max(first, first_since(KEYS[3], KEYS[1], ARGV[3])) end
-local rows = redis.call('ZRANGEBYSCORE', KEYS[4], first, '+inf', 'LIMIT', 0, ARGV[4])
-return {1, table.concat(rows)}
-"""
-
-# KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
-# it has no head), then channel, row, channel, row, ... Channel keys are built here: they
-# share the stream's hash tag, so its slot.
-_SINCE_SEQ = """
-local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf',
-  'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local out = {epoch_of(KEYS[1])}
-for i = 1, #rows, 2 do
-  local channel, seq = string.sub(rows[i], 37), rows[i + 1]
-  out[#out + 1] = channel
-  out[#out + 1] = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'c:' .. channel, seq, seq)[1]
-end
-return out
-"""
-
 # KEYS: head, all, ts, chans. ARGV: key base, min ts_ms, max messages, how long keys
 # are kept (ms). Reply: removed.
 _TRIM = """
@@ -355,9 +281,9 @@ _SCRIPTS = {
     name: _Script(body)
     for name, body in {
         "append": _APPEND,
-        "replay": _REPLAY,
-        "page": _PAGE,
-        "since_seq": _SINCE_SEQ,
+        "replay": REPLAY,
+        "page": PAGE,
+        "since_seq": SINCE_SEQ,
         "trim": _TRIM,
         "drop": _DROP,
     }.items()
@@ -438,18 +364,6 @@ def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     ]  # fmt: skip
 
 
-def _start_args(start: ReplayStart | None, window: int | None) -> tuple[str, int, str]:
-    if isinstance(start, AfterId):
-        return "after", seq_of_id(start.id) or 0, start.id
-    if isinstance(start, AfterSeq):
-        return "seq", start.seq, start.epoch
-    if isinstance(start, Since):
-        return "since", start.ts_ms, ""
-    if window is not None:
-        return "window", window, ""
-    return "all", 0, ""
-
-
 @guarded
 class RedisHistory:
     """Implements HistoryStore on Redis, shared by every node of a cluster."""
@@ -514,25 +428,21 @@ class RedisHistory:
             results[slot] = _outcome(batches[slot], reply)
         return results
 
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
-        kind, value, after_id = _start_args(start, window)
-        args = (kind, value, after_id, limit)
-        reply = await _SCRIPTS["replay"](self.client, self._keys(stream_id, channel), args)
-        head, matched, boundary, unknown, members, epoch = reply
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
+        kind, value, after_id = start_args(query)
+        newest = "" if query.newest is None else query.newest
+        args = (kind, value, after_id, newest, *page_args(query))
+        keys = self._keys(query.stream_id, query.channel)
+        reply = await _SCRIPTS["replay"](self.client, keys, args)
+        head, matched, boundary, unknown, members, epoch, count = reply
         return ReplaySlice(
-            messages=read_rows(stream_id, channel, members),
+            messages=read_rows(query.stream_id, query.channel, members),
             matched=int(matched),
             backfill_after_id=None if boundary is None else bytes(boundary).decode(),
             head_seq=int(head),
             unknown_id=bool(unknown),
             epoch=bytes(epoch).decode(),
+            count=int(count),
         )
 
     async def head(self, stream_id: str) -> tuple[int, str]:
@@ -544,23 +454,18 @@ class RedisHistory:
             return 0, ""
         return int(seq), epoch.decode() if isinstance(epoch, bytes) else ""
 
-    async def page(
-        self,
-        stream_id: str,
-        channel: str,
-        after_id: str | None,
-        since_ms: int | None,
-        limit: int,
-    ) -> list[Message]:
-        after_seq = "" if after_id is None else seq_of_id(after_id) or 0
-        since = "" if since_ms is None else since_ms
-        args = (after_seq, after_id or "", since, limit)
-        reply = await _SCRIPTS["page"](self.client, self._keys(stream_id, channel), args)
+    async def page(self, query: HistoryQuery) -> list[Message]:
+        kind, value, after = start_args(replace(query, window=None))
+        since = "" if query.since_ms is None else query.since_ms
+        until = "+inf" if query.until_seq is None else query.until_seq
+        args = (kind, value, after, since, until, *page_args(query))
+        keys = self._keys(query.stream_id, query.channel)
+        reply = await _SCRIPTS["page"](self.client, keys, args)
         if not reply[0]:
             raise BloomrError(
-                "unknown_message_id", f"message {after_id} is not in this stream's history"
+                "unknown_message_id", f"message {after} is not in this stream's history"
             )
-        return read_rows(stream_id, channel, reply[1])
+        return read_rows(query.stream_id, query.channel, reply[1])
 
     async def since_seq(
         self, stream_id: str, after_seq: int, limit: int

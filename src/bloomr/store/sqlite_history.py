@@ -22,7 +22,7 @@ from ..faults import as_error, unavailable
 from ..idempotency import KeyPolicy
 from ..model import Message, id_at, id_place, new_messages, now_ms, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, Appended, ReplaySlice
+from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
 from .sqlite_keys import KeyBook, forget_old_keys
@@ -281,36 +281,33 @@ class SQLiteHistory(SQLiteDatabase):
         self._checkpoint_task = loop.run_in_executor(self._checkpointer, _checkpoint, conn)
 
     @_run_to_completion
-    async def replay(
-        self,
-        stream_id: str,
-        channel: str,
-        start: ReplayStart | None,
-        limit: int,
-        window: int | None,
-    ) -> ReplaySlice:
+    async def replay(self, query: HistoryQuery) -> ReplaySlice:
         async with self._snapshot() as conn:
-            q = _Query(conn, stream_id, channel)
+            q = _Query(conn, query.stream_id, query.channel)
             head, epoch = await q.head()
-            unknown = False
+            start, window, unknown = query.start, query.window, False
             if isinstance(start, AfterId):
-                seq = await q.seq_of(start.id)
-                if seq is None:
-                    unknown, start, window = True, None, limit
+                if await q.seq_of(start.id) is None:
+                    unknown, start, window = True, None, query.newest
             elif isinstance(start, AfterSeq) and not await q.holds_after(start, head, epoch):
-                unknown, start, window = True, None, limit
+                unknown, start, window = True, None, query.newest
             first, boundary = await q.first_seq(start, window)
             matched = await q.count_from(first)
-            messages = await q.newest_from(first, limit)
-            if matched > limit and boundary is _LAZY:
-                boundary = await q.id_before(first)
+            newest = matched if query.newest is None else min(query.newest, matched)
+            if matched > newest:
+                if boundary is _LAZY:
+                    boundary = await q.id_before(first)
+                # the newest of a suffix of the channel are the channel's newest
+                first = (await q.first_seq(None, newest))[0]
+            messages = await q.oldest_from(first, query.limit, head, query.max_bytes)
             return ReplaySlice(
-                messages=messages,
+                messages=messages[:newest],
                 matched=matched,
                 backfill_after_id=None if boundary is _LAZY else boundary,
                 head_seq=head,
                 unknown_id=unknown,
                 epoch=epoch,
+                count=newest,
             )
 
     @_run_to_completion
@@ -321,27 +318,27 @@ class SQLiteHistory(SQLiteDatabase):
         return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "")
 
     @_run_to_completion
-    async def page(
-        self,
-        stream_id: str,
-        channel: str,
-        after_id: str | None,
-        since_ms: int | None,
-        limit: int,
-    ) -> list[Message]:
+    async def page(self, query: HistoryQuery) -> list[Message]:
         async with self._snapshot() as conn:
-            q = _Query(conn, stream_id, channel)
-            first = 0
-            if after_id is not None:
-                seq = await q.seq_of(after_id)
+            q = _Query(conn, query.stream_id, query.channel)
+            start, first = query.start, 0
+            if isinstance(start, AfterId):
+                seq = await q.seq_of(start.id)
                 if seq is None:
                     raise BloomrError(
-                        "unknown_message_id", f"message {after_id} is not in this stream's history"
+                        "unknown_message_id", f"message {start.id} is not in this stream's history"
                     )
                 first = seq + 1
-            if since_ms is not None:
-                first = max(first, await q.first_seq_since(since_ms))
-            return await q.oldest_from(first, limit)
+            elif isinstance(start, AfterSeq):
+                if start.epoch != (await q.head())[1]:
+                    return []  # that history is gone (the stream was dropped)
+                first = start.seq + 1
+            elif isinstance(start, Since):
+                first = await q.first_seq_since(start.ts_ms)
+            if query.since_ms is not None:
+                first = max(first, await q.first_seq_since(query.since_ms))
+            until = _FOREVER if query.until_seq is None else query.until_seq
+            return await q.oldest_from(first, query.limit, until, query.max_bytes)
 
     @_run_to_completion
     async def drop(self, stream_id: str) -> None:
@@ -424,7 +421,19 @@ def _refused(batches: Sequence[AppendBatch], reason: str) -> list[Appended]:
 
 
 _FOREVER = 1 << 62  # past any seq or millisecond
+_MESSAGE_OVERHEAD = Message("", "", "", 0, 0, b"").size  # what Message.size adds to the data
 _LAZY: Any = object()  # "the boundary id, if needed, is the channel message before `first`"
+
+
+def _within(messages: list[Message], max_bytes: int) -> list[Message]:
+    """The first of `messages`, up to the one that passes `max_bytes` (a run read whole
+    may hold more than a page)."""
+    size = 0
+    for i, message in enumerate(messages):
+        size += message.size
+        if size >= max_bytes:
+            return messages[: i + 1]
+    return messages
 
 
 class _Query:
@@ -539,38 +548,42 @@ class _Query:
         run = await self.straddling(first)
         return int(rows[0][0]) + (run[4] + run[6] - first if run else 0)
 
-    async def newest_from(self, first: int, limit: int) -> list[Message]:
-        sql = (
-            f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
-            "AND seq >= ? ORDER BY seq DESC LIMIT ?"
-        )
-        runs = await self._rows(sql, self.stream_id, self.channel, first, limit)
-        newest_first: list[list[Message]] = []
-        need = limit
-        for run in runs:
-            if need <= 0:
-                break
-            newest_first.append(run_messages(run, run[6] - need))
-            need -= run[6]
-        straddling = await self.straddling(first) if need > 0 else None
-        if straddling is not None:
-            start = max(first - straddling[4], straddling[6] - need)
-            newest_first.append(run_messages(straddling, start))
-        return list(chain.from_iterable(reversed(newest_first)))
-
-    async def oldest_from(self, first: int, limit: int) -> list[Message]:
+    async def oldest_from(
+        self, first: int, limit: int, until: int = _FOREVER, max_bytes: int | None = None
+    ) -> list[Message]:
+        """The channel's oldest `limit` messages with first <= seq <= until, ending with
+        the row whose messages pass `max_bytes` of `Message.size`."""
         messages: list[Message] = []
         if (run := await self.straddling(first)) is not None:
-            messages += run_messages(run, first - run[4], first - run[4] + limit)
+            start = first - run[4]
+            messages += run_messages(run, start, start + min(limit, until - first + 1))
+        size = sum(m.size for m in messages)
+        if max_bytes is not None and messages and size >= max_bytes:
+            return _within(messages, max_bytes)
+        if max_bytes is not None:
+            until = min(until, await self._last_within(first, until, limit, max_bytes - size))
         sql = (
             f"SELECT {RUN_COLUMNS} FROM messages WHERE stream_id = ? AND channel = ? "
-            "AND seq >= ? ORDER BY seq LIMIT ?"
+            "AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ?"
         )
-        for run in await self._rows(sql, self.stream_id, self.channel, first, limit):
+        for run in await self._rows(sql, self.stream_id, self.channel, first, until, limit):
             if len(messages) >= limit:
                 break
             messages += run_messages(run, 0, limit - len(messages))
-        return messages
+        return messages if max_bytes is None else _within(messages, max_bytes)
+
+    async def _last_within(self, first: int, until: int, limit: int, max_bytes: int) -> int:
+        """The seq of the row whose messages, with the rows before it from `first`, pass
+        `max_bytes` (`until` if they never do). length() reads a row's size, not its data."""
+        sql = (
+            "SELECT seq FROM (SELECT seq, sum(size) OVER (ORDER BY seq ROWS UNBOUNDED "
+            "PRECEDING) AS acc FROM (SELECT seq, length(data) + ?5 * n AS size FROM messages "
+            "WHERE stream_id = ?1 AND channel = ?2 AND seq >= ?3 AND seq <= ?4 ORDER BY seq "
+            "LIMIT ?6)) WHERE acc >= ?7 ORDER BY seq LIMIT 1"
+        )
+        params = (self.stream_id, self.channel, first, until, _MESSAGE_OVERHEAD, limit, max_bytes)
+        rows = await self._rows(sql, *params)
+        return int(rows[0][0]) if rows else until
 
     async def id_before(self, first: int) -> str | None:
         run = await self.last_before(first)

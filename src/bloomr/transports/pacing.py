@@ -1,6 +1,6 @@
 """Writing to a client at the pace it reads: the live loop's wait for a slow client,
-and the replay, written a chunk at a time and held in memory only a few chunks ahead
-(the rest is read again from history as the client takes it).
+and the replay, written a chunk at a time and read from history a page at a time, the
+next page only once the client has taken the one before.
 
 Everything queued for one connection counts against its backlog (SPEC §3): a client
 that has more than that waiting and reads nothing for `stall` seconds is a slow
@@ -19,15 +19,10 @@ from ..subscription import SlowConsumer, Subscription
 # Bytes of replay written to a client before looking at its buffer again: the replay
 # reaches the transport as the client takes it, never all at once.
 REPLAY_CHUNK = 256 * 1024
-# Bytes of a replay held in memory at most (beyond the message being written): the
-# rest is read again from history when the client gets to it. A few chunks, so that a
-# client that reads does not wait for each read; a large replay to many stalled
-# clients is not held once per client.
-REPLAY_HELD = 4 * REPLAY_CHUNK
 STALL_SECONDS = 10.0
 
-# The next messages of a channel after an id, at most `limit` (the hub's `page`).
-ReadAfter = Callable[[str, int], Awaitable[list[Message]]]
+# The page of a replay after a message of it (the last one written): [] at its end.
+ReadNext = Callable[[Message], Awaitable[list[Message]]]
 
 
 class Paced(Protocol):
@@ -65,62 +60,65 @@ async def drain(client: Paced, sub: Subscription, stall: float | None = None) ->
 
 
 class _Replay:
-    """The replay still to write: at most about `keep` bytes of it in memory, the rest
-    read again, page by page, up to the last message of the snapshot."""
+    """The replay still to write: one page of it in memory, the next read (`read_next`)
+    only once the client has taken that one, so a connection holds about a page of its
+    replay however large the replay is."""
 
-    def __init__(self, messages: list[Message], keep: int, read_after: ReadAfter) -> None:
-        self.unsent = sum(m.size for m in messages)
-        self._last_seq = messages[-1].seq if messages else 0
-        self._page = max(1, keep * len(messages) // max(self.unsent, 1))  # messages a page
-        self._keep = keep
-        self._read_after = read_after
-        self._queue: deque[Message] = deque()
-        self._more = self._hold(messages)
-        messages.clear()  # the caller's list: only what is held stays in memory
+    def __init__(self, page: list[Message], count: int, read_next: ReadNext) -> None:
+        self._queue = deque(page)
+        page.clear()  # the caller's list: only what is held stays in memory
+        self._held = sum(m.size for m in self._queue)
+        self._mean = self._held // max(len(self._queue), 1)  # a message's size, roughly
+        self._left = count  # messages not written yet (fewer, if retention trims some)
+        self._read_next = read_next
+        self._last: Message | None = None
 
-    def _hold(self, messages: list[Message]) -> bool:
-        """Hold the first of `messages` up to `keep` bytes (and none past the snapshot);
-        True while some of the replay is neither held nor written."""
-        held = 0
-        for message in messages:
-            if message.seq > self._last_seq:
-                return False
-            if held and held + message.size > self._keep:
-                return True
-            held += message.size
-            self._queue.append(message)
-        return bool(messages) and messages[-1].seq < self._last_seq
+    @property
+    def unsent(self) -> int:
+        """Bytes of the replay still to write: those held, and an estimate of the rest."""
+        return self._held + max(self._left - len(self._queue), 0) * self._mean
 
-    async def chunk(self, after: str | None) -> list[Message]:
+    async def chunk(self) -> list[Message]:
         """The next messages to write (up to REPLAY_CHUNK bytes); [] at the end."""
-        if not self._queue and self._more and after is not None:
-            self._more = self._hold(await self._read_after(after, self._page))
+        if not self._queue and self._left > 0 and self._last is not None:
+            page = await self._read_next(self._last)
+            self._queue.extend(page)
+            self._held = sum(m.size for m in page)
+            self._mean = self._held // max(len(page), 1)
+            self._left = self._left if page else 0  # what is left was trimmed meanwhile
         chunk: list[Message] = []
         size = 0
         while self._queue and (not chunk or size < REPLAY_CHUNK):
             message = self._queue.popleft()
             chunk.append(message)
             size += message.size
-        self.unsent -= size
+        if chunk:
+            self._held -= size
+            self._left -= len(chunk)
+            self._last = chunk[-1]
         return chunk
 
 
 async def send_replay(
     client: Paced,
     sub: Subscription,
-    messages: list[Message],
-    read_after: ReadAfter,
+    page: list[Message],
+    count: int,
+    read_next: ReadNext,
     include_metadata: bool,
     stall: float,
-) -> None:
-    """Write the replay a chunk at a time, each when the client has room for it (the
-    caller's `messages` list is emptied: written messages are let go of as they
-    leave). What is still to be written counts against the connection's backlog with
-    what the hub holds for it meanwhile."""
-    replay = _Replay(messages, min(REPLAY_HELD, sub.max_bytes), read_after)
-    last: str | None = None
-    while chunk := await replay.chunk(last):
-        last = chunk[-1].id
+) -> tuple[int, str | None]:
+    """Write a replay of `count` messages, its first `page` given and each next one read
+    when the client has taken the one before, a chunk at a time, each when the client
+    has room for it (the caller's `page` list is emptied: written messages are let go
+    of as they leave). What is still to be written counts against the connection's
+    backlog with what the hub holds for it meanwhile. Returns how many were written,
+    and the last one's id."""
+    replay = _Replay(page, count, read_next)
+    written, last = 0, None
+    while chunk := await replay.chunk():
+        written, last = written + len(chunk), chunk[-1].id
         await client.send_messages(chunk, True, include_metadata)
         over = replay.unsent + sub.queued_bytes > sub.max_bytes
         await drain(client, sub, stall if over else None)
+    return written, last

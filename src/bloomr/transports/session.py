@@ -6,7 +6,6 @@ A transport adapts its connection to `Client`; nothing here knows Socket.IO or H
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,7 +15,7 @@ from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
-from ..replay_plan import Backfill, Notice, RecoveryFailed, ReplayPlan
+from ..replay_plan import Notice, RecoveryFailed, ReplayPlan
 from ..resume import PidSigner, ResumePoint, resume_start
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
@@ -24,8 +23,6 @@ from .notices import notice_payload
 from .pacing import STALL_SECONDS, drain, send_replay
 
 log = logging.getLogger("bloomr.transports")
-
-_BACKFILL_PAGE = 1000
 
 SLOW_CONSUMER = warning(
     "slow_consumer",
@@ -109,23 +106,28 @@ async def open_session(
     args: dict[str, Any],
     signer: PidSigner | None = None,
     client: str | None = None,
-) -> Opened:
+) -> Opened | BloomrError:
     """Authorize and register with the hub. A transport calls this *before* it confirms
     the connection, so that anything published after the client sees `connect` is
     certain to reach it (the original's promise: no message missed). With a `signer`,
     a client that sent a `pid` is resumed where it stood, if it can be, before it is
-    confirmed (its confirmation says whether it was)."""
-    stream, token_id, expires_at = await authorize(streams, auth, args, client)
-    channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
-    sub = hub.subscribe(stream.id, channel, token_id, expires_at)
-    opened = Opened(stream, sub, replay, include_metadata)
-    if signer is not None:
-        try:
+    confirmed (its confirmation says whether it was). A refusal is returned, never
+    raised: the client is told, then disconnected (`run_session`)."""
+    sub: Subscription | None = None
+    try:
+        stream, token_id, expires_at = await authorize(streams, auth, args, client)
+        channel, replay, include_metadata = parse_subscribe_options(args, now_ms())
+        sub = hub.subscribe(stream.id, channel, token_id, expires_at)
+        opened = Opened(stream, sub, replay, include_metadata)
+        if signer is not None:
             await _recover(hub, signer, opened, token_id, args)
-        except BaseException:
+        return opened
+    except BaseException as exc:
+        if sub is not None:
             hub.unsubscribe(sub)
+        if not isinstance(exc, Exception):
             raise
-    return opened
+        return as_error(exc, "opening a session")
 
 
 async def _recover(
@@ -138,7 +140,7 @@ async def _recover(
     if pid is not None:
         start = resume_start(signer.verify(pid), stream.id, channel, token_id, args.get("offset"))
         if not isinstance(start, str):
-            plan = await hub.plan_resume(stream, channel, start)
+            plan = await hub.plan_resume(opened.sub, stream, start)
             if not isinstance(plan, RecoveryFailed):
                 opened.resumed, opened.pid = plan, pid  # the same pid: `recovered` is true
                 return
@@ -146,33 +148,6 @@ async def _recover(
         opened.notices.append(RecoveryFailed(start))
     seq, epoch = await hub.head(stream.id)
     opened.pid = signer.sign(ResumePoint(stream.id, channel, token_id, epoch, seq))
-
-
-async def try_open_session(
-    hub: Hub,
-    streams: Streams,
-    auth: Authenticator,
-    args: dict[str, Any],
-    signer: PidSigner | None = None,
-    client: str | None = None,
-) -> Opened | BloomrError:
-    try:
-        return await open_session(hub, streams, auth, args, signer, client)
-    except Exception as exc:  # never silence: the client is told, then disconnected
-        return as_error(exc, "opening a session")
-
-
-async def _backfill(hub: Hub, opened: Opened, fill: Backfill) -> AsyncIterator[list[Message]]:
-    """The messages a resumed client missed before its replay's newest, page by page."""
-    after = fill.after_id
-    while True:
-        page = await hub.page(opened.stream.id, opened.sub.channel, after, None, _BACKFILL_PAGE)
-        chunk = [m for m in page if fill.after_seq < m.seq < fill.until_seq]
-        if chunk:
-            yield chunk
-        if len(page) < _BACKFILL_PAGE or page[-1].seq >= fill.until_seq:
-            return
-        after = page[-1].id
 
 
 async def run_session(
@@ -188,22 +163,14 @@ async def run_session(
         plan = opened.resumed or await hub.plan_replay(sub, opened.stream, opened.replay)
         for payload in map(notice_payload, [*opened.notices, *plan.notices]):
             await client.emit("warning", payload)
-        count, last_id = 0, None
 
-        async def read_after(after_id: str, limit: int) -> list[Message]:
-            return await hub.page(sub.stream_id, sub.channel, after_id, None, limit)
+        async def read_next(last: Message) -> list[Message]:
+            return await hub.page(plan.next_page(last))
 
-        async def replay(messages: list[Message]) -> None:
-            nonlocal count, last_id
-            if messages:
-                count, last_id = count + len(messages), messages[-1].id
-                await send_replay(client, sub, messages, read_after, include_metadata, stall)
-
-        if plan.backfill is not None:
-            async for chunk in _backfill(hub, opened, plan.backfill):
-                await replay(chunk)
-        replay_messages, plan.messages = plan.messages, []
-        await replay(replay_messages)
+        page, plan.messages = plan.messages, []
+        count, last_id = await send_replay(
+            client, sub, page, plan.count, read_next, include_metadata, stall
+        )
         await client.emit("replay_end", {"count": count, "lastId": last_id})
         sub.go_live(plan.head_seq, plan.epoch)
         sink = client.live_sink(include_metadata)

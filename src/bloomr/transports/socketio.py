@@ -48,7 +48,7 @@ from .base import (
 )
 from .engineio import EngineConfig, EngineError, EngineServer, EngineSession
 from .frames import event_packet, message_frames, message_packet
-from .session import SHUTTING_DOWN, Opened, run_session, try_open_session
+from .session import SHUTTING_DOWN, Opened, open_session, run_session
 
 log = logging.getLogger("bloomr.transports")
 
@@ -181,7 +181,7 @@ class SocketIOConnection:
             opened = exc
         else:
             signer = transport.signer if self.offsets else None
-            opened = await try_open_session(
+            opened = await open_session(
                 hub, transport.streams, transport.auth, args, signer, self.session.address
             )
         try:

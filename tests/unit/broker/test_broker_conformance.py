@@ -15,12 +15,15 @@ import pytest
 from backends import BrokerNode, EmbeddedBrokerBackend, RedisBrokerBackend
 from bloomr.errors import BloomrError
 from bloomr.idempotency import Repeat, fingerprint
-from bloomr.model import Draft, Message
-from bloomr.replay import AfterSeq
+from bloomr.model import Draft, Message, Stream
+from bloomr.replay import AfterSeq, ReplayRequest
+from bloomr.replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
 from bloomr.store.base import AppendBatch, Appended
+from queries import paging, replaying
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
 S1, S2 = "brokerAAAA", "brokerBBBB"
+STREAM = Stream(S1, "paged")
 
 Nodes = Callable[[], Awaitable[list[BrokerNode]]]
 
@@ -84,7 +87,7 @@ async def test_a_group_mixes_streams_channels_and_streams_without_history(
     assert seqs(stored(a)) == [1, 2] and seqs(stored(c)) == [3] and seqs(stored(b)) == [1]
     assert await node.until(S1, 3) == stored(a) + stored(c)
     assert await node.until(S2, 1) == stored(b)
-    replayed = await node.broker.replay(S2, "progress", None, 10, None)
+    replayed = await node.broker.replay(replaying(S2, "progress", None, 10, None))
     assert replayed.messages == [] and replayed.head_seq == 1  # ordered, never stored
 
 
@@ -94,7 +97,7 @@ async def test_replay_reads_one_snapshot_and_live_delivery_takes_over_after_its_
     [node, *_] = await nodes()
     for i in range(5):
         await node.broker.publish([batch(S1, i, channel="" if i % 2 else "other")])
-    found = await node.broker.replay(S1, "", None, 10, None)
+    found = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert [m.data for m in found.messages] == [1, 3] and found.head_seq == 5
     later = stored((await node.broker.publish([batch(S1, 5)]))[0])
     delivered = await node.until(S1, later[0].seq)
@@ -106,7 +109,7 @@ async def test_publish_now_is_offered_exactly_when_declared(nodes: Nodes) -> Non
     done = node.broker.publish_now([batch(S1, 1)])
     if not node.broker.capabilities.publishes_on_the_spot:
         assert done is None
-        assert (await node.broker.replay(S1, "", None, 10, None)).messages == []
+        assert (await node.broker.replay(replaying(S1, "", None, 10, None))).messages == []
         return
     assert done is not None and seqs(stored(done[0])) == [1]
     assert seqs(node.delivered[S1]) == [1]  # delivered before it returned
@@ -130,33 +133,35 @@ async def test_trim_and_drop(nodes: Nodes) -> None:
     [node, *_] = await nodes()
     await node.broker.publish([batch(S1, *range(10))])
     assert await node.broker.trim(S1, 0, 4) == 6
-    assert [m.data for m in await node.broker.page(S1, "", None, None, 100)] == [6, 7, 8, 9]
+    assert [m.data for m in await node.broker.page(paging(S1, "", None, None, 100))] == [6, 7, 8, 9]
     await node.broker.drop(S1)
-    assert await node.broker.page(S1, "", None, None, 100) == []
+    assert await node.broker.page(paging(S1, "", None, None, 100)) == []
     again = stored((await node.broker.publish([batch(S1, "new")]))[0])
     assert seqs(again) == [1]  # a dropped stream's sequence starts over
 
 
 async def test_a_resume_point_replays_what_followed_it_in_its_epoch_only(nodes: Nodes) -> None:
     [node, *_] = await nodes()
-    before = await node.broker.replay(S1, "", None, 10, None)
+    before = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert before.head_seq == 0 and before.epoch == ""
     first = stored((await node.broker.publish([batch(S1, 1, 2)]))[0])
-    live = await node.broker.replay(S1, "", None, 10, None)
+    live = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert live.epoch != "" and live.head_seq == 2
     later = stored((await node.broker.publish([batch(S1, 3), batch(S1, 4, channel="x")]))[0])
 
-    from_empty = await node.broker.replay(S1, "", AfterSeq(0, ""), 100, None)
+    from_empty = await node.broker.replay(replaying(S1, "", AfterSeq(0, ""), 100, None))
     assert from_empty.messages == first + later and not from_empty.unknown_id
-    resumed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    resumed = await node.broker.replay(replaying(S1, "", AfterSeq(2, live.epoch), 100, None))
     assert resumed.messages == later and not resumed.unknown_id
-    caught_up = await node.broker.replay(S1, "", AfterSeq(4, live.epoch), 100, None)
+    caught_up = await node.broker.replay(replaying(S1, "", AfterSeq(4, live.epoch), 100, None))
     assert caught_up.messages == [] and not caught_up.unknown_id
 
-    elsewhere = await node.broker.replay(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    elsewhere = await node.broker.replay(
+        replaying(S1, "", AfterSeq(2, "0123456789abcdef"), 100, None)
+    )
     assert elsewhere.unknown_id  # another history's place means nothing here
     await node.broker.trim(S1, 0, 1)  # only seq 4 is left: 3 is gone
-    trimmed = await node.broker.replay(S1, "", AfterSeq(2, live.epoch), 100, None)
+    trimmed = await node.broker.replay(replaying(S1, "", AfterSeq(2, live.epoch), 100, None))
     assert trimmed.unknown_id
 
 
@@ -165,7 +170,7 @@ async def test_the_head_is_where_later_publishes_start(nodes: Nodes) -> None:
     assert await node.broker.head(S1) == (0, "")
     await node.broker.publish([batch(S1, 1, 2)])
     seq, epoch = await node.broker.head(S1)
-    snapshot = await node.broker.replay(S1, "", None, 10, None)
+    snapshot = await node.broker.replay(replaying(S1, "", None, 10, None))
     assert (seq, epoch) == (2, snapshot.epoch) and epoch != ""
 
 
@@ -196,3 +201,86 @@ async def test_concurrent_duplicates_on_every_node_store_once(nodes: Nodes) -> N
     later = stored((await every[0].broker.publish([batch(S1, "z")]))[0])
     for node in every:
         assert await node.until(S1, later[0].seq) == first + later
+
+
+# -- a replay read page by page (replay_plan: planned from one snapshot, each page after
+# the last one read, up to the snapshot's head) --------------------------------------
+
+SIZE = Message("", "", "", 0, 0, orjson.dumps(0)).size  # a one-digit message's size
+
+
+async def read_paged(
+    broker: Any, plan: ReplayPlan, between: Callable[[], Awaitable[None]] | None = None
+) -> list[Message]:
+    """Every page of a planned replay, as a session reads them (`between` runs after
+    each page, the time a client takes to read it)."""
+    got, page = [], list(plan.messages)
+    while page:
+        got += page
+        if between is not None:
+            await between()
+        page = await broker.page(plan.next_page(got[-1]))
+    return got
+
+
+async def test_a_replay_larger_than_a_page_is_read_page_by_page_up_to_its_head(
+    nodes: Nodes,
+) -> None:
+    [node, *_] = await nodes()
+    # batches of 7 (SQLite keeps each as one run): pages of 3 messages cut inside runs
+    written = [m for i in range(6) for m in stored((await publish(node, S1, 7, i))[0])]
+    plan = await plan_replay(node.broker, STREAM, "", ReplayRequest(None, 40, 40), 3 * SIZE)
+    assert plan.messages == written[2:5] and plan.count == 40 and plan.head_seq == 42
+    later: list[Message] = []
+
+    async def publish_more() -> None:  # after the snapshot: live, never a page
+        later.extend(stored((await publish(node, S1, 2, 9))[0]))
+
+    assert await read_paged(node.broker, plan, publish_more) == written[2:]
+    delivered = await node.until(S1, later[-1].seq)
+    assert [m for m in delivered if m.seq > plan.head_seq] == later
+
+
+async def test_a_paged_replay_reads_its_channel_only(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    for i in range(10):
+        await node.broker.publish([batch(S1, *[i] * 3, channel="" if i % 3 else "other")])
+    ours = [m for m in await node.broker.page(paging(S1, "", None, None, 100))]
+    request = ReplayRequest(AfterSeq(0, ""), 10_000, None)
+    plan = await plan_replay(node.broker, STREAM, "", request, 2 * SIZE)
+    assert len(plan.messages) == 2 and plan.count == len(ours) == 18
+    assert await read_paged(node.broker, plan) == ours
+
+
+async def test_a_resume_is_read_page_by_page_whatever_its_size(nodes: Nodes) -> None:
+    [node, *_] = await nodes()
+    written = stored((await publish(node, S1, 30, 1))[0])
+    plan = await plan_resume(
+        node.broker, STREAM, "", AfterSeq(4, (await node.broker.head(S1))[1]), SIZE
+    )
+    assert not isinstance(plan, RecoveryFailed)
+    assert len(plan.messages) == 1 and plan.count == 26
+    assert await read_paged(node.broker, plan) == written[4:]
+
+
+async def test_a_paged_replay_trimmed_between_pages_goes_on_with_what_is_left(
+    nodes: Nodes,
+) -> None:
+    """Retention trims the oldest messages: a page after them starts at the oldest that
+    is left; the hand-over to live delivery stays exact."""
+    [node, *_] = await nodes()
+    written = [m for i in range(4) for m in stored((await publish(node, S1, 5, i))[0])]
+    plan = await plan_replay(node.broker, STREAM, "", ReplayRequest(None, 20, 20), 4 * SIZE)
+    trimmed = False
+
+    async def trim() -> None:
+        nonlocal trimmed
+        if not trimmed:  # after the first page (seqs 1-4), keep only the newest 9
+            trimmed = True
+            assert await node.broker.trim(S1, 0, 9) == 11
+
+    assert await read_paged(node.broker, plan, trim) == written[:4] + written[11:]
+
+
+async def publish(node: BrokerNode, stream: str, n: int, value: int) -> list[Appended]:
+    return await node.broker.publish([batch(stream, *[value] * n)])
