@@ -43,9 +43,15 @@ class HubListener(Protocol):
     """Told what the hub did, from inside the hub: synchronous and must not block (queue
     the work). Called on the node that did it only, once per event cluster-wide."""
 
-    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+    def on_published(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
         """Messages just stored (or, without history, ordered) and handed to the broker,
-        in the stream's order, every channel, whether or not the stream keeps history."""
+        in the stream's order, every channel, whether or not the stream keeps history,
+        with the epoch of the history they went into ("" when the broker does not say).
+        Returns what must be done before their publishes are answered (the webhook
+        outbox write of a cluster), or None. A broker that publishes on the spot must
+        never be answered anything but None."""
         ...
 
     def on_stream_deleted(self, stream_id: str) -> None: ...
@@ -63,6 +69,40 @@ class Backpressure(Protocol):
     async def room(self) -> None:
         """Returns once it no longer pushes back."""
         ...
+
+
+class _Listeners:
+    """The hub's listeners, each told in turn; a listener's bug never fails a publish."""
+
+    def __init__(self) -> None:
+        self._all: list[HubListener] = []
+
+    def add(self, listener: HubListener) -> None:
+        self._all.append(listener)
+
+    def published(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        """What the listeners need done before the publishes are answered (or None)."""
+        waits: list[asyncio.Future[None]] = []
+        for listener in self._all:
+            try:
+                wait = listener.on_published(stream_id, epoch, messages)
+            except Exception:
+                log.exception("hub listener %r failed", listener)
+                continue
+            if wait is not None:
+                waits.append(wait)
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else asyncio.ensure_future(_all(waits))
+
+    def deleted(self, stream_id: str) -> None:
+        for listener in self._all:
+            try:
+                listener.on_stream_deleted(stream_id)
+            except Exception:
+                log.exception("hub listener %r failed", listener)
 
 
 @dataclass(slots=True)
@@ -95,32 +135,18 @@ class Hub:
         # a repeat waits for the first to be answered, then asks the store
         self._keyed: dict[tuple[str, str], _Outcome] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._listeners: list[HubListener] = []
+        self._listeners = _Listeners()
         self._pressure: list[Backpressure] = []
         self.activity = Activity()  # rate and last message per stream, for the dashboard
 
     def add_listener(self, listener: HubListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def add_backpressure(self, source: Backpressure) -> None:
         self._pressure.append(source)
 
     def _pushed_back(self) -> bool:
         return any(source.pushing_back() for source in self._pressure)
-
-    def _tell_published(self, stream_id: str, messages: list[Message]) -> None:
-        for listener in self._listeners:
-            try:
-                listener.on_published(stream_id, messages)
-            except Exception:  # a listener's bug never fails a publish
-                log.exception("hub listener %r failed", listener)
-
-    def _tell_deleted(self, stream_id: str) -> None:
-        for listener in self._listeners:
-            try:
-                listener.on_stream_deleted(stream_id)
-            except Exception:
-                log.exception("hub listener %r failed", listener)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -152,7 +178,7 @@ class Hub:
         publishes, drop its history, tell the listeners."""
         self._deleted.add(stream_id)
         await self.broker.drop(stream_id)
-        self._tell_deleted(stream_id)
+        self._listeners.deleted(stream_id)
 
     # -- publish ----------------------------------------------------------------------
 
@@ -213,7 +239,8 @@ class Hub:
         if isinstance(result, BloomrError):
             raise result
         assert isinstance(result, list)  # a batch without a key is never a repeat
-        self._tell_published(stream.id, result)
+        wait = self._listeners.published(stream.id, batch.epoch, result)
+        assert wait is None, "a broker that publishes on the spot made a publish wait"
         return result
 
     async def _pipeline(self) -> None:
@@ -254,16 +281,24 @@ class Hub:
             return
         results = await self.broker.publish([p.batch for p in group])
         stored: dict[str, list[Message]] = {}
+        epochs: dict[str, str] = {}  # a stream's batches of one group are in one epoch
         for pending, result in zip(group, results, strict=True):
             if isinstance(result, list):  # a Repeat was told about the first time
-                stored.setdefault(pending.batch.stream_id, []).extend(result)
+                batch = pending.batch
+                stored.setdefault(batch.stream_id, []).extend(result)
+                epochs[batch.stream_id] = batch.epoch or epochs.get(batch.stream_id, "")
+        waits: dict[str, asyncio.Future[None]] = {}
         for stream_id, messages in stored.items():
-            self._tell_published(stream_id, messages)
+            wait = self._listeners.published(stream_id, epochs[stream_id], messages)
+            if wait is not None:
+                waits[stream_id] = wait
         for pending, result in zip(group, results, strict=True):
             if pending.future.done():
                 continue
             if isinstance(result, BloomrError):
                 pending.future.set_exception(result)
+            elif isinstance(result, list) and pending.batch.stream_id in waits:
+                _answer_after(waits[pending.batch.stream_id], pending.future, result)
             else:
                 pending.future.set_result(result)
 
@@ -324,3 +359,25 @@ class Hub:
 def _page_bytes(sub: Subscription) -> int:
     """A replay's page for `sub`: never more than its connection may have queued."""
     return min(PAGE_BYTES, sub.max_bytes)
+
+
+async def _all(waits: list[asyncio.Future[None]]) -> None:
+    await asyncio.gather(*waits)
+
+
+def _answer_after(wait: asyncio.Future[None], future: _Outcome, result: list[Message]) -> None:
+    """Answer `future` with `result` once `wait` is done (without holding up the
+    pipeline: later groups are stored meanwhile, and answered in their turn)."""
+
+    def answer(done: asyncio.Future[None]) -> None:
+        if future.done():
+            return
+        if done.cancelled() or done.exception() is not None:
+            error = done.exception() if not done.cancelled() else None
+            if not isinstance(error, BloomrError):
+                error = BloomrError("unavailable", "the webhook outboxes could not be written")
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    wait.add_done_callback(answer)

@@ -20,7 +20,7 @@ class Counters:
     published: int = 0
     publish_batches: int = 0
 
-    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+    def on_published(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         self.published += len(messages)
         self.publish_batches += 1
 

@@ -65,9 +65,9 @@ class Webhook:
 
 @dataclass(slots=True)
 class Batch:
-    """The request being delivered: outbox messages `first_seq..last_seq` of the webhook.
-    A retry (also after a restart) sends the same messages under the same delivery id,
-    so the body is the same bytes."""
+    """The request being delivered: outbox messages `first_seq..last_seq` of the webhook,
+    in the outbox's `era` (a batch never spans two). A retry (also after a restart)
+    sends the same messages under the same delivery id, so the body is the same bytes."""
 
     delivery_id: str
     first_seq: int
@@ -76,10 +76,12 @@ class Batch:
     first_attempt_ms: int
     attempts: int = 0  # failed attempts so far
     next_attempt_ms: int | None = None  # None: now
+    era: int = 0
 
     def to_doc(self) -> dict[str, Any]:
         return {
             "delivery_id": self.delivery_id,
+            "era": self.era,
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "count": self.count,
@@ -98,6 +100,7 @@ class Batch:
             first_attempt_ms=int(doc["first_attempt_ms"]),
             attempts=int(doc.get("attempts", 0)),
             next_attempt_ms=doc.get("next_attempt_ms"),
+            era=int(doc.get("era", 0)),  # a batch from before eras is in era 0
         )
 
 

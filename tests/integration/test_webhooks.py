@@ -8,23 +8,22 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from httpkit import Api, assert_envelope, assert_error, bearer, open_client, wait_until
 
+from hookkit import Hit, Receiver, running_receiver
 from server import ADMIN_KEY, Server, running_server
 
 ALLOW = {"BLOOMR_WEBHOOK_ALLOW_PRIVATE": "1"}
-TIMEOUT = 15  # seconds for any awaited delivery
 STATE_KEYS = {
     "pending",
     "delivered",
@@ -40,89 +39,10 @@ STATE_KEYS = {
 HOOK_KEYS = {"id", "stream", "url", "channel", "created_at"} | STATE_KEYS
 
 
-# -- the receiver ----------------------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-    at: float  # monotonic, when the request arrived
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.body)["messages"])
-
-    @property
-    def delivery(self) -> str:
-        return self.headers["X-Bloomr-Delivery"]
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 recording every request. It answers `status` (or the
-    next of `script` while there is one), after `gate` opens when a gate is set."""
-
-    status: int = 200
-    script: list[int] = field(default_factory=list)
-    gate: asyncio.Event | None = None
-    hits: list[Hit] = field(default_factory=list)
-    arrived: int = 0  # requests received, answered or not
-    base: str = ""
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        arrived = time.monotonic()
-        body = await request.read()
-        self.arrived += 1
-        self._changed.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        status = self.script.pop(0) if self.script else self.status
-        self.hits.append(Hit(request.path, dict(request.headers), body, status, arrived))
-        self._changed.set()
-        return web.Response(status=status, text="ok" if status < 300 else "down")
-
-    def url(self, path: str = "/hook") -> str:
-        return self.base + path
-
-    def at(self, path: str = "/hook") -> list[Hit]:
-        return [h for h in self.hits if h.path == path]
-
-    def delivered(self, path: str = "/hook") -> list[dict[str, Any]]:
-        """The messages of every acknowledged request, in arrival order."""
-        return [m for h in self.at(path) if h.ok for m in h.messages]
-
-    async def until(self, check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        async with asyncio.timeout(timeout):
-            while not check():
-                self._changed.clear()
-                await self._changed.wait()
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.base = f"http://127.0.0.1:{port}"
-    try:
+    async with running_receiver() as rec:
         yield rec
-    finally:
-        if rec.gate is not None:
-            rec.gate.set()
-        await runner.cleanup()
 
 
 # -- servers and API helpers -----------------------------------------------------------------
@@ -420,15 +340,20 @@ OUTAGE = (
 )
 
 
-async def test_an_outbox_write_failing_for_seconds_loses_nothing(receiver: Receiver) -> None:
-    """SPEC §5 "Cluster faults", issue 12: every acknowledged message reaches the webhook
-    once the store takes writes again. The fault is the database's own: a trigger added
-    from another connection makes it refuse every outbox insert (the history is not
-    touched, so publishes keep being acknowledged) for longer than bloomr used to retry."""
+async def test_an_outbox_that_cannot_be_written_refuses_the_publish(
+    receiver: Receiver,
+) -> None:
+    """SPEC §5 "Cluster faults", issue 12: the outbox is written in the publish's own
+    transaction, so a publish is acknowledged only with its webhook deliveries stored.
+    The fault is the database's own: a trigger added from another connection makes it
+    refuse every outbox insert. Publishes to the webhook's stream are refused meanwhile
+    (all or none: nothing of them is stored or delivered), another stream's are not, and
+    every acknowledged message reaches the webhook, in order."""
     with running_server(env=ALLOW) as srv:
         async with open_client(srv) as client:
             api = Api(srv, client)
             stream = (await api.create_stream())["id"]
+            quiet = (await api.create_stream())["id"]  # no webhook
             await create_hook(api, stream, url=receiver.url())
             await api.publish(stream, {"data": 0})
             await receiver.until(lambda: len(receiver.delivered()) == 1)
@@ -436,20 +361,61 @@ async def test_an_outbox_write_failing_for_seconds_loses_nothing(receiver: Recei
             try:
                 db.execute(OUTAGE)
                 db.commit()
-                for i in range(1, 31, 3):  # acknowledged while the outbox cannot be written
-                    await api.publish(stream, [{"data": n} for n in range(i, i + 3)])
-
-                # the fault's length, not a wait for an event: longer than the 3 s in
-                # which bloomr used to give up on a write and drop it
-                await asyncio.sleep(OUTAGE_SECONDS)
-                assert [m["data"] for m in receiver.delivered()] == [0]
-                assert any("outbox write failed again" in line for line in srv.output)
+                for i in range(100, 103):
+                    r = await client.post(
+                        f"/api/streams/{stream}/messages", json={"data": i}, headers=api.admin
+                    )
+                    assert r.status_code >= 500, r.text
+                await api.publish(quiet, [{"data": n} for n in range(3)])
             finally:
                 db.execute("DROP TRIGGER IF EXISTS outage")
                 db.commit()
                 db.close()
+            for i in range(1, 31, 3):
+                await api.publish(stream, [{"data": n} for n in range(i, i + 3)])
             await receiver.until(lambda: len(receiver.delivered()) >= 31)
+            await asyncio.sleep(0.3)  # a refused publish that was delivered would be here
             assert [m["data"] for m in receiver.delivered()] == list(range(31))
+
+
+async def test_a_node_killed_right_after_its_201_loses_no_delivery(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """Issue 12: SIGKILL right after the last publish was answered 201, then a restart on
+    the same data directory: every acknowledged message reaches the webhook, in order
+    (at least once: a batch in flight may come twice, never out of order)."""
+    with running_server(env=ALLOW, data_dir=tmp_path) as srv:
+        async with open_client(srv) as client:
+            api = Api(srv, client)
+            stream = (await api.create_stream())["id"]
+            await create_hook(api, stream, url=receiver.url())
+            await create_hook(api, stream, url=receiver.url("/progress"), channel="progress")
+
+            async def publisher(k: int) -> list[str]:
+                ids: list[str] = []
+                for i in range(25):
+                    batch = [{"data": [k, i, j]} for j in range(4)]
+                    batch.append({"channel": "progress", "data": [k, i, 4]})
+                    ids += await api.publish(stream, batch)
+                return ids
+
+            acknowledged = [
+                i for ids in await asyncio.gather(*map(publisher, range(4))) for i in ids
+            ]
+            srv.process.send_signal(signal.SIGKILL)  # right after the last 201
+            srv.process.wait(10)
+    expected = sorted(acknowledged)  # ids grow with seqs: the stream's order
+    assert len(expected) == 500
+    with running_server(env=ALLOW, data_dir=tmp_path):
+
+        def first_seen(path: str) -> list[str]:
+            return list(dict.fromkeys(m["id"] for m in receiver.delivered(path)))
+
+        await receiver.until(lambda: len(receiver.first_seen("/hook")) >= 400, timeout=30)
+        await receiver.until(lambda: len(receiver.first_seen("/progress")) >= 100, timeout=30)
+    progress = {m["id"] for m in receiver.delivered("/progress")}
+    assert receiver.first_seen("/hook") == [i for i in expected if i not in progress]
+    assert receiver.first_seen("/progress") == [i for i in expected if i in progress]
 
 
 # -- the private-address guard ---------------------------------------------------------------

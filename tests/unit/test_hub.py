@@ -168,7 +168,7 @@ class Told:
     def __init__(self) -> None:
         self.published: list[int] = []
 
-    def on_published(self, stream_id: str, messages: list[Message]) -> None:
+    def on_published(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         self.published += [orjson.loads(m.data_json) for m in messages]
 
     def on_stream_deleted(self, stream_id: str) -> None:
@@ -231,3 +231,48 @@ async def test_keyed_publishes_waiting_when_the_hub_stops_are_answered(hub: Hub)
             with pytest.raises(BloomrError) as stopped:
                 await waiting
             assert stopped.value.code == "unavailable"
+
+
+class Landing:
+    """A hub listener like a cluster's webhook outbox writer: each publish of `stream`
+    must land (its future resolved by the test) before it is answered."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.futures: list[asyncio.Future[None]] = []
+
+    def on_published(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        if stream_id != self.stream_id:
+            return None
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+    def on_stream_deleted(self, stream_id: str) -> None:
+        pass
+
+
+async def test_a_publish_is_answered_once_what_a_listener_needs_has_landed(hub: Hub) -> None:
+    """Issue 12: a publish to a stream with webhooks is acknowledged only once its outbox
+    items are written; the pipeline goes on meanwhile (other streams are answered at
+    once), and a write that cannot land answers `unavailable`."""
+    hooked, other = Stream(id="hubtest020", name="h"), Stream(id="hubtest021", name="o")
+    landing = Landing(hooked.id)
+    hub.add_listener(landing)
+    async with asyncio.timeout(TIMEOUT):
+        waiting = asyncio.create_task(hub.publish(hooked, drafts("", 1, 2)))
+        while not landing.futures:
+            await asyncio.sleep(0)
+        assert [m.seq for m in await hub.publish(other, drafts("", 1))] == [1]
+        assert not waiting.done()
+        landing.futures[0].set_result(None)
+        assert [m.seq for m in await waiting] == [1, 2]
+        failing = asyncio.create_task(hub.publish(hooked, drafts("", 1)))
+        while len(landing.futures) < 2:
+            await asyncio.sleep(0)
+        landing.futures[1].cancel()  # the writer stopped before it landed
+        with pytest.raises(BloomrError) as raised:
+            await failing
+        assert raised.value.code == "unavailable"

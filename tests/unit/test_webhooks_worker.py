@@ -93,8 +93,10 @@ async def run(store: SQLiteWebhookStore) -> AsyncIterator[Run]:
         await worker.stop()
 
 
-async def put(store: SQLiteWebhookStore, worker: DeliveryWorker, *seqs: int) -> None:
-    envelopes = [OutboxItem("wh_unit", s, orjson.dumps({"data": s})) for s in seqs]
+async def put(
+    store: SQLiteWebhookStore, worker: DeliveryWorker, *seqs: int, epoch: str = ""
+) -> None:
+    envelopes = [OutboxItem("wh_unit", s, orjson.dumps({"data": s}), epoch) for s in seqs]
     await store.enqueue(envelopes)
     worker.wake()
 
@@ -136,6 +138,26 @@ async def test_a_backlog_goes_in_batches_of_100_in_order(
     assert receiver.seqs() == [list(range(1, 101)), list(range(101, 201)), list(range(201, 251))]
     assert len({r.headers["x-bloomr-delivery"] for r in receiver.requests}) == 3
     assert (await settled(store)).delivered == 250
+
+
+async def test_a_history_reset_is_delivered_after_what_waited_of_the_old_epoch(
+    store: SQLiteWebhookStore, run: Run
+) -> None:
+    """Issue 12: items of epoch A wait (the receiver is failing); the history starts over
+    in epoch B with seqs from 1 again. Nothing collides, nothing is lost: A's items
+    first, in seq order, then B's, never one batch across the two."""
+    receiver = Receiver(statuses=[500])
+    worker = await run(receiver)
+    await put(store, worker, 7, 8, 9, epoch="epochA")
+    await receiver.wait_for(1)  # [7, 8, 9] failed: it waits for its retry
+    await put(store, worker, 1, 2, 3, epoch="epochB")
+    await put(store, worker, 10, epoch="epochA")  # late, yet before B's
+    await put(store, worker, 4, epoch="epochB")
+    state = await settled(store)
+    assert receiver.seqs()[:2] == [[7, 8, 9], [7, 8, 9]]  # the retry: the same batch
+    delivered = [seq for batch in receiver.seqs()[1:] for seq in batch]
+    assert delivered == [7, 8, 9, 10, 1, 2, 3, 4]
+    assert state.delivered == 8 and state.dropped == 0
 
 
 async def test_a_failed_batch_is_retried_same_id_same_body(

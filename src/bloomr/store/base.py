@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..errors import BloomrError
 from ..idempotency import Repeat
@@ -33,6 +33,9 @@ class AppendBatch:
     keep: bool  # False when the stream does not store history: ordered, never written
     key: str | None = None
     fingerprint: str = ""
+    # set by a history that tells it (Redis) once the batch is stored: the epoch of the
+    # history it went into, which the webhook outboxes key their items by
+    epoch: str = ""
 
 
 # one batch's outcome: stored (or, without history, ordered), a repeat, or refused
@@ -165,17 +168,40 @@ class HistoryStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One message waiting for one webhook: `envelope` is its envelope JSON."""
+    """One message waiting for one webhook: `envelope` is its envelope JSON, `epoch` the
+    epoch of the history its `seq` belongs to."""
 
     webhook_id: str
     seq: int
     envelope: bytes
+    epoch: str = ""
+
+
+class OutboxRow(NamedTuple):
+    """An item in a webhook's outbox, at its place: `era` numbers the history epochs in
+    the order the outboxes first saw them (0 for items from before eras were kept), so
+    (era, seq) is the order of delivery: an older epoch's items first."""
+
+    era: int
+    seq: int
+    envelope: bytes
+
+
+# (webhook id, channel) of a stream's webhooks, oldest first
+Routes = Sequence[tuple[str, str]]
+Span = tuple[int, int, int]  # a part of one era of an outbox: (era, first seq, last seq)
 
 
 class WebhookStore(Protocol):
     """Webhooks, their delivery state, and an outbox per webhook: the messages it still
-    has to deliver, keyed by (webhook id, the message's seq in its stream). Writes are
-    durable when the call returns; reads see whole writes only."""
+    has to deliver, keyed by (webhook id, era of the message's history epoch, the
+    message's seq in its stream). Writes are durable when the call returns; reads see
+    whole writes only."""
+
+    # True when the history's append writes each publish's outbox items in its own
+    # transaction (the embedded SQLite file, which holds the webhooks too, gives its
+    # history the exact routes of every stream): nobody else must enqueue them
+    outbox_with_history: bool
 
     async def create_webhook(self, webhook: Webhook) -> None: ...
     async def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
@@ -189,32 +215,38 @@ class WebhookStore(Protocol):
         ...
 
     async def routes(self, stream_id: str) -> list[tuple[str, str]]:
-        """(webhook id, channel) of the stream's webhooks, oldest first: what the outbox
-        writer reads for every publish, so as cheap as the backend can make it. Sees
-        every create and delete that returned before the call."""
+        """(webhook id, channel) of the stream's webhooks, oldest first. Sees every create
+        and delete that returned before the call."""
+        ...
+
+    def known_routes(self, stream_id: str) -> Routes | None:
+        """`routes`, when this node knows them exactly without a read (the embedded
+        store always does); None when only `routes` can tell."""
         ...
 
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
-        """Add items to their webhooks' outboxes in one transaction. Items of webhooks
-        that no longer exist, and items already there (same webhook and seq), are
-        skipped, so a delete racing an enqueue leaves nothing behind. Returns how many
-        were added."""
+        """Add items to their webhooks' outboxes in one transaction, each in the era of
+        its epoch (a new epoch gets the next era). Items of webhooks that no longer
+        exist, and items already there (same webhook, epoch and seq), are skipped, so a
+        delete racing an enqueue leaves nothing behind. Returns how many were added."""
         ...
 
     async def outbox(
-        self, webhook_id: str, limit: int, first_seq: int = 0, last_seq: int | None = None
-    ) -> list[tuple[int, bytes]]:
-        """The oldest `limit` (seq, envelope) of the webhook's outbox with `first_seq <=
-        seq <= last_seq`, in seq order."""
+        self, webhook_id: str, limit: int, span: Span | None = None
+    ) -> list[OutboxRow]:
+        """The oldest `limit` items of the webhook's outbox in (era, seq) order; with a
+        `span` (era, first seq, last seq), only that era's from first to last seq."""
         ...
 
     async def save_state(self, webhook_id: str, state: DeliveryState) -> None:
         """Record the delivery state (a no-op for a webhook that no longer exists)."""
         ...
 
-    async def finish_batch(self, webhook_id: str, last_seq: int, state: DeliveryState) -> None:
-        """Atomically drop the outbox up to `last_seq` (delivered or given up) and
-        record the state that says so."""
+    async def finish_batch(
+        self, webhook_id: str, era: int, last_seq: int, state: DeliveryState
+    ) -> None:
+        """Atomically drop the outbox's items of `era` up to `last_seq` (delivered or
+        given up) and record the state that says so."""
         ...
 
 

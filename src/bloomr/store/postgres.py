@@ -19,7 +19,7 @@ from ..faults import BACKEND_TIMEOUT, guarded
 from ..model import Stream, Token, stream_from_json, token_from_doc, token_to_doc
 from ..runner.spec import ScriptReport
 from ..webhook_model import DeliveryState, Webhook, WebhookRecord
-from .base import OutboxItem
+from .base import OutboxItem, OutboxRow, Routes, Span
 from .postgres_revocations import PostgresJwtRevocations
 
 _TABLES = (
@@ -31,10 +31,15 @@ _TABLES = (
     " id text PRIMARY KEY, pos bigint GENERATED ALWAYS AS IDENTITY,"
     " stream_id text NOT NULL, doc bytea NOT NULL, state bytea NOT NULL)",
     "CREATE INDEX IF NOT EXISTS webhooks_by_stream ON webhooks (stream_id, pos)",
-    # the cascade makes deleting a webhook take its outbox along in the same statement
+    # the cascade makes deleting a webhook take its outbox along in the same statement;
+    # `era` numbers the history epochs (a Redis history that starts over reuses seqs)
     "CREATE TABLE IF NOT EXISTS webhook_outbox ("
     " webhook_id text NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,"
-    " seq bigint NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (webhook_id, seq))",
+    " era bigint NOT NULL DEFAULT 0,"
+    " seq bigint NOT NULL, envelope bytea NOT NULL, PRIMARY KEY (webhook_id, era, seq))",
+    # an epoch's era, given the first time an outbox sees it: eras only grow
+    "CREATE TABLE IF NOT EXISTS outbox_eras ("
+    " epoch text PRIMARY KEY, era bigint GENERATED ALWAYS AS IDENTITY)",
     "CREATE TABLE IF NOT EXISTS leases ("
     " key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)",
     # what the node running a script reports, for the API of every node
@@ -55,9 +60,26 @@ _SELECT_WEBHOOKS = (
     "SELECT w.doc, w.state, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) "
     "FROM webhooks w"
 )
+# An outbox from before eras (its key was (webhook_id, seq)): what waits there is era 0,
+# delivered before anything newer.
+_MIGRATE_OUTBOX = (
+    "ALTER TABLE webhook_outbox ADD COLUMN era bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE webhook_outbox DROP CONSTRAINT webhook_outbox_pkey",
+    "ALTER TABLE webhook_outbox ADD PRIMARY KEY (webhook_id, era, seq)",
+)
+_HAS_ERA = (
+    "SELECT true FROM information_schema.columns WHERE table_schema = $1 "
+    "AND table_name = 'webhook_outbox' AND column_name = 'era'"
+)
+# an epoch's era, made the first time an outbox sees it (committed on its own: a node
+# keeps what it read, as an epoch's era never changes)
+_MAKE_ERAS = (
+    "INSERT INTO outbox_eras (epoch) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING"
+)
+_ERAS = "SELECT epoch, era FROM outbox_eras WHERE epoch = ANY($1::text[])"
 _ENQUEUE = (
-    "WITH added AS (INSERT INTO webhook_outbox (webhook_id, seq, envelope) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) "
+    "WITH added AS (INSERT INTO webhook_outbox (webhook_id, era, seq, envelope) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) "
     "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM added"
 )
 # One statement: ON CONFLICT makes concurrent acquires of one key queue on its row and
@@ -73,8 +95,14 @@ _HEALTH = (
     "INSERT INTO health (id, checked_at) VALUES (1, now()) "
     "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
 )
+_OUTBOX = (
+    "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = $1 ORDER BY era, seq LIMIT $2"
+)
+_OUTBOX_SPAN = (
+    "SELECT era, seq, envelope FROM webhook_outbox WHERE webhook_id = $1 "
+    "AND era = $2 AND seq >= $3 AND seq <= $4 ORDER BY seq LIMIT $5"
+)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_MAX_SEQ = 2**63 - 1
 _POOL_MIN, _POOL_MAX = 1, 8
 
 Conn = Any  # asyncpg.Connection: asyncpg ships no types
@@ -86,16 +114,37 @@ def _record(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(webhook, DeliveryState.from_doc(orjson.loads(row[1])), int(row[2]))
 
 
+async def _enqueue(conn: Conn, items: Sequence[OutboxItem], eras: dict[str, int]) -> int:
+    # KEY SHARE on the webhooks: a racing delete waits for this commit (and then
+    # cascades over what it added) or wins first (and its webhook is skipped); it does
+    # not block state updates.
+    ids = sorted({item.webhook_id for item in items})
+    sql = "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE"
+    alive = {row[0] for row in await conn.fetch(sql, ids)}
+    kept = [i for i in items if i.webhook_id in alive]
+    columns = ([i.webhook_id for i in kept], [eras[i.epoch] for i in kept], [i.seq for i in kept])
+    return int(await conn.fetchval(_ENQUEUE, *columns, [i.envelope for i in kept]))
+
+
+async def _migrate(conn: Conn, schema: str) -> None:
+    if not await conn.fetchval(_HAS_ERA, schema):
+        for statement in _MIGRATE_OUTBOX:
+            await conn.execute(statement)
+
+
 @guarded
 class PostgresStore(PostgresJwtRevocations):
     """Implements MetadataStore, WebhookStore, LeaseStore and ScriptStatusStore in the
     schema `schema`, and keeps the cluster's admin key hash."""
+
+    outbox_with_history = False  # the history is in Redis: the outbox writer enqueues
 
     def __init__(self, dsn: str, schema: str = "bloomr") -> None:
         if _SCHEMA_NAME.fullmatch(schema) is None:  # it is spliced into DDL and settings
             raise ValueError(f"invalid schema name {schema!r}: use [a-z_][a-z0-9_]*")
         self._dsn, self._schema = dsn, schema
         self._pool: Any = None
+        self._eras: dict[str, int] = {}  # epoch -> era of the webhook outboxes
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -120,6 +169,7 @@ class PostgresStore(PostgresJwtRevocations):
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
         for statement in _TABLES:
             await conn.execute(statement)
+        await _migrate(conn, self._schema)
 
     @property
     def _lock_id(self) -> str:
@@ -234,43 +284,35 @@ class PostgresStore(PostgresJwtRevocations):
         hooks = [Webhook.from_doc(orjson.loads(r[0])) for r in await self._fetch(sql, stream_id)]
         return [(hook.id, hook.channel) for hook in hooks]
 
+    def known_routes(self, stream_id: str) -> Routes | None:
+        return None  # webhooks are made and deleted on every node
+
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         if not items:
             return 0
-
-        async def work(conn: Conn) -> int:
-            # KEY SHARE on the webhooks: a racing delete waits for this commit (and then
-            # cascades over what it added) or wins first (and its webhook is skipped);
-            # it does not block state updates.
-            ids = sorted({item.webhook_id for item in items})
-            sql = "SELECT id FROM webhooks WHERE id = ANY($1::text[]) ORDER BY id FOR KEY SHARE"
-            alive = {row[0] for row in await conn.fetch(sql, ids)}
-            kept = [i for i in items if i.webhook_id in alive]
-            columns = (
-                [i.webhook_id for i in kept],
-                [i.seq for i in kept],
-                [i.envelope for i in kept],
-            )
-            return int(await conn.fetchval(_ENQUEUE, *columns))
-
-        return await self._transaction(work)
+        new = sorted({item.epoch for item in items} - self._eras.keys())
+        if new:  # the insert's own snapshot would not see what another node made
+            await self._execute(_MAKE_ERAS, new)
+            rows = await self._fetch(_ERAS, new)
+            self._eras.update({str(r[0]): int(r[1]) for r in rows})
+        return await self._transaction(lambda conn: _enqueue(conn, items, self._eras))
 
     async def outbox(
-        self, webhook_id: str, limit: int, first_seq: int = 0, last_seq: int | None = None
-    ) -> list[tuple[int, bytes]]:
-        sql = (
-            "SELECT seq, envelope FROM webhook_outbox WHERE webhook_id = $1 AND seq >= $2 "
-            "AND seq <= $3 ORDER BY seq LIMIT $4"
-        )
-        top = _MAX_SEQ if last_seq is None else last_seq
-        rows = await self._fetch(sql, webhook_id, first_seq, top, limit)
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        self, webhook_id: str, limit: int, span: Span | None = None
+    ) -> list[OutboxRow]:
+        if span is None:
+            rows = await self._fetch(_OUTBOX, webhook_id, limit)
+        else:
+            rows = await self._fetch(_OUTBOX_SPAN, webhook_id, *span, limit)
+        return [OutboxRow(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
     async def save_state(self, webhook_id: str, state: DeliveryState) -> None:
         sql = "UPDATE webhooks SET state = $1 WHERE id = $2"
         await self._execute(sql, orjson.dumps(state.to_doc()), webhook_id)
 
-    async def finish_batch(self, webhook_id: str, last_seq: int, state: DeliveryState) -> None:
+    async def finish_batch(
+        self, webhook_id: str, era: int, last_seq: int, state: DeliveryState
+    ) -> None:
         async def work(conn: Conn) -> None:
             await conn.execute(
                 "UPDATE webhooks SET state = $1 WHERE id = $2",
@@ -278,8 +320,9 @@ class PostgresStore(PostgresJwtRevocations):
                 webhook_id,
             )
             await conn.execute(
-                "DELETE FROM webhook_outbox WHERE webhook_id = $1 AND seq <= $2",
+                "DELETE FROM webhook_outbox WHERE webhook_id = $1 AND era = $2 AND seq <= $3",
                 webhook_id,
+                era,
                 last_seq,
             )
 

@@ -95,7 +95,7 @@ end
 # many keys a stream keeps, then per batch: bus channel, keep (1/0), idempotency key
 # ('' for none) [then its fingerprint], k, the k channel names, n, then n message
 # arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
-# Reply, per batch: {first seq, ts_ms, the n ids concatenated}, or for a key recorded
+# Reply, per batch: {first seq, ts_ms, the n ids concatenated, epoch}, or for a key recorded
 # already {0, its fingerprint, its ids concatenated} (nothing stored or published).
 # What each stored batch PUBLISHes: its head's epoch, then per message a length byte,
 # the channel, its row.
@@ -186,7 +186,7 @@ local function append(k, c, a, bus, keep, names, n)
   end
   redis.call('HSET', head, 'seq', last + n, 'ts', ts)
   redis.call('PUBLISH', bus, epoch .. table.concat(out))
-  return {last + 1, ts, table.concat(ids)}
+  return {last + 1, ts, table.concat(ids), epoch}
 end
 local replies, a, k = {}, 4, 1
 while a <= #ARGV do
@@ -356,6 +356,7 @@ def _outcome(batch: AppendBatch, reply: list[Any]) -> Appended:
 
 def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:
     first, ts_ms, blob = int(reply[0]), int(reply[1]), bytes(reply[2]).decode()
+    batch.epoch = bytes(reply[3]).decode()
     return [
         Message(blob[i * ID_LEN : (i + 1) * ID_LEN], batch.stream_id, d.channel, ts_ms,
                 first + i, d.data_json)

@@ -78,6 +78,22 @@ _MIGRATIONS = (
     CREATE TABLE IF NOT EXISTS jwt_revocations (
         id TEXT PRIMARY KEY, doc BLOB NOT NULL, until REAL NOT NULL);
     """,
+    # 6 -> 7: webhook outboxes keyed by the era of the history's epoch too (a history
+    # that starts over reuses seqs): what was waiting is era 0, delivered first; the
+    # eras table numbers epochs in the order the outboxes first saw them
+    """
+    CREATE TABLE IF NOT EXISTS webhook_outbox (
+        webhook_id TEXT NOT NULL, seq INTEGER NOT NULL, envelope BLOB NOT NULL,
+        PRIMARY KEY (webhook_id, seq)) WITHOUT ROWID;
+    CREATE TABLE webhook_outbox_6 (
+        webhook_id TEXT NOT NULL, era INTEGER NOT NULL, seq INTEGER NOT NULL,
+        envelope BLOB NOT NULL, PRIMARY KEY (webhook_id, era, seq)) WITHOUT ROWID;
+    INSERT INTO webhook_outbox_6 SELECT webhook_id, 0, seq, envelope FROM webhook_outbox;
+    DROP TABLE webhook_outbox;
+    ALTER TABLE webhook_outbox_6 RENAME TO webhook_outbox;
+    CREATE TABLE IF NOT EXISTS outbox_eras (
+        era INTEGER PRIMARY KEY AUTOINCREMENT, epoch TEXT NOT NULL UNIQUE);
+    """,
 )
 _SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 _RECLAIM_PAGES = 256  # pages given back per step: the log grows by about that much

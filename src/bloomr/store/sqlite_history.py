@@ -26,6 +26,8 @@ from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
 from .sqlite_keys import KeyBook, forget_old_keys
+from .sqlite_outbox import RoutesByStream
+from .sqlite_outbox import write as write_outbox
 
 log = logging.getLogger("bloomr.store")
 
@@ -78,13 +80,14 @@ def _append_sync(
     batches: Sequence[AppendBatch],
     known: dict[str, int],
     keys: KeyPolicy,
+    routes: RoutesByStream,
 ) -> tuple[list[Appended], dict[str, int]]:
     """A whole group commit in one call on the appender thread (every thread hop costs
     a publish more latency than the insert itself), in one transaction with the
-    idempotency keys it looks up and records."""
+    idempotency keys it looks up and records and the webhook outbox items it makes."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        results, heads = _append_in_transaction(conn, batches, known, keys)
+        results, heads = _append_in_transaction(conn, batches, known, keys, routes)
         conn.execute("COMMIT")
     except BaseException:
         # SQLite may have rolled back already (a full disk does): a ROLLBACK then
@@ -101,12 +104,14 @@ def _append_in_transaction(
     batches: Sequence[AppendBatch],
     known: dict[str, int],
     keys: KeyPolicy,
+    routes: RoutesByStream,
 ) -> tuple[list[Appended], dict[str, int]]:
     heads: dict[str, int] = {}
     results: list[Appended] = []
     runs: list[Run] = []
     ticks: list[Row] = []
     book: KeyBook | None = None
+    outbox: list[tuple[str, Sequence[tuple[str, str]], list[Message]]] = []
     for batch in batches:
         if batch.key is not None and batch.drafts:
             book = book or KeyBook(conn, keys)
@@ -127,6 +132,8 @@ def _append_in_transaction(
             ticks.append((batch.stream_id, messages[0].ts_ms, messages[0].seq))  # one ms each
         if book is not None and batch.key is not None and messages:
             book.record(batch, messages)
+        if routes and (hooks := routes.get(batch.stream_id)):  # the stream has webhooks
+            outbox.append((batch.stream_id, hooks, messages))
     _insert_runs(conn, runs)
     # a millisecond's first seq: an earlier batch of that millisecond already has it
     conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?)", ticks)
@@ -138,6 +145,8 @@ def _append_in_transaction(
     )
     if book is not None:
         book.write()
+    for stream_id, hooks, messages in outbox:  # after the heads: a new one has its epoch
+        write_outbox(conn, stream_id, hooks, messages)
     return results, heads
 
 
@@ -156,6 +165,8 @@ class SQLiteHistory(SQLiteDatabase):
         self._since_checkpoint = 0
         self._since_checkpoint_bytes = 0
         self.key_policy = KeyPolicy()  # idempotency keys: how long, how many per stream
+        # the webhook store's routes: each append writes its outbox items (sqlite_outbox)
+        self.outbox_routes: RoutesByStream = {}
 
     async def open(self) -> None:
         await super().open()
@@ -210,7 +221,12 @@ class SQLiteHistory(SQLiteDatabase):
                 return self._append_now(batches, count)
             conn = self._conn_for_append()
             call = functools.partial(
-                _append_sync, conn, batches, self._known_heads(batches), self.key_policy
+                _append_sync,
+                conn,
+                batches,
+                self._known_heads(batches),
+                self.key_policy,
+                self.outbox_routes,
             )
             try:
                 ordered, heads = await asyncio.get_running_loop().run_in_executor(
@@ -224,7 +240,7 @@ class SQLiteHistory(SQLiteDatabase):
         conn = self._conn_for_append()
         try:
             ordered, heads = _append_sync(
-                conn, batches, self._known_heads(batches), self.key_policy
+                conn, batches, self._known_heads(batches), self.key_policy, self.outbox_routes
             )
         except Exception as exc:
             return self._failed(batches, exc)

@@ -1,10 +1,12 @@
 """The webhooks of one node: the API's operations (create, list, get, delete), and the
 hub's listener, which hands each publish to the outbox writer (`outbox.py`); the
 delivering node (`delivery.py`, one per cluster through its lease) runs the workers.
-Publishing never waits for webhooks, unless the outbox writer pushes back."""
+A publish waits for webhooks only in a cluster, only when its stream has webhooks that
+want it (until their outbox items are in PostgreSQL), and when the writer pushes back."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..control import Control, ControlEvent
@@ -50,6 +52,7 @@ class WebhookManager:
         self._outbox = OutboxWriter(
             store, self._delivery.written, self._delivery.dropping, max_pending
         )
+        control.watch(self._on_control)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -113,7 +116,9 @@ class WebhookManager:
             raise BloomrError("not_found", f"stream {stream_id} not found")
 
     async def _changed(self, stream_id: str) -> None:
-        """Tell the delivering node (this one included) to look at the store."""
+        """Tell the delivering node (this one included) to look at the store, and every
+        node's routes cache to read the stream's routes again."""
+        self._outbox.routes.forget(stream_id)  # this node's next publish sees it already
         self._delivery.changed()
         try:
             await self._control.send(ControlEvent("webhooks_changed", stream_id))
@@ -122,8 +127,14 @@ class WebhookManager:
 
     # -- HubListener and Backpressure -----------------------------------------------------
 
-    def on_published(self, stream_id: str, messages: list[Message]) -> None:
-        self._outbox.published(stream_id, messages)
+    def _on_control(self, event: ControlEvent) -> None:
+        if event.kind in ("webhooks_changed", "stream_deleted"):
+            self._outbox.routes.forget(event.target)
+
+    def on_published(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        return self._outbox.published(stream_id, epoch, messages)
 
     def on_stream_deleted(self, stream_id: str) -> None:
         self._delivery.stream_deleted(stream_id)

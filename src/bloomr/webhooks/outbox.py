@@ -1,12 +1,22 @@
-"""The outbox writer: copies what the hub publishes into the outboxes of the webhooks
-that want it, in the stream's order, and never drops a write.
+"""The outbox writer: sees that what the hub publishes is in the outboxes of the webhooks
+that want it, in the stream's order, before the publish is acknowledged, and never drops
+a write.
 
-The hub tells the writer of every publish (synchronously, in the stream's order); the
-writer only queues it. One task then writes the queue, in order, one transaction per
-run of publishes, reading each stream's webhooks from the store (a webhook may have been
-made on another node). A write that fails (the store is down, locked, full) is tried
-again, with a growing pause, until it lands: a message acknowledged by a publish reaches
-every webhook of its channel once the store is back.
+Where the outbox is written with the publish (the embedded store: webhooks and history
+in one SQLite file, one transaction; `store/sqlite_outbox.py`), a crash can no longer
+separate the two, and the writer only wakes the workers of the webhooks that got items.
+
+In a cluster the history is in Redis and the outboxes in PostgreSQL, which share no
+transaction. The hub tells the writer of every publish (synchronously, in the stream's
+order) and the writer answers at once from its routes cache (`routes.py`): a stream
+without webhooks wanting those channels is not queued and its publish not delayed (most
+publishes). Otherwise the publish is queued and the writer hands back a future: the hub
+answers the publish only once its items are in PostgreSQL, so a message acknowledged by
+a publish is in every outbox it belongs to, and a node killed right after its 201 loses
+no delivery. One task writes the queue, in order, one transaction per run of publishes,
+reading each stream's routes when the cache did not know them. A write that fails (the
+store is down, locked, full) is tried again, with a growing pause, until it lands; the
+publishes waiting on it are answered then.
 
 Bounded memory: while more than `max_pending` bytes of published messages wait to be
 written, the writer pushes back (`pushing_back`, `room`): the hub stores no new publish
@@ -15,10 +25,13 @@ disk: the outbox lives in the store that is failing, and a spill file would be a
 store to keep, recover and fill up; a publisher slowed by an outage of the store its
 webhooks need is told so by its own latency, and nothing acknowledged is lost.
 
-The price: the outbox is written just after the publish is stored, not in the same
-transaction. If bloomr crashes (kill -9, power loss) between the two, the messages of
-that moment are stored and were acknowledged but never reach the webhooks. A clean stop
-drains the writer first (bounded), so it loses nothing unless the store is down then."""
+A clean stop drains the writer (bounded) after the scripts have stopped, so it loses
+nothing unless the store is down then. What is left: messages stored in Redis whose
+publish was never acknowledged (the node died between the Redis append and the
+PostgreSQL write) may miss the webhooks, as may a repeat of such a publish under its
+Idempotency-Key (the repeat is answered from Redis's record and is not written again);
+a webhook made on another node applies here once its `webhooks_changed` event arrives,
+or within the cache's ttl if that event is lost."""
 
 from __future__ import annotations
 
@@ -28,8 +41,10 @@ import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..errors import BloomrError
 from ..model import Message
-from ..store.base import OutboxItem, WebhookStore
+from ..store.base import OutboxItem, Routes, WebhookStore
+from .routes import RoutesCache, wanted
 
 log = logging.getLogger("bloomr.webhooks")
 
@@ -41,14 +56,17 @@ _FIRST_PAUSE, _LONGEST_PAUSE = 0.1, 5.0  # seconds between tries of a failing wr
 @dataclass(frozen=True, slots=True)
 class _Enqueue:
     stream_id: str
+    epoch: str
     messages: list[Message]
     size: int
+    landed: asyncio.Future[None] | None  # answered once written (None: stored already)
 
 
 @dataclass(frozen=True, slots=True)
 class _DropStream:
     stream_id: str
     size: int = 0
+    landed: None = None
 
 
 _Op = _Enqueue | _DropStream
@@ -68,6 +86,7 @@ class OutboxWriter:
         self._written = written  # told after items were added: wake their deliverers
         self._dropping = dropping
         self._max_pending = max_pending
+        self.routes = RoutesCache(store)
         self._ops: list[_Op] = []
         self._pending = 0  # bytes of messages queued or being written
         self._work = asyncio.Event()
@@ -91,18 +110,37 @@ class OutboxWriter:
         except TimeoutError:
             log.error("webhook outboxes: %d bytes of messages not written at stop", self._pending)
         self._task = None
+        for op in self._ops:
+            if op.landed is not None and not op.landed.done():
+                op.landed.set_exception(BloomrError("unavailable", "server is stopping"))
         self._ops.clear()
         self._pending = 0
         self._room.set()
+        await self.routes.close()
 
     # -- queueing (the hub's listener calls) --------------------------------------------
 
-    def published(self, stream_id: str, messages: list[Message]) -> None:
+    def published(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        """A future the publish's answer must wait for, or None when it need not."""
         if self._closing:
-            return
-        # Message.size for each, in C loops: this runs for every publish
+            return None
+        routes = self.routes.get(stream_id)
+        if routes is not None:
+            if not routes:  # no webhook on the stream: most publishes end here
+                return None
+            hooks = wanted(routes, {m.channel for m in messages})
+            if not hooks:
+                return None
+            if self._store.outbox_with_history:  # in the outboxes already: wake them
+                self._queue(_Enqueue(stream_id, epoch, messages, 0, None))
+                return None
+        # Message.size for each, in C loops
         size = 128 * len(messages) + sum(map(len, map(_DATA_JSON, messages)))
-        self._queue(_Enqueue(stream_id, messages, size))
+        landed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue(_Enqueue(stream_id, epoch, messages, size, landed))
+        return landed
 
     def stream_deleted(self, stream_id: str) -> None:
         if not self._closing:  # else the next start deletes its webhooks
@@ -138,6 +176,9 @@ class OutboxWriter:
             ops, self._ops = self._ops, []
             for run in _runs(ops):
                 await self._until_written(run)
+                for op in run:
+                    if op.landed is not None and not op.landed.done():
+                        op.landed.set_result(None)
                 self._pending -= sum(op.size for op in run)
                 if self._pending <= self._max_pending:
                     self._room.set()
@@ -167,24 +208,27 @@ class OutboxWriter:
         if isinstance(first, _DropStream):
             await asyncio.shield(self._drop(first.stream_id))
             return
-        items = await self._items([op for op in run if isinstance(op, _Enqueue)])
-        if not items:  # no webhook wants them: most publishes, and no task made for them
-            return
-        added: int = await asyncio.shield(self._store.enqueue(items))
-        if added:
-            streams = {op.stream_id for op in run}
-            await self._written({item.webhook_id for item in items}, streams)
+        enqueues = [op for op in run if isinstance(op, _Enqueue)]
+        stored = [op for op in enqueues if op.landed is None]
+        items = await self._items([op for op in enqueues if op.landed is not None])
+        added: int = await asyncio.shield(self._store.enqueue(items)) if items else 0
+        hooks = {item.webhook_id for item in items} if added else set()
+        for op in stored:  # written with the publish: their workers only need waking
+            routes = self.routes.get(op.stream_id) or ()
+            hooks.update(wanted(routes, {m.channel for m in op.messages}))
+        if hooks:
+            await self._written(hooks, {op.stream_id for op in run})
 
     async def _items(self, run: list[_Enqueue]) -> list[OutboxItem]:
-        """What the run adds to the outboxes (nothing for streams without webhooks)."""
+        """What the run adds to the outboxes."""
         items: list[OutboxItem] = []
-        routes: dict[str, list[tuple[str, str]]] = {}
+        routes: dict[str, Routes] = {}
         for op in run:
             if op.stream_id not in routes:
-                routes[op.stream_id] = await self._store.routes(op.stream_id)
+                routes[op.stream_id] = await self.routes.load(op.stream_id)
             for webhook_id, channel in routes[op.stream_id]:
                 items.extend(
-                    OutboxItem(webhook_id, m.seq, m.envelope_json(None))
+                    OutboxItem(webhook_id, m.seq, m.envelope_json(None), op.epoch)
                     for m in op.messages
                     if m.channel == channel
                 )

@@ -142,14 +142,16 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             rows = await self._store(store.outbox(self.webhook.id, MAX_BATCH))
-            if rows and self._expired(rows[0][1]):
+            if rows and self._expired(rows[0].envelope):
                 await self._drop_expired()
                 continue
             if rows:
                 break
             await self._wake.wait()
-        batch = Batch(new_delivery_id(), rows[0][0], rows[-1][0], len(rows), now_ms())
-        self._body = request_body([envelope for _, envelope in rows])
+        era = rows[0].era
+        rows = [row for row in rows if row.era == era]  # an older epoch's items first
+        batch = Batch(new_delivery_id(), rows[0].seq, rows[-1].seq, len(rows), now_ms(), era=era)
+        self._body = request_body([row.envelope for row in rows])
         self.state.batch = batch
         await self._store(store.save_state(self.webhook.id, self.state))
         return batch
@@ -169,8 +171,13 @@ class DeliveryWorker:
         store = self._sender.store
         while True:
             rows = await self._store(store.outbox(self.webhook.id, _EXPIRE_PAGE))
+            era = rows[0].era if rows else 0
             expired = 0
-            while expired < len(rows) and self._expired(rows[expired][1]):
+            while (
+                expired < len(rows)
+                and rows[expired].era == era
+                and self._expired(rows[expired].envelope)
+            ):
                 expired += 1
             if not expired:
                 return
@@ -181,17 +188,17 @@ class DeliveryWorker:
             )
             self.state.dropped += expired
             self.state.dropped_batches += 1
-            last_seq = rows[expired - 1][0]
-            await self._store(store.finish_batch(self.webhook.id, last_seq, self.state))
-            if expired < len(rows):
-                return
+            last_seq = rows[expired - 1].seq
+            await self._store(store.finish_batch(self.webhook.id, era, last_seq, self.state))
+            if expired < len(rows) and rows[expired].era == era:
+                return  # the rest is younger (in the next era, it may not be: read on)
 
     async def _reload_body(self, batch: Batch) -> bytes | None:
         store = self._sender.store
         rows = await self._store(
-            store.outbox(self.webhook.id, batch.count, batch.first_seq, batch.last_seq)
+            store.outbox(self.webhook.id, batch.count, (batch.era, batch.first_seq, batch.last_seq))
         )
-        return request_body([envelope for _, envelope in rows]) if rows else None
+        return request_body([row.envelope for row in rows]) if rows else None
 
     async def _deliver(self, batch: Batch) -> None:
         body = self._body if self._body is not None else await self._reload_body(batch)
@@ -246,7 +253,8 @@ class DeliveryWorker:
             state.dropped += batch.count
             state.dropped_batches += 1
         state.batch, self._body = None, None
-        await self._store(self._sender.store.finish_batch(self.webhook.id, batch.last_seq, state))
+        store = self._sender.store
+        await self._store(store.finish_batch(self.webhook.id, batch.era, batch.last_seq, state))
 
     async def _attempt(self, batch: Batch, body: bytes) -> Outcome:
         sender, client = self._sender, self._client
