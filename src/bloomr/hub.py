@@ -54,6 +54,15 @@ class HubListener(Protocol):
         never be answered anything but None."""
         ...
 
+    def on_repeated(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        """Messages published before, by a request whose repeat (the same idempotency
+        key) is being answered now (see `Repeat.messages`): what must be done before
+        the repeat is answered, as for `on_published`, or None. Nothing new was stored
+        or delivered."""
+        ...
+
     def on_stream_deleted(self, stream_id: str) -> None: ...
 
 
@@ -81,13 +90,14 @@ class _Listeners:
         self._all.append(listener)
 
     def published(
-        self, stream_id: str, epoch: str, messages: list[Message]
+        self, stream_id: str, epoch: str, messages: list[Message], repeated: bool = False
     ) -> asyncio.Future[None] | None:
         """What the listeners need done before the publishes are answered (or None)."""
         waits: list[asyncio.Future[None]] = []
         for listener in self._all:
+            tell = listener.on_repeated if repeated else listener.on_published
             try:
-                wait = listener.on_published(stream_id, epoch, messages)
+                wait = tell(stream_id, epoch, messages)
             except Exception:
                 log.exception("hub listener %r failed", listener)
                 continue
@@ -299,8 +309,18 @@ class Hub:
                 pending.future.set_exception(result)
             elif isinstance(result, list) and pending.batch.stream_id in waits:
                 _answer_after(waits[pending.batch.stream_id], pending.future, result)
+            elif isinstance(result, Repeat) and result.messages:
+                self._answer_repeat(pending, result)
             else:
                 pending.future.set_result(result)
+
+    def _answer_repeat(self, pending: _Pending, repeat: Repeat) -> None:
+        batch = pending.batch
+        wait = self._listeners.published(batch.stream_id, batch.epoch, repeat.messages, True)
+        if wait is None:
+            pending.future.set_result(repeat)
+        else:
+            _answer_after(wait, pending.future, repeat)
 
     # -- broker handler ------------------------------------------------------------------
 
@@ -365,7 +385,9 @@ async def _all(waits: list[asyncio.Future[None]]) -> None:
     await asyncio.gather(*waits)
 
 
-def _answer_after(wait: asyncio.Future[None], future: _Outcome, result: list[Message]) -> None:
+def _answer_after(
+    wait: asyncio.Future[None], future: _Outcome, result: list[Message] | Repeat
+) -> None:
     """Answer `future` with `result` once `wait` is done (without holding up the
     pipeline: later groups are stored meanwhile, and answered in their turn)."""
 

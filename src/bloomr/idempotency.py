@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import BloomrError, invalid_argument
-from .model import Draft
+from .model import Draft, Message
 
 HEADER = "Idempotency-Key"
 _HEADER_NAME = HEADER.lower().encode()
@@ -33,9 +33,15 @@ KEYS_PER_STREAM = 10_000
 @dataclass(frozen=True, slots=True)
 class Repeat:
     """The outcome of a publish whose key was recorded already with the same
-    fingerprint: the ids the first request got. Nothing was stored or fanned out."""
+    fingerprint: the ids the first request got. Nothing was stored or fanned out.
+
+    `messages`: the first request's messages, rebuilt, from a history that stores
+    apart from the webhook outboxes (Redis). The first request may have died between
+    its append and its outbox write, unanswered; its repeat is answered only once the
+    outboxes hold them (written again where they are already: nothing doubles)."""
 
     ids: list[str]
+    messages: list[Message] = field(default_factory=list, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,9 @@ class Counters:
     published: int = 0
     publish_batches: int = 0
 
+    def on_repeated(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
+        pass  # counted the first time
+
     def on_published(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         self.published += len(messages)
         self.publish_batches += 1

@@ -2,8 +2,10 @@
 12): real `bloomr serve` nodes on a private Redis and the shared PostgreSQL under a
 schema of their own, and a real HTTP receiver. A message acknowledged by a publish
 reaches every webhook of its channel, in order, even when the node that took it is
-SIGKILLed right after its 201; a Redis history that starts over (new epoch, seqs from
-1 again) neither collides with nor jumps ahead of what still waits of the old one."""
+SIGKILLed right after its 201, or dies between its append and its outbox write and
+the publish is retried with its Idempotency-Key; a Redis history that starts over
+(new epoch, seqs from 1 again) neither collides with nor jumps ahead of what still
+waits of the old one."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from faultkit import PrivateRedis, private_redis
+import redis.asyncio as aioredis
+from faultkit import PrivateRedis, private_postgres, private_redis
 
 from backends import PG_DSN, PgSchema, drop_schema
 from hookkit import Receiver, running_receiver
@@ -111,3 +114,51 @@ async def test_a_redis_history_reset_is_delivered_after_the_old_epoch(
         await receiver.until(lambda: len(receiver.first_seen()) >= 20)
     assert [m["data"] for m in receiver.delivered()] == list(range(20))
     assert receiver.first_seen() == acked
+
+
+async def test_a_retried_publish_whose_node_died_before_its_outbox_write_is_delivered(
+    redis: PrivateRedis, receiver: Receiver
+) -> None:
+    """PostgreSQL stops, so a publish is stored in Redis but its outbox write cannot
+    land: it is not answered, and its node is SIGKILLed. Once PostgreSQL is back, the
+    publisher retries with the same Idempotency-Key on a new node: the repeat is
+    answered with the first ids only once the outbox holds the messages, which then
+    reach the webhook (before, the repeat was answered from Redis's record alone)."""
+    with private_postgres() as pg:
+        args = ["--redis", redis.url, "--database", pg.dsn, "--cluster-name", "t_repeat"]
+        key = {"Idempotency-Key": "retried-1"}
+        batch = [{"data": n} for n in range(3)]
+        with running_server(*args, env=ENV) as srv:
+            stream_id = (await srv.create_stream())["id"]
+            await create_hook(srv, stream_id, url=receiver.url())
+            first = await srv.publish(stream_id, {"data": "before"})
+            pg.stop()
+            async with srv.client() as http:
+                url = f"/api/streams/{stream_id}/messages"
+                cut = asyncio.create_task(http.post(url, json=batch, headers=srv.admin | key))
+                await stored_in_redis(redis, "t_repeat", stream_id, seq=4)
+                assert not cut.done()  # waiting for its outbox write
+                srv.process.send_signal(signal.SIGKILL)
+                srv.process.wait(5)
+                with contextlib.suppress(Exception):
+                    await cut
+        pg.start()
+        with running_server(*args, env=ENV) as srv:
+            async with srv.client() as http:
+                r = await http.post(url, json=batch, headers=srv.admin | key)
+            assert r.status_code == 201, r.text
+            retried = r.json()["ids"]
+            await receiver.until(lambda: len(receiver.first_seen()) >= 4, timeout=30)
+    assert receiver.first_seen() == first + retried
+    assert [m["data"] for m in receiver.delivered()][-3:] == [0, 1, 2]
+
+
+async def stored_in_redis(redis: PrivateRedis, prefix: str, stream_id: str, seq: int) -> None:
+    """Until the stream's history in Redis reaches `seq`."""
+    client = aioredis.Redis.from_url(redis.url)
+    try:
+        async with asyncio.timeout(10):
+            while int(await client.hget(f"{prefix}:{{{stream_id}}}:head", "seq") or 0) < seq:
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()

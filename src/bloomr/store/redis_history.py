@@ -52,10 +52,10 @@ from redis.exceptions import NoScriptError
 
 from ..errors import BloomrError
 from ..faults import BACKEND_TIMEOUT, as_error, guarded
-from ..idempotency import KeyPolicy, answer_for, split_ids
-from ..model import Draft, Message
+from ..idempotency import KeyPolicy, Repeat, answer_for, split_ids
+from ..model import Draft, Message, uuid7_ms
 from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
-from .redis_layout import ID_LEN, key_base, new_epoch, read_rows
+from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
 
 # Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
@@ -96,7 +96,7 @@ end
 # ('' for none) [then its fingerprint], k, the k channel names, n, then n message
 # arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
 # Reply, per batch: {first seq, ts_ms, the n ids concatenated, epoch}, or for a key recorded
-# already {0, its fingerprint, its ids concatenated} (nothing stored or published).
+# already {0, its fingerprint, its ids concatenated, epoch} (nothing stored or published).
 # What each stored batch PUBLISHes: its head's epoch, then per message a length byte,
 # the channel, its row.
 _APPEND = """
@@ -119,11 +119,12 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local since, cap = now - tonumber(ARGV[2]), tonumber(ARGV[3])
 -- a key's record (hash keys: fingerprint .. ids), unless it is older than `since`
-local function recorded(book, booked, key, fp)
+local function recorded(book, booked, key, fp, head)
   local rec = redis.call('HGET', book, key)
   local at = rec and tonumber(redis.call('ZSCORE', booked, key))
   if not at or at < since then return false end
-  return {0, string.sub(rec, 1, #fp), string.sub(rec, #fp + 1)}
+  local epoch = redis.call('HGET', head, 'epoch') or ''
+  return {0, string.sub(rec, 1, #fp), string.sub(rec, #fp + 1), epoch}
 end
 -- record a key, then forget those past their time and the oldest beyond `cap`
 local function record(book, booked, key, fp, ts, ids)
@@ -201,7 +202,7 @@ while a <= #ARGV do
   for i = 1, nchan do names[i] = ARGV[a + i] end
   local n = tonumber(ARGV[a + 1 + nchan])
   a = a + 2 + nchan
-  local reply = fp and recorded(KEYS[k + 4], KEYS[k + 5], key, fp)
+  local reply = fp and recorded(KEYS[k + 4], KEYS[k + 5], key, fp, KEYS[k])
   if not reply then
     reply = append(k, c, a, bus, keep, names, n)
     if fp then record(KEYS[k + 4], KEYS[k + 5], key, fp, reply[2], reply[3]) end
@@ -350,8 +351,23 @@ def _message_args(drafts: list[Draft], names: list[str]) -> list[bytes]:
 def _outcome(batch: AppendBatch, reply: list[Any]) -> Appended:
     """A batch's reply: its messages, or what its key was recorded with."""
     if int(reply[0]) == 0:
-        return answer_for(batch.fingerprint, bytes(reply[1]).decode(), split_ids(bytes(reply[2])))
+        ids = split_ids(bytes(reply[2]))
+        answer = answer_for(batch.fingerprint, bytes(reply[1]).decode(), ids)
+        if isinstance(answer, Repeat):  # same fingerprint: the same drafts, in order
+            batch.epoch = bytes(reply[3]).decode()
+            answer = Repeat(
+                ids,
+                [_rebuilt(batch.stream_id, i, d) for i, d in zip(ids, batch.drafts, strict=True)],
+            )
+        return answer
     return _ordered(batch, reply)
+
+
+def _rebuilt(stream_id: str, message_id: str, draft: Draft) -> Message:
+    """A stored message from its id (which holds its seq and timestamp) and its draft."""
+    seq, ts_ms = seq_of_id(message_id), uuid7_ms(message_id)
+    assert seq is not None and ts_ms is not None, message_id  # made by the append script
+    return Message(message_id, stream_id, draft.channel, ts_ms, seq, draft.data_json)
 
 
 def _ordered(batch: AppendBatch, reply: list[Any]) -> list[Message]:

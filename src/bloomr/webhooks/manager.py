@@ -136,6 +136,13 @@ class WebhookManager:
     ) -> asyncio.Future[None] | None:
         return self._outbox.published(stream_id, epoch, messages)
 
+    def on_repeated(
+        self, stream_id: str, epoch: str, messages: list[Message]
+    ) -> asyncio.Future[None] | None:
+        """The outboxes may have missed them (their first publish died before its outbox
+        write): written again, where they are already nothing is added."""
+        return self._outbox.published(stream_id, epoch, messages)
+
     def on_stream_deleted(self, stream_id: str) -> None:
         self._delivery.stream_deleted(stream_id)
         self._outbox.stream_deleted(stream_id)

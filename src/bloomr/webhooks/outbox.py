@@ -28,8 +28,9 @@ webhooks need is told so by its own latency, and nothing acknowledged is lost.
 A clean stop drains the writer (bounded) after the scripts have stopped, so it loses
 nothing unless the store is down then. What is left: messages stored in Redis whose
 publish was never acknowledged (the node died between the Redis append and the
-PostgreSQL write) may miss the webhooks, as may a repeat of such a publish under its
-Idempotency-Key (the repeat is answered from Redis's record and is not written again);
+PostgreSQL write) may miss the webhooks unless the publish is repeated under its
+Idempotency-Key (the hub then hands the repeat's rebuilt messages to `published` again
+before answering it);
 a webhook made on another node applies here once its `webhooks_changed` event arrives,
 or within the cache's ttl if that event is lost."""
 

@@ -184,6 +184,10 @@ async def test_a_key_is_stored_and_delivered_once_whichever_node_gets_it(nodes: 
     first = stored((await every[0].broker.publish([keyed(S1, "k", 1, 2)]))[0])
     [repeat] = await every[-1].broker.publish([keyed(S1, "k", 1, 2)])
     assert repeat == Repeat([m.id for m in first])
+    assert isinstance(repeat, Repeat)
+    # a history apart from the outboxes (Redis) rebuilds the first request's messages
+    embedded = every[0].broker.capabilities.publishes_on_the_spot  # outbox in its store
+    assert repeat.messages == ([] if embedded else first)
     [reused] = await every[-1].broker.publish([keyed(S1, "k", 3)])
     assert isinstance(reused, BloomrError) and reused.code == "idempotency_key_reused"
     after = stored((await every[0].broker.publish([batch(S1, "after")]))[0])
