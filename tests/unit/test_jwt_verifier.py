@@ -106,8 +106,8 @@ async def test_defaults_subscribe_and_every_channel() -> None:
 @pytest.mark.parametrize(
     ("extra", "why"),
     [
-        ({"exp": int(time.time()) - 5}, "expired"),
-        ({"nbf": int(time.time()) + 60}, "not valid yet"),
+        ({"exp": lambda: int(time.time()) - 5}, "expired"),  # when the test runs
+        ({"nbf": lambda: int(time.time()) + 60}, "not valid yet"),
         ({"exp": None}, "exp is required"),
         ({"streams": None}, "streams is required"),
         ({"streams": "s1"}, "streams must be a list"),
@@ -120,6 +120,7 @@ async def test_defaults_subscribe_and_every_channel() -> None:
     ],
 )
 async def test_bad_claims_are_unauthorized(extra: dict[str, Any], why: str) -> None:
+    extra = {name: value() if callable(value) else value for name, value in extra.items()}
     token = jwt.encode(claims(**extra), SECRET, algorithm="HS256")
     assert why in await refused(JwtVerifier(JwtConfig(secret=SECRET)), token)
 
