@@ -286,7 +286,8 @@ async def test_node_client_on_b_receives_what_a_publishes(nodes: tuple[Server, S
 
 # -- scripts ----------------------------------------------------------------------------------
 
-TICKER = """
+# marked with this run's own id: other test runs on the machine have tickers too
+TICKER = f"""# a ticker of test run {uuid.uuid4().hex}
 import itertools, os, time
 for i in itertools.count():
     print(os.getpid(), i, flush=True)
