@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
@@ -75,19 +75,18 @@ def _insert_runs(conn: sqlite3.Connection, runs: list[Run]) -> None:
         conn.execute(_INSERT + ", ".join([_ROW] * len(rest)), list(chain.from_iterable(rest)))
 
 
-def _append_sync(
-    conn: sqlite3.Connection,
-    batches: Sequence[AppendBatch],
-    known: dict[str, int],
-    keys: KeyPolicy,
-    routes: RoutesByStream,
-) -> tuple[list[Appended], dict[str, int]]:
+_Group = tuple[list[Appended], dict[str, int]]  # a group commit's outcomes, and new heads
+
+
+def _in_transaction(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _Group]
+) -> _Group:
     """A whole group commit in one call on the appender thread (every thread hop costs
     a publish more latency than the insert itself), in one transaction with the
     idempotency keys it looks up and records and the webhook outbox items it makes."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        results, heads = _append_in_transaction(conn, batches, known, keys, routes)
+        done = work(conn)
         conn.execute("COMMIT")
     except BaseException:
         # SQLite may have rolled back already (a full disk does): a ROLLBACK then
@@ -96,16 +95,17 @@ def _append_sync(
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
-    return results, heads
+    return done
 
 
 def _append_in_transaction(
     conn: sqlite3.Connection,
+    *,
     batches: Sequence[AppendBatch],
     known: dict[str, int],
     keys: KeyPolicy,
     routes: RoutesByStream,
-) -> tuple[list[Appended], dict[str, int]]:
+) -> _Group:
     heads: dict[str, int] = {}
     results: list[Appended] = []
     runs: list[Run] = []
@@ -219,14 +219,8 @@ class SQLiteHistory(SQLiteDatabase):
                 return _refused(batches, self.reserve.reason)
             if count <= _INLINE_MESSAGES:
                 return self._append_now(batches, count)
-            conn = self._conn_for_append()
             call = functools.partial(
-                _append_sync,
-                conn,
-                batches,
-                self._known_heads(batches),
-                self.key_policy,
-                self.outbox_routes,
+                _in_transaction, self._conn_for_append(), self._group_work(batches)
             )
             try:
                 ordered, heads = await asyncio.get_running_loop().run_in_executor(
@@ -237,14 +231,21 @@ class SQLiteHistory(SQLiteDatabase):
             return self._appended(ordered, heads, count)
 
     def _append_now(self, batches: Sequence[AppendBatch], count: int) -> list[Appended]:
-        conn = self._conn_for_append()
         try:
-            ordered, heads = _append_sync(
-                conn, batches, self._known_heads(batches), self.key_policy, self.outbox_routes
-            )
+            ordered, heads = _in_transaction(self._conn_for_append(), self._group_work(batches))
         except Exception as exc:
             return self._failed(batches, exc)
         return self._appended(ordered, heads, count)
+
+    def _group_work(self, batches: Sequence[AppendBatch]) -> Callable[[sqlite3.Connection], _Group]:
+        """The group commit of `batches`, to run in a transaction (`_in_transaction`)."""
+        return functools.partial(
+            _append_in_transaction,
+            batches=batches,
+            known=self._known_heads(batches),
+            keys=self.key_policy,
+            routes=self.outbox_routes,
+        )
 
     def _failed(self, batches: Sequence[AppendBatch], exc: Exception) -> list[Appended]:
         """The whole group fails: no seq is consumed."""

@@ -1,5 +1,5 @@
 """Idempotency keys in the embedded SQLite database (table `idempotency`, migration 5),
-written inside the append's own transaction (`sqlite_history._append_sync`): looked up
+written inside the append's own transaction (`sqlite_history._in_transaction`): looked up
 before their batch is ordered and recorded with it, so a repeat is never stored."""
 
 from __future__ import annotations
