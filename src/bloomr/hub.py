@@ -310,17 +310,9 @@ class Hub:
             elif isinstance(result, list) and pending.batch.stream_id in waits:
                 _answer_after(waits[pending.batch.stream_id], pending.future, result)
             elif isinstance(result, Repeat) and result.messages:
-                self._answer_repeat(pending, result)
+                _answer_repeat(self._listeners, pending, result)
             else:
                 pending.future.set_result(result)
-
-    def _answer_repeat(self, pending: _Pending, repeat: Repeat) -> None:
-        batch = pending.batch
-        wait = self._listeners.published(batch.stream_id, batch.epoch, repeat.messages, True)
-        if wait is None:
-            pending.future.set_result(repeat)
-        else:
-            _answer_after(wait, pending.future, repeat)
 
     # -- broker handler ------------------------------------------------------------------
 
@@ -383,6 +375,16 @@ def _page_bytes(sub: Subscription) -> int:
 
 async def _all(waits: list[asyncio.Future[None]]) -> None:
     await asyncio.gather(*waits)
+
+
+def _answer_repeat(listeners: _Listeners, pending: _Pending, repeat: Repeat) -> None:
+    """Answer a repeat once the listeners have what its first request published."""
+    batch = pending.batch
+    wait = listeners.published(batch.stream_id, batch.epoch, repeat.messages, True)
+    if wait is None:
+        pending.future.set_result(repeat)
+    else:
+        _answer_after(wait, pending.future, repeat)
 
 
 def _answer_after(
