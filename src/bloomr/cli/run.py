@@ -6,8 +6,9 @@ bloomr over the HTTP API; exit with the command's exit code.
 Delivery: one sender posts the output in order, in batches of up to 1,000 lines, each
 with an `Idempotency-Key` of its own. A batch leaves the buffer only when the server
 answered 201, and nothing is dropped while the server is away: failures (5xx, 408,
-409, 429, timeouts, broken connections) are retried with the same key and body, with
-exponential backoff (0.2 s doubling to 2 s), so a batch whose outcome was unknown (the
+409, 425, 429, timeouts, broken connections) are retried with the same key and body,
+with exponential backoff (0.2 s doubling to 2 s, or longer when the answer's
+`Retry-After` says so, as `Publisher` does), so a batch whose outcome was unknown (the
 server stored it but its answer was lost) is stored once: the server answers a repeat
 with the first answer. The output waits in a bounded buffer meanwhile, and when that
 is full the command blocks in write() until the server is back. Errors the server
@@ -27,12 +28,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 import click
 import orjson
 
-from ..client.publisher import take_batch
+from ..client.publisher import RETRY_STATUSES, retry_after, take_batch
 from .common import (
     TIMEOUT,
     CliError,
@@ -59,10 +60,21 @@ BUFFER_MESSAGES = 100_000  # held while the server is away, then the command wai
 BUFFER_BYTES = 64 * 1024 * 1024
 RETRY_INITIAL = 0.2
 RETRY_MAX = 2.0
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 SPAWN_FAILED = 127  # as a shell exits for a command it cannot run
 
 Outcome = Literal["sent", "retry", "too_large", "fatal"]
+
+
+class Answer(NamedTuple):
+    """What one POST came to: what to do next, why, the HTTP status (None: no answer),
+    and how long the server asked to be left alone (`Retry-After`, seconds)."""
+
+    outcome: Outcome
+    reason: str
+    status: int | None = None
+    wait: float = 0.0
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -143,7 +155,7 @@ class Uploader:
     async def check(self) -> None:
         """Before the command starts: an empty batch checks the URL, the credential and
         the stream (201 with no ids), so a typo does not run a job for nothing."""
-        outcome, reason, status = await self._attempt(b"[]")
+        outcome, reason, status, _ = await self._attempt(b"[]")
         if outcome == "sent":
             return
         if status is None:
@@ -178,7 +190,7 @@ class Uploader:
         delay = RETRY_INITIAL
         body, key = encode_batch(batch), uuid.uuid4().hex
         while True:
-            outcome, reason, _ = await self._attempt(body, key)
+            outcome, reason, _, wait = await self._attempt(body, key)
             if outcome == "sent":
                 self._recovered()
                 return True
@@ -189,7 +201,7 @@ class Uploader:
                 return False
             if not self._still_trying(reason):
                 return False
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await asyncio.sleep(max(delay * random.uniform(0.8, 1.2), wait))
             delay = min(delay * 2, RETRY_MAX)
 
     async def _split(self, batch: list[Draft], reason: str) -> bool:
@@ -200,10 +212,8 @@ class Uploader:
         half = len(batch) // 2
         return await self._deliver(batch[:half]) and await self._deliver(batch[half:])
 
-    async def _attempt(
-        self, body: bytes, key: str | None = None
-    ) -> tuple[Outcome, str, int | None]:
-        """One POST: what to do next, why, and the HTTP status (None: no answer)."""
+    async def _attempt(self, body: bytes, key: str | None = None) -> Answer:
+        """One POST, and what it came to."""
         import httpx
 
         headers = {"Content-Type": "application/json"}
@@ -214,14 +224,16 @@ class Uploader:
         except httpx.UnsupportedProtocol:
             raise
         except httpx.TransportError as exc:  # refused, reset, timed out: try again
-            return "retry", failure_reason(exc), None
+            return Answer("retry", failure_reason(exc))
         status = response.status_code
         if status == 201:
-            return "sent", "", status
+            return Answer("sent", "", status)
         reason = error_line(status, response.content)
         if status == 413:
-            return "too_large", reason, status
-        return ("retry" if status in RETRY_STATUSES else "fatal"), reason, status
+            return Answer("too_large", reason, status)
+        if status in RETRY_STATUSES or status >= 500:
+            return Answer("retry", reason, status, retry_after(response.headers.get("Retry-After")))
+        return Answer("fatal", reason, status)
 
     def _still_trying(self, reason: str) -> bool:
         now = time.monotonic()
