@@ -241,6 +241,24 @@ def test_tokens_create_with_snippets_list_revoke(
     assert r.status_code == 401
 
 
+def test_a_token_for_some_channels_only(page: Page, bloomr: Server) -> None:
+    """SPEC §7: stored tokens may name channels (a trailing `*` a prefix)."""
+    stream = new_stream(bloomr, name="for channel tokens")
+    sign_in(page, bloomr)
+    page.get_by_role("link", name="Tokens", exact=True).click()
+    page.get_by_label("Token name").fill("build watcher")
+    page.get_by_label("Streams").select_option(stream["id"])
+    page.get_by_label("Channels (optional)").fill("build.*, errors")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.get_by_role("dialog", name="Token created").locator("#token-secret").inner_text()
+    page.keyboard.press("Escape")
+    row = page.get_by_role("row").filter(has_text="build watcher")
+    expect(row).to_contain_text("build.*, errors")
+    url = f"{bloomr.url}/api/streams/{stream['id']}/messages"
+    assert httpx.get(url, params={"token": secret, "channel": "build.1"}).status_code == 200
+    assert httpx.get(url, params={"token": secret}).status_code == 403  # stdout: not covered
+
+
 def run_snippet(
     command: list[str], code: str, bloomr: Server, stream_id: str, tmp_path: Path
 ) -> None:

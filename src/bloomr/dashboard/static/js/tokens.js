@@ -26,6 +26,7 @@ export function tokensPage() {
     defaultChecked: true });
   const publish = h("input", { type: "checkbox", name: "scopes", value: "publish" });
   const expires = h("input", { type: "datetime-local", name: "expires_at" });
+  const channels = h("input", { name: "channels", placeholder: "build.*, errors" });
   let streams = [];
 
   const refresh = () => attempt(async () => {
@@ -40,11 +41,12 @@ export function tokensPage() {
     }
     streams = listed.streams;
     syncRows(tbody, tokens, (t) => t.id, (t) => h("tr", {},
-      ...Array.from({ length: 6 }, () => h("td")),
+      ...Array.from({ length: 7 }, () => h("td")),
       h("td", {}, h("button", { type: "button", class: "danger",
         "aria-label": `Revoke ${t.name || t.id}`, onclick: () => revoke(t) }, "Revoke"))),
     (row, t) => [t.name || "—", t.id, t.streams.join(", "), t.scopes.join(", "),
-      time(t.expires_at), time(t.created_at)].forEach((text, i) => {
+      t.channels ? t.channels.join(", ") : "all", time(t.expires_at), time(t.created_at),
+    ].forEach((text, i) => {
       row.cells[i].textContent = text;
     }));
   });
@@ -64,6 +66,8 @@ export function tokensPage() {
       scopes: [subscribe, publish].filter((c) => c.checked).map((c) => c.value) };
     if (name.value.trim()) body.name = name.value.trim();
     if (expires.value) body.expires_at = new Date(expires.value).toISOString();
+    const only = channels.value.split(",").map((c) => c.trim()).filter((c) => c);
+    if (only.length) body.channels = only;
     const token = await api("POST", "/api/tokens", body);
     event.target.reset();
     await refresh();
@@ -79,13 +83,15 @@ export function tokensPage() {
       h("fieldset", {}, h("legend", {}, "Scopes"),
         h("label", { class: "check" }, subscribe, " subscribe"),
         h("label", { class: "check" }, publish, " publish")),
+      field("Channels (optional)", channels,
+        "Comma-separated; a trailing * matches a prefix. Empty: every channel"),
       field("Expires at (optional)", expires),
       h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" },
         "Create token"))),
     h("section", { class: "card", "aria-labelledby": "tokens-title" },
       h("h2", { id: "tokens-title" }, "Tokens"),
       h("table", { class: "list" }, h("thead", {}, h("tr", {}, ...["Name", "Token id",
-        "Streams", "Scopes", "Expires", "Created", "Actions"].map((t) =>
+        "Streams", "Scopes", "Channels", "Expires", "Created", "Actions"].map((t) =>
         h("th", { scope: "col" }, t)))), tbody)));
   return { element };
 }
