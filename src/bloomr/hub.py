@@ -322,10 +322,8 @@ class Hub:
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
-            error = BloomrError("token_revoked", "the token was revoked")
-            for sub in self.subscribers.all():
-                if sub.token_id == event.target:
-                    sub.close(error)
+            revoked = event.target
+            self.subscribers.end_tokens(lambda token_id: token_id == revoked)
         elif event.kind == "stream_deleted":
             self._deleted.add(event.target)
             self.activity.forget(event.target)

@@ -46,12 +46,16 @@ class Subscribers:
             _expire_later(sub, expires_at)
         return sub
 
-    def end_revoked(self) -> None:
-        """End every subscriber whose token is in the revoked set."""
+    def end_tokens(self, revoked: Callable[[str], bool]) -> None:
+        """End (`token_revoked`) every subscriber whose token id `revoked` names."""
         error = BloomrError("token_revoked", "the token was revoked")
         for sub in self.all():
-            if sub.token_id is not None and self._revoked.revokes(sub.token_id):
+            if sub.token_id is not None and revoked(sub.token_id):
                 sub.close(error)
+
+    def end_revoked(self) -> None:
+        """End every subscriber whose token is in the revoked set."""
+        self.end_tokens(self._revoked.revokes)
 
     def remove(self, sub: Subscription) -> None:
         """Forget a subscriber (calling it again is harmless)."""
