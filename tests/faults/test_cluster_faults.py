@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -150,17 +150,20 @@ async def refused_in_time(url: str) -> dict[str, Any]:
     return error
 
 
-async def subscribers(nodes: Cluster, stream_id: str, token: str) -> list[Recorder]:
-    """A live subscriber with envelopes on each node."""
-    return [
-        await connect_and_wait(srv.socket_url(stream=stream_id, token=token, includeMetadata=1))
-        for srv in nodes
-    ]
-
-
-async def close_all(clients: list[Recorder]) -> None:
-    for client in clients:
-        await client.close()
+@contextlib.asynccontextmanager
+async def watched(nodes: Cluster) -> AsyncIterator[tuple[str, str, list[Recorder]]]:
+    """A new stream, a token for it and a live subscriber with envelopes on each node
+    (closed afterwards)."""
+    stream_id, token = await nodes[0].stream_and_token()
+    clients: list[Recorder] = []
+    try:
+        for srv in nodes:
+            url = srv.socket_url(stream=stream_id, token=token, includeMetadata=1)
+            clients.append(await connect_and_wait(url))
+        yield stream_id, token, clients
+    finally:
+        for client in clients:
+            await client.close()
 
 
 class SseReader:
@@ -220,59 +223,55 @@ async def test_a_flushed_redis_is_noticed_and_every_new_message_arrives(
     nodes: Cluster, redis: PrivateRedis
 ) -> None:
     a, b = nodes
-    stream_id, token = await a.stream_and_token()
-    clients = await subscribers(nodes, stream_id, token)
-    sse = SseReader(b, stream_id, token)
-    await sse.start()
-    try:
-        async with a.client() as http_a, b.client() as http_b:
-            old: list[str] = []
-            for n in range(0, 30, 5):
-                old += (await publish(a, http_a, stream_id, n)).json()["ids"]
-            for client in clients:
-                await client.wait_messages(30)
+    async with watched(nodes) as (stream_id, token, clients):
+        sse = SseReader(b, stream_id, token)
+        await sse.start()
+        try:
+            async with a.client() as http_a, b.client() as http_b:
+                old: list[str] = []
+                for n in range(0, 30, 5):
+                    old += (await publish(a, http_a, stream_id, n)).json()["ids"]
+                for client in clients:
+                    await client.wait_messages(30)
 
-            redis.flush()  # the history is gone; seqs start over at 1
-            new: list[str] = []
-            for n in range(0, 100, 5):  # from both nodes
-                srv, http = (a, http_a) if n % 10 else (b, http_b)
-                new += await publish_until_taken(srv, http, stream_id, n)
-            for client in clients:
-                await client.wait_messages(130)
-                assert ids(client) == old + new, client.summary()  # none stalled, none lost
-                assert reset_warnings_at(client) == [30]  # warned once, where it happened
-                assert client.errors == [] and not client.disconnected
-            await sse.until(lambda: len(sse.ids) >= 130)
-            assert sse.ids == old + new  # SSE too: warned at the reset, nothing lost
-            assert sse.reset_at == [30]
+                redis.flush()  # the history is gone; seqs start over at 1
+                new: list[str] = []
+                for n in range(0, 100, 5):  # from both nodes
+                    srv, http = (a, http_a) if n % 10 else (b, http_b)
+                    new += await publish_until_taken(srv, http, stream_id, n)
+                for client in clients:
+                    await client.wait_messages(130)
+                    assert ids(client) == old + new, client.summary()  # none stalled, none lost
+                    assert reset_warnings_at(client) == [30]  # warned once, where it happened
+                    assert client.errors == [] and not client.disconnected
+                await sse.until(lambda: len(sse.ids) >= 130)
+                assert sse.ids == old + new  # SSE too: warned at the reset, nothing lost
+                assert sse.reset_at == [30]
 
-            # old ids are not held any more
-            r = await http_b.get(
-                f"/api/streams/{stream_id}/messages",
-                params={"after": old[-1]},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_message_id"
-            late = await connect_and_wait(
-                b.socket_url(stream=stream_id, token=token, replay=old[3])
-            )
-            try:
-                assert [w["code"] for w in late.warnings] == ["unknown_message_id"]
-                assert len(late.messages) == 100  # the newest held, i.e. the new history
-            finally:
-                await late.close()
-    finally:
-        await sse.stop()
-        await close_all(clients)
+                # old ids are not held any more
+                r = await http_b.get(
+                    f"/api/streams/{stream_id}/messages",
+                    params={"after": old[-1]},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_message_id"
+                late = await connect_and_wait(
+                    b.socket_url(stream=stream_id, token=token, replay=old[3])
+                )
+                try:
+                    assert [w["code"] for w in late.warnings] == ["unknown_message_id"]
+                    assert len(late.messages) == 100  # the newest held, i.e. the new history
+                finally:
+                    await late.close()
+        finally:
+            await sse.stop()
 
 
 async def test_redis_restarted_empty_fails_fast_then_recovers_with_a_reset(
     nodes: Cluster, redis: PrivateRedis
 ) -> None:
     a, b = nodes
-    stream_id, token = await a.stream_and_token()
-    clients = await subscribers(nodes, stream_id, token)
-    try:
+    async with watched(nodes) as (stream_id, token, clients):
         async with a.client() as http:
             acked = await publish_range(a, http, stream_id, 0, 20)
             for client in clients:
@@ -297,17 +296,13 @@ async def test_redis_restarted_empty_fails_fast_then_recovers_with_a_reset(
                 await client.wait_messages(len(acked), timeout=15)
                 assert ids(client) == acked, client.summary()
                 assert reset_warnings_at(client) == [20]
-    finally:
-        await close_all(clients)
 
 
 async def test_a_frozen_redis_is_answered_in_time_and_loses_nothing(
     nodes: Cluster, redis: PrivateRedis
 ) -> None:
     a, b = nodes
-    stream_id, token = await a.stream_and_token()
-    clients = await subscribers(nodes, stream_id, token)
-    try:
+    async with watched(nodes) as (stream_id, token, clients):
         async with a.client() as http:
             acked = await publish_range(a, http, stream_id, 0, 20)
 
@@ -341,8 +336,6 @@ async def test_a_frozen_redis_is_answered_in_time_and_loses_nothing(
                 assert len(got) == len(set(got))  # none twice
                 assert reset_warnings_at(client) == []
             assert acked_are_stored(await stored_ids(b, stream_id, token), acked)
-    finally:
-        await close_all(clients)
 
 
 # -- PostgreSQL stops ---------------------------------------------------------------------------
