@@ -30,9 +30,8 @@ nothing unless the store is down then. What is left: messages stored in Redis wh
 publish was never acknowledged (the node died between the Redis append and the
 PostgreSQL write) may miss the webhooks unless the publish is repeated under its
 Idempotency-Key (the hub then hands the repeat's rebuilt messages to `published` again
-before answering it);
-a webhook made on another node applies here once its `webhooks_changed` event arrives,
-or within the cache's ttl if that event is lost."""
+before answering it). A webhook made on another node applies here once its
+`webhooks_changed` event arrives, or within the cache's ttl if that event is lost."""
 
 from __future__ import annotations
 
@@ -61,6 +60,7 @@ class _Enqueue:
     messages: list[Message]
     size: int
     landed: asyncio.Future[None] | None  # answered once written (None: stored already)
+    hooks: tuple[str, ...] = ()  # stored already: the webhooks whose workers to wake
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ class OutboxWriter:
             if not hooks:
                 return None
             if self._store.outbox_with_history:  # in the outboxes already: wake them
-                self._queue(_Enqueue(stream_id, epoch, messages, 0, None))
+                self._queue(_Enqueue(stream_id, epoch, messages, 0, None, tuple(hooks)))
                 return None
         # Message.size for each, in C loops
         size = 128 * len(messages) + sum(map(len, map(_DATA_JSON, messages)))
@@ -215,8 +215,7 @@ class OutboxWriter:
         added: int = await asyncio.shield(self._store.enqueue(items)) if items else 0
         hooks = {item.webhook_id for item in items} if added else set()
         for op in stored:  # written with the publish: their workers only need waking
-            routes = self.routes.get(op.stream_id) or ()
-            hooks.update(wanted(routes, {m.channel for m in op.messages}))
+            hooks.update(op.hooks)
         if hooks:
             await self._written(hooks, {op.stream_id for op in run})
 
