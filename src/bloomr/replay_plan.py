@@ -102,8 +102,9 @@ async def plan_replay(
         plan.notices.append(HistoryDisabled())
         return plan
     window = request.requested if request.start is None else None
-    query = HistoryQuery(stream.id, channel, request.start, max_bytes=page_bytes)
-    query = replace(query, newest=request.limit, window=window)
+    query = HistoryQuery(
+        stream.id, channel, request.start, max_bytes=page_bytes, newest=request.limit, window=window
+    )
     found = await _plan(broker, query, plan)
     if found.unknown_id:
         assert isinstance(request.start, AfterId)
