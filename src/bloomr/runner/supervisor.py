@@ -59,6 +59,7 @@ class Supervisor:
         self._restarts = 0
         self._started_at: str | None = None
         self._backoff_until: float | None = None  # Unix time
+        self._restarting = False
 
     # -- control ---------------------------------------------------------------------
 
@@ -79,8 +80,15 @@ class Supervisor:
     async def restart(self) -> None:
         async with self._lock:
             self._check_open()
-            await self._stop_locked()
-            await self._start_locked()
+            # the old run's STOPPED is only a step of the restart: anyone looking before
+            # the new run starts (another node's API waits for a settled report) must
+            # see `stopping`, not a script that was stopped
+            self._restarting = True
+            try:
+                await self._stop_locked()
+            finally:
+                self._restarting = False
+            await self._start_locked()  # STARTING before its first await
 
     def update_spec(self, spec: ScriptSpec) -> None:
         """Used from the next (re)start on, including restarts by the policy."""
@@ -97,8 +105,9 @@ class Supervisor:
     def status(self) -> ScriptStatus:
         run, ended = self._run, self._last_exit
         until = self._backoff_until if self._state is _S.BACKOFF else None
+        midway = self._restarting and self._state is _S.STOPPED
         return ScriptStatus(
-            state=public_name(self._state),
+            state="stopping" if midway else public_name(self._state),
             pid=run.pid if run is not None else None,
             exit_code=ended.code if ended is not None else None,
             signal=ended.signal if ended is not None else None,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import Collector, Factory, proc_alive, py, wait_until
 
-from bloomr.runner import ScriptError, ScriptSpec
+from bloomr.runner import ScriptError, ScriptSpec, Supervisor
 
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
 
@@ -261,6 +261,28 @@ async def test_restart_runs_the_updated_spec(supervise: Factory, collector: Coll
     await wait_until(lambda: sup.status().state == "exited")
     assert collector.on("") == ["ready", "new command"]
     assert collector.on("errors") == []  # the stop inside restart is not a crash
+
+
+async def test_a_restart_is_never_seen_as_stopped(collector: Collector) -> None:
+    """Whoever looks at each state change (the reconciler, which reports it to other
+    nodes' API calls) sees the restart pass through stopping and starting only."""
+    seen: list[str] = []
+    sup = Supervisor("TestStream", ScriptSpec(py(SLEEPER)), collector, grace_seconds=2.0,
+                     on_state=lambda: asyncio.get_running_loop().call_soon(look))  # fmt: skip
+
+    def look() -> None:  # a turn of the loop later, as the reconciler does
+        seen.append(sup.status().state)
+
+    try:
+        await sup.start()
+        await started(collector)
+        seen.clear()
+        await sup.restart()
+        await asyncio.sleep(0)
+        assert "stopped" not in seen and seen[-1] == "running", seen
+        assert sup.status().state == "running"
+    finally:
+        await sup.close()
 
 
 @pytest.mark.parametrize(
