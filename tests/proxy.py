@@ -9,6 +9,8 @@ on demand, severs every connection it carries or refuses new ones for a while.
         proxy.drop_replies = 1       # the next answer is lost: the connection is cut
                                      # when the server starts answering (after the
                                      # request reached it)
+        proxy.truncate_replies = 1   # the next answer is cut after its head: the
+                                     # client reads the status and headers, then EOF
         proxy.target = (host, port)  # later connections go elsewhere
 
 It runs on the caller's event loop; a test driving blocking clients runs them in a
@@ -31,6 +33,7 @@ class Proxy:
         self.port = listen_port  # 0: a free one, kept across refuse()/allow()
         self.accepted = 0  # connections accepted so far
         self.drop_replies = 0  # server answers still to cut off (see the module doc)
+        self.truncate_replies = 0  # server answers still to cut after their head
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -94,11 +97,16 @@ class Proxy:
         await self.refuse()
         await self.sever()
 
-    def _drop_reply(self) -> bool:
-        if self.drop_replies <= 0:
-            return False
-        self.drop_replies -= 1
-        return True
+    def _cut_reply(self, data: bytes) -> bytes | None:
+        """None to pass `data` on; else what to pass before cutting the connection."""
+        if self.drop_replies > 0:
+            self.drop_replies -= 1
+            return b""
+        if self.truncate_replies > 0:
+            self.truncate_replies -= 1
+            head = data.find(b"\r\n\r\n")
+            return data if head < 0 else data[: head + 4]
+        return None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -110,9 +118,7 @@ class Proxy:
         try:
             up_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(
-                _pump(reader, upstream), _pump(up_reader, writer, self._drop_reply)
-            )
+            await asyncio.gather(_pump(reader, upstream), _pump(up_reader, writer, self._cut_reply))
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -126,13 +132,15 @@ class Proxy:
 async def _pump(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    drop: Callable[[], bool] = lambda: False,
+    cut: Callable[[bytes], bytes | None] = lambda _: None,
 ) -> None:
     """Copy one direction until EOF, then half-close, as a plain TCP path would; when
-    `drop()` says so, cut the connection instead of passing the data on."""
+    `cut(data)` gives bytes, pass only those on and cut the connection."""
     while data := await reader.read(CHUNK):
-        if drop():
-            raise ConnectionAbortedError("reply dropped by the proxy")
+        if (kept := cut(data)) is not None:
+            writer.write(kept)
+            await writer.drain()
+            raise ConnectionAbortedError("reply cut by the proxy")
         writer.write(data)
         await writer.drain()
     if writer.can_write_eof():

@@ -150,6 +150,27 @@ async def test_resumes_a_live_only_subscription_that_had_received_nothing(
         assert [m.data for m in await take(messages, 1)] == ["first"]
 
 
+async def test_a_reconnection_cut_in_the_middle_of_its_handshake_is_tried_again(
+    server: Server, proxy: Proxy
+) -> None:
+    """python-engineio raises aiohttp's own error (not its ConnectionError) when a
+    polling handshake's body is cut after the headers: that is one more failed try."""
+    stream, token = await server.stream_and_token()
+    warnings: list[str] = []
+    options = Options(transports=["polling"], retry_initial=0.05, retry_max=0.3)
+    note = warnings.append
+    async with subscribe(
+        proxy.url, stream, token, options=options, on_warning=lambda w: note(w.code)
+    ) as messages:
+        await until(lambda: messages.live, "the subscription to go live")
+        proxy.truncate_replies = 1  # the reconnection's handshake: head, then EOF
+        await proxy.sever()
+        await until(lambda: proxy.truncate_replies == 0, "the handshake to be cut")
+        await server.publish(stream, [{"data": "after"}], token)
+        assert [m.data for m in await take(messages, 1)] == ["after"]
+    assert warnings[0] == "connection_lost" and warnings[-1] == "reconnected", warnings
+
+
 async def test_resumes_across_a_server_restart(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -138,6 +138,7 @@ class Connector:
 
     async def _connection(self, http: Any, announce: bool) -> _Connection:
         """One connection, from connect to its end."""
+        import aiohttp
         import socketio
 
         conn = _Connection()
@@ -153,7 +154,7 @@ class Connector:
             await self._connect(client)
             conn.opened = self._connected_before = True
             await self._hold(client, conn)
-        except socketio.exceptions.ConnectionError as exc:
+        except (socketio.exceptions.ConnectionError, aiohttp.ClientError, *_BROKEN) as exc:
             conn.failure = exc
         finally:
             conn.retired = True
@@ -285,6 +286,13 @@ async def _close(client: Any) -> None:
     await asyncio.gather(*loops, return_exceptions=True)
     with contextlib.suppress(ValueError):  # its SIGINT handler's list of clients
         engineio.base_client.connected_clients.remove(eio)
+
+
+# Besides aiohttp.ClientError, what a connection cut in the middle of a reply raises
+# from inside python-engineio, which wraps only a failed request in its ConnectionError
+# (a polling handshake's body is read unwrapped: a cut after the headers gives
+# aiohttp's ClientPayloadError). ValueError: a mangled reply that does not decode.
+_BROKEN: tuple[type[Exception], ...] = (OSError, TimeoutError, ValueError)
 
 
 def connect_failure(exc: BaseException) -> str:
