@@ -14,6 +14,8 @@ left its group (setsid), and a script spawned in the instant before it is regist
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import subprocess
 import sys
@@ -77,6 +79,17 @@ class Reaper:
         assert process.stdin is not None
         return process.stdin
 
+    def close(self) -> None:
+        """At a clean exit: end of file now (what is left of the groups dies, as at a
+        crash) and the reaper reaped, not left to the interpreter's teardown."""
+        process, self._process = self._process, None
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(2)
+
 
 def _spawn() -> subprocess.Popen[bytes]:
     # unbuffered: each line reaches the reaper when written, never held in our buffer;
@@ -92,3 +105,4 @@ def _spawn() -> subprocess.Popen[bytes]:
 
 
 REAPER = Reaper()
+atexit.register(REAPER.close)
