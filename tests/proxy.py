@@ -37,6 +37,9 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # every accepted connection, from the moment it is made: one whose handler task
+        # has not run yet (or never will: cancelled at the loop's end) is cut too
+        self._accepted: set[asyncio.BaseTransport] = set()
 
     @property
     def url(self) -> str:
@@ -62,8 +65,12 @@ class Proxy:
     async def allow(self) -> None:
         """Listen (again) on the proxy's port."""
         if self._server is None:
-            self._server = await asyncio.start_server(
-                self._accept, "127.0.0.1", self.port, reuse_address=True
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: _Tracked(self._accepted, self._accept),
+                "127.0.0.1",
+                self.port,
+                reuse_address=True,
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -80,11 +87,14 @@ class Proxy:
         a while."""
         quiet = 0
         while quiet < 3:
-            if self._writers or self._pipes:
+            if self._writers or self._pipes or self._accepted:
                 quiet = 0
-                for writer in list(self._writers):
+                transports: list[Any] = [w.transport for w in self._writers]
+                transports += self._accepted
+                self._accepted.clear()
+                for transport in transports:
                     with contextlib.suppress(Exception):
-                        writer.transport.abort()
+                        transport.abort()
                 pipes = list(self._pipes)
                 for pipe in pipes:
                     pipe.cancel()
@@ -127,6 +137,26 @@ class Proxy:
                 if side is not None:
                     self._writers.discard(side)
                     side.transport.abort()
+
+
+class _Tracked(asyncio.StreamReaderProtocol):
+    """asyncio.start_server's protocol, keeping its transport in `accepted` while the
+    connection lasts."""
+
+    def __init__(self, accepted: set[asyncio.BaseTransport], handler: Any) -> None:
+        super().__init__(asyncio.StreamReader(), handler)
+        self._accepted = accepted
+        self._own: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._own = transport
+        self._accepted.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._own is not None:
+            self._accepted.discard(self._own)
+        super().connection_lost(exc)
 
 
 async def _pump(
