@@ -41,7 +41,9 @@ def _wait_port(port: int, up: bool, timeout: float = 15) -> None:
 
 class PrivateRedis:
     """redis-server without persistence: a restart loses everything, as the fault
-    needs. `stop`, `start` (same port), `flush`, `freeze`/`thaw` (SIGSTOP/SIGCONT)."""
+    needs, unless `save` wrote a snapshot, which the next `start` loads (a Redis back
+    from an older RDB file). `stop`, `start` (same port), `flush`, `freeze`/`thaw`
+    (SIGSTOP/SIGCONT)."""
 
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
@@ -69,8 +71,15 @@ class PrivateRedis:
         _wait_port(self.port, up=False)
 
     def flush(self) -> None:
+        self._cli("FLUSHALL")
+
+    def save(self) -> None:
+        """A snapshot of now (dump.rdb in its directory), loaded by the next start."""
+        self._cli("SAVE")
+
+    def _cli(self, *command: str) -> None:
         subprocess.run(
-            ["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True
+            ["redis-cli", "-p", str(self.port), *command], check=True, capture_output=True
         )
 
     def freeze(self) -> None:

@@ -267,6 +267,32 @@ async def test_a_flushed_redis_is_noticed_and_every_new_message_arrives(
             await sse.stop()
 
 
+async def test_a_redis_back_from_an_older_snapshot_is_noticed_and_every_new_message_arrives(
+    nodes: Cluster, redis: PrivateRedis
+) -> None:
+    """The same epochs, their seqs gone back: nodes must not take the new messages for
+    ones they delivered already (they did until the seqs passed where they were)."""
+    a, b = nodes
+    async with watched(nodes) as (stream_id, token, clients):
+        async with a.client() as http:
+            acked = await publish_range(a, http, stream_id, 0, 20)
+            redis.save()  # the snapshot Redis comes back from
+            acked += await publish_range(a, http, stream_id, 20, 40)  # lost with the restart
+            for client in clients:
+                await client.wait_messages(40)
+
+            redis.stop()
+            redis.start()  # loads the snapshot: 20 messages, the same epoch
+            acked += await publish_range(a, http, stream_id, 40, 100)
+            for client in clients:
+                await client.wait_messages(len(acked), timeout=15)
+                assert ids(client) == acked, client.summary()  # none skipped, none twice
+                assert reset_warnings_at(client) == [40]
+                assert client.errors == [] and not client.disconnected
+            stored = await stored_ids(b, stream_id, token)
+            assert stored == acked[:20] + acked[40:]  # what the snapshot held, then the new
+
+
 async def test_redis_restarted_empty_fails_fast_then_recovers_with_a_reset(
     nodes: Cluster, redis: PrivateRedis
 ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..model import Message
 from ..redis_pubsub import Subscription
-from ..store.redis_history import RedisHistory
+from ..store.redis_history import RedisHistory, Seen
 from ..store.redis_layout import (
     bus_pattern,
     decode_published,
@@ -43,6 +43,7 @@ class Sequencer:
 
     def __init__(self) -> None:
         self.last: dict[str, tuple[str, int]] = {}
+        self.last_ts: dict[str, int] = {}  # the ts_ms of the last message delivered
         self._retired: dict[str, set[str]] = {}  # epochs a stream's history left behind
 
     def epoch(self, stream_id: str) -> str | None:
@@ -66,6 +67,12 @@ class Sequencer:
         if known:
             self._retired.setdefault(stream_id, set()).add(known)
         self.last[stream_id] = (epoch, 0)
+        self.last_ts.pop(stream_id, None)
+
+    def seen(self, stream_id: str) -> Seen | None:
+        """The last message delivered, for a history read to compare with its own."""
+        state, ts = self.last.get(stream_id), self.last_ts.get(stream_id)
+        return None if state is None or ts is None else (*state, ts)
 
     def fresh(self, stream_id: str, messages: list[Message]) -> list[Message]:
         """The messages not yet delivered (a batch is contiguous, so a suffix; call
@@ -83,10 +90,12 @@ class Sequencer:
 
     def delivered(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
         self.last[stream_id] = (epoch, messages[-1].seq)
+        self.last_ts[stream_id] = messages[-1].ts_ms
 
     def forget(self, stream_id: str) -> None:
         """A dropped stream starts again at seq 1."""
         self.last.pop(stream_id, None)
+        self.last_ts.pop(stream_id, None)
         self._retired.pop(stream_id, None)
 
 
@@ -195,11 +204,13 @@ class RedisBroker(HistoryReads):
     async def _catch_up(self) -> None:
         """After a reconnection: what each stream seen so far published meanwhile, in
         the epoch known, or from the start of a new one (a Redis that restarted without
-        its data and was written to already)."""
+        its data and was written to already, or that came back from an older snapshot:
+        the read compares the history with the last message delivered)."""
         for stream_id in list(self.sequencer.last):
             while (state := self.sequencer.last.get(stream_id)) is not None:
                 epoch, last = state
-                stored_in, page = await self.history.since_seq(stream_id, last, _FILL_PAGE)
+                seen = self.sequencer.seen(stream_id)
+                stored_in, page = await self.history.since_seq(stream_id, last, _FILL_PAGE, seen)
                 if self.sequencer.is_reset(stream_id, stored_in):
                     self._reset(stream_id, stored_in)
                     continue  # read the new epoch from its start

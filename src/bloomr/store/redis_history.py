@@ -9,7 +9,9 @@ Layout, for a stream S under prefix P (`{S}` is a hash tag: one stream, one slot
 
     P:{S}:head      hash   seq (last seq given), ts (last timestamp given),
                            its (last timestamp in P:{S}:ts), epoch (made with the head:
-                           a history lost with its head gets a new one); only `drop`
+                           a history lost with its head gets a new one), base (the
+                           last seq before the epoch, when a history that went back
+                           got a new one: see `redis_reads.SINCE_SEQ`); only `drop`
                            deletes it
     P:{S}:c:<ch>    zset   score seq, member a row: a 20-byte header (data length, seq,
                            ts_ms), the id, the data JSON: the messages of channel ch
@@ -57,6 +59,8 @@ from ..model import Draft, Message, uuid7_ms
 from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
 from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
+
+Seen = tuple[str, int, int]  # a reader's last delivered message: epoch, seq, ts_ms
 
 # Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
 # mirror SQLite's seq_of and first_seq_since.
@@ -484,15 +488,20 @@ class RedisHistory:
         return read_rows(query.stream_id, query.channel, reply[1])
 
     async def since_seq(
-        self, stream_id: str, after_seq: int, limit: int
+        self, stream_id: str, after_seq: int, limit: int, seen: Seen | None = None
     ) -> tuple[str, list[Message]]:
         """The history's epoch ("" when it has none: lost, not made again yet) and its
         stored messages of every channel with seq > `after_seq`, the oldest `limit`, in
         seq order, from one snapshot: what the bus reads to fill a gap in what it
-        received, and to notice a history that was lost meanwhile."""
+        received, and to notice a history that was lost meanwhile. With `seen` (the
+        reader's last delivered message), a history that went back under the same
+        epoch gets a new one first (see `SINCE_SEQ`); a new epoch's reads start after
+        the seq where it began."""
         base = key_base(self.prefix, stream_id)
-        args = (base, after_seq, limit)
-        epoch, *flat = await _SCRIPTS["since_seq"](self.client, [base + "head", base + "all"], args)
+        known: tuple[str | int, ...] = ("", 0, 0) if seen is None else seen
+        args = (base, after_seq, limit, *known, new_epoch())
+        keys = [base + "head", base + "all", base + "ts"]
+        epoch, *flat = await _SCRIPTS["since_seq"](self.client, keys, args)
         pairs = zip(flat[::2], flat[1::2], strict=True)
         found = [m for ch, row in pairs if row for m in read_rows(stream_id, ch.decode(), row)]
         return bytes(epoch).decode(), found

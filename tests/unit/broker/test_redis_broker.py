@@ -451,3 +451,55 @@ async def test_a_loss_found_on_reconnect_is_caught_up_from_the_new_start(
     await b.seen.until(lambda: len(b.seen.messages[S1]) == 6)
     assert b.seen.seqs(S1) == [1, 2, 3, 4, 1, 2]
     assert [(s, at) for s, _, at in b.seen.resets] == [(S1, 4)]
+
+
+async def snapshot_of(client: aioredis.Redis, prefix: str, stream_id: str) -> dict[bytes, bytes]:
+    """The stream's keys as a snapshot would keep them (DUMP: restorable as they were)."""
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:{{{stream_id}}}:*")]
+    return {key: await client.dump(key) for key in keys}
+
+
+async def restore(client: aioredis.Redis, prefix: str, stream_id: str, saved: dict) -> None:
+    """What a Redis restarted from that older snapshot holds: the stream's keys as they
+    were then (its epoch too), those made since gone."""
+    await lose_history(client, prefix, stream_id)
+    for key, value in saved.items():
+        await client.restore(key, 0, value, replace=True)
+
+
+@pytest.mark.parametrize("written_meanwhile", [1, 4], ids=["behind", "past_the_head"])
+async def test_a_history_restored_from_an_older_snapshot_gets_a_new_epoch(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str, written_meanwhile: int
+) -> None:
+    """Same epoch, seqs gone back: what nodes had delivered is not taken for the new
+    messages. Written meanwhile, before the nodes are back: fewer messages than were
+    lost (the head is behind what was delivered) or more (it passed it; their newer
+    timestamps tell)."""
+    a = await make_node(reconnect_delay=0.3)
+    b = await make_node(reconnect_delay=0.3)
+    await a.append(S1, 1, 2, 3)
+    saved = await snapshot_of(redis_client, prefix, S1)
+    await a.append(S1, 4, 5)  # acknowledged, then lost with the restart
+    for node in (a, b):
+        await node.seen.has_seqs(S1, 5)
+    # Redis restarts: every bus connection is cut (the nodes' share one client name)
+    assert await kill_bus_connections(redis_client, a.bus) >= 2
+    await restore(redis_client, prefix, S1, saved)
+    await asyncio.sleep(0.002)  # Redis's clock moves on past the lost messages' stamps
+    new = await a.append(S1, *[f"n{i}" for i in range(written_meanwhile)])
+    assert new[0].seq == 4  # the rolled-back sequence, as Redis has it
+    for node in (a, b):
+        await node.seen.until(lambda n=node: len(n.seen.messages[S1]) == 5 + written_meanwhile)  # type: ignore[misc]
+        got = node.seen.messages[S1]
+        assert [m.data_json for m in got[5:]] == [m.data_json for m in new]  # none lost
+        assert [(s, at) for s, _, at in node.seen.resets] == [(S1, 5)]  # told, once
+    later = await a.append(S1, "later")
+    for node in (a, b):
+        await node.seen.until(lambda n=node: len(n.seen.messages[S1]) == 6 + written_meanwhile)  # type: ignore[misc]
+        assert node.seen.messages[S1][-1].id == later[0].id
+        assert len(node.seen.resets) == 1
+    epochs = {epoch for node in (a, b) for _, epoch, _ in node.seen.resets}
+    assert len(epochs) == 1  # both nodes went on in one new epoch
+    stored_in, stored = await a.history.since_seq(S1, 0, 100)
+    assert stored_in in epochs
+    assert [m.seq for m in stored] == [m.seq for m in [*new, *later]]  # after its base
