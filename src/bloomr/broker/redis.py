@@ -145,7 +145,7 @@ class RedisBroker(HistoryReads):
         self._handler = None
 
     async def publish(self, batches: Sequence[AppendBatch]) -> list[Published]:
-        return await self.history.append(batches)
+        return await self.history.append(batches, self.sequencer.seen)
 
     def publish_now(self, batches: Sequence[AppendBatch]) -> list[Published] | None:
         return None

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -61,6 +61,8 @@ from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
 
 Seen = tuple[str, int, int]  # a reader's last delivered message: epoch, seq, ts_ms
+SeenOf = Callable[[str], Seen | None]
+NOTHING_SEEN: Seen = ("", 0, 0)
 
 # Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
 # mirror SQLite's seq_of and first_seq_since.
@@ -84,6 +86,22 @@ local function first_since(tsidx, head, ts)
   if m then return tonumber(m) end
   return head_seq(head) + 1
 end
+-- Whether a history went back under the same epoch (a Redis restored from an older
+-- snapshot), judged against the last message a reader delivered (seq, ts): timestamps
+-- never decrease along seq within an epoch, so a head behind that seq, or a stored seq
+-- at or below it stamped after it, cannot be the same history. If so, the stream gets
+-- `fresh` as its epoch, whose `base` is the old history's last seq (reads of the new
+-- epoch start after it), and the new epoch is returned; else nil.
+local function went_back(head, tsidx, epoch, seen_epoch, seen, seen_ts, fresh)
+  if seen_epoch == '' or epoch ~= seen_epoch then return nil end
+  local last, last_ts = unpack(redis.call('HMGET', head, 'seq', 'ts'))
+  last, last_ts = tonumber(last) or 0, tonumber(last_ts) or 0
+  if last >= seen and last_ts <= seen_ts then return nil end  -- nothing stamped later
+  local first_new = first_since(tsidx, head, seen_ts + 1)
+  if last >= seen and first_new > seen then return nil end
+  redis.call('HSET', head, 'epoch', fresh, 'base', first_new - 1)
+  return fresh
+end
 local function id_ms(id)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end
@@ -97,8 +115,10 @@ end
 # then one channel key per distinct channel.
 # ARGV: the epoch of a head made now (16 characters), how long keys are kept (ms), how
 # many keys a stream keeps, then per batch: bus channel, keep (1/0), idempotency key
-# ('' for none) [then its fingerprint], k, the k channel names, n, then n message
-# arguments: [4-byte channel index when k > 1] 4 random bytes, data JSON.
+# ('' for none), the epoch, seq and ts_ms of the last message of the stream this node
+# delivered ('', 0, 0 for none: see `went_back`), [the key's fingerprint], k, the k
+# channel names, n, then n message arguments: [4-byte channel index when k > 1]
+# 4 random bytes, data JSON.
 # Reply, per batch: {first seq, ts_ms, the n ids concatenated, epoch}, or for a key recorded
 # already {0, its fingerprint, its ids concatenated, epoch} (nothing stored or published).
 # What each stored batch PUBLISHes: its head's epoch, then per message a length byte,
@@ -148,7 +168,7 @@ local function record(book, booked, key, fp, ts, ids)
 end
 -- order, store and publish one batch: KEYS[k..k+3] its stream's keys, KEYS[c + i] its
 -- channel i's, ARGV[a..a+n-1] its messages
-local function append(k, c, a, bus, keep, names, n)
+local function append(k, c, a, bus, keep, names, n, seen)
   local nchan = #names
   local head, all, tsidx, chans = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local state = redis.call('HMGET', head, 'seq', 'ts', 'its', 'epoch')
@@ -156,6 +176,9 @@ local function append(k, c, a, bus, keep, names, n)
   if not epoch then
     epoch = ARGV[1]
     redis.call('HSET', head, 'epoch', epoch)
+  else
+    epoch = went_back(head, tsidx, epoch, seen[1], tonumber(seen[2]), tonumber(seen[3]),
+      ARGV[1]) or epoch
   end
   local last = tonumber(state[1]) or 0
   -- Redis's clock, never behind the stream's last timestamp (whatever node wrote it)
@@ -196,8 +219,9 @@ end
 local replies, a, k = {}, 4, 1
 while a <= #ARGV do
   local bus, keep, key = ARGV[a], ARGV[a + 1] == '1', ARGV[a + 2]
+  local seen = {ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]}
   local fp, c = false, k + 3
-  a = a + 3
+  a = a + 6
   if key ~= '' then
     fp, c, a = ARGV[a], k + 5, a + 1
   end
@@ -208,7 +232,7 @@ while a <= #ARGV do
   a = a + 2 + nchan
   local reply = fp and recorded(KEYS[k + 4], KEYS[k + 5], key, fp, KEYS[k])
   if not reply then
-    reply = append(k, c, a, bus, keep, names, n)
+    reply = append(k, c, a, bus, keep, names, n, seen)
     if fp then record(KEYS[k + 4], KEYS[k + 5], key, fp, reply[2], reply[3]) end
   end
   replies[#replies + 1] = reply
@@ -327,16 +351,15 @@ class _AppendCall:
         self.args: list[bytes | str | int] = [new_epoch(), policy.ttl_ms, policy.per_stream]
         self.slots: list[int] = []  # the index of each batch sent in the caller's list
 
-    def add(self, slot: int, batch: AppendBatch) -> None:
+    def add(self, slot: int, batch: AppendBatch, seen: Seen | None) -> None:
         base = key_base(self.prefix, batch.stream_id)
         names = list(dict.fromkeys(d.channel for d in batch.drafts))
         self.keys += [base + "head", base + "all", base + "ts", base + "chans"]
-        self.args += [base + "bus", "1" if batch.keep else "0"]
-        if batch.key is None:
-            self.args.append("")
-        else:
+        self.args += [base + "bus", "1" if batch.keep else "0", batch.key or ""]
+        self.args += NOTHING_SEEN if seen is None else seen
+        if batch.key is not None:
             self.keys += [base + "keys", base + "keyt"]
-            self.args += [batch.key, batch.fingerprint]
+            self.args.append(batch.fingerprint)
         self.keys += [base + "c:" + name for name in names]
         self.args += [len(names), *names]
         self.args.append(len(batch.drafts))
@@ -426,14 +449,18 @@ class RedisHistory:
     def try_append_now(self, batches: Sequence[AppendBatch]) -> list[Appended] | None:
         return None  # every append is a round trip to Redis
 
-    async def append(self, batches: Sequence[AppendBatch]) -> list[Appended]:
+    async def append(
+        self, batches: Sequence[AppendBatch], seen: SeenOf = lambda _: None
+    ) -> list[Appended]:
+        """`HistoryStore.append`; `seen` gives the last message of a stream the caller
+        delivered, to notice a history that went back (`went_back`) before appending."""
         results: list[Appended] = [[] for _ in batches]
         call = _AppendCall(self.prefix, self.key_policy)
         for slot, batch in enumerate(batches):
             if not _well_formed(batch.drafts):
                 results[slot] = BloomrError("internal", "storing messages failed: bad draft")
             elif batch.drafts:
-                call.add(slot, batch)
+                call.add(slot, batch, seen(batch.stream_id))
         if not call.slots:
             return results
         assert self._writes is not None, "history is not open"
@@ -498,8 +525,7 @@ class RedisHistory:
         epoch gets a new one first (see `SINCE_SEQ`); a new epoch's reads start after
         the seq where it began."""
         base = key_base(self.prefix, stream_id)
-        known: tuple[str | int, ...] = ("", 0, 0) if seen is None else seen
-        args = (base, after_seq, limit, *known, new_epoch())
+        args = (base, after_seq, limit, *(seen or NOTHING_SEEN), new_epoch())
         keys = [base + "head", base + "all", base + "ts"]
         epoch, *flat = await _SCRIPTS["since_seq"](self.client, keys, args)
         pairs = zip(flat[::2], flat[1::2], strict=True)

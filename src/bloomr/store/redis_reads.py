@@ -121,23 +121,14 @@ return {1, rows}
 # it has no head), then channel, row, channel, row, ... Channel keys are built here: they
 # share the stream's hash tag, so its slot.
 # KEYS: head, all, ts. ARGV: key base, after seq, limit, then what the reader delivered
-# last: its epoch ('' for nothing), seq and ts_ms, and an epoch to make if need be.
-# Within one epoch timestamps never decrease along seq, so a head behind the seq
-# delivered, or a stored seq at or below it stamped after it, is a history that went
-# back (a Redis restored from an older snapshot): it gets a new epoch whose `base` is
-# the last seq of the old history, and reads of it start after the base (what was
-# delivered before is not delivered again).
+# last: its epoch ('' for nothing), seq and ts_ms, and an epoch to make if the history
+# went back (`went_back`). A new epoch's reads start after its base: what was
+# delivered before is not delivered again.
 SINCE_SEQ = """
 local head = KEYS[1]
 local epoch = epoch_of(head)
-if ARGV[4] ~= '' and epoch == ARGV[4] then
-  local seen, seen_ts = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local first_new = first_since(KEYS[3], head, seen_ts + 1)
-  if head_seq(head) < seen or first_new <= seen then
-    epoch = ARGV[7]
-    redis.call('HSET', head, 'epoch', epoch, 'base', first_new - 1)
-  end
-end
+epoch = went_back(head, KEYS[3], epoch, ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]),
+  ARGV[7]) or epoch
 local after = math.max(tonumber(ARGV[2]), tonumber(redis.call('HGET', head, 'base')) or 0)
 local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. after, '+inf',
   'WITHSCORES', 'LIMIT', 0, ARGV[3])

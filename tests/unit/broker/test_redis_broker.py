@@ -503,3 +503,27 @@ async def test_a_history_restored_from_an_older_snapshot_gets_a_new_epoch(
     stored_in, stored = await a.history.since_seq(S1, 0, 100)
     assert stored_in in epochs
     assert [m.seq for m in stored] == [m.seq for m in [*new, *later]]  # after its base
+
+
+async def test_a_publish_through_a_node_notices_an_older_snapshot_before_appending(
+    make_node: MakeNode, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """A node that has not reconnected yet (or never will: the test keeps the bus
+    connections) publishes into a new epoch: its append compares the head with what it
+    delivered, so the new messages neither reuse seqs under the old epoch nor wait for
+    a catch-up."""
+    a, b = await make_node(), await make_node()
+    await a.append(S1, 1, 2, 3)
+    saved = await snapshot_of(redis_client, prefix, S1)
+    await a.append(S1, 4, 5)
+    for node in (a, b):
+        await node.seen.has_seqs(S1, 5)
+    await restore(redis_client, prefix, S1, saved)
+    old_epoch = a.bus.sequencer.epoch(S1)
+    [new] = await a.bus.publish([AppendBatch(S1, [Draft("", b'"x"')], True)])
+    assert isinstance(new, list) and [m.seq for m in new] == [4]
+    for node in (a, b):
+        await node.seen.until(lambda n=node: len(n.seen.messages[S1]) == 6)  # type: ignore[misc]
+        assert node.seen.messages[S1][-1].id == new[0].id
+        [(_, epoch, at)] = node.seen.resets
+        assert at == 5 and epoch != old_epoch
