@@ -48,7 +48,14 @@ const httpServer = http.createServer((req, res) => {
 });
 httpServer.keepAliveTimeout = 60_000;
 
+// --recovery: socket.io's connection state recovery, whose broadcasts carry an offset as
+// their last argument (as bloomr's do: SPEC's resume) and are kept for 2 minutes
+const recovery = process.argv.includes('--recovery')
+  ? { connectionStateRecovery: { maxDisconnectionDuration: 2 * 60 * 1000, skipMiddlewares: true } }
+  : {};
+
 const io = new Server(httpServer, {
+  ...recovery,
   transports: ['websocket', 'polling'],
   perMessageDeflate: false,
   httpCompression: false,

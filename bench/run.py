@@ -38,6 +38,9 @@ PYTHON = sys.executable
 NODE = shutil.which("node") or "node"
 ADMIN_KEY = "bench-admin-key"
 TARGETS = ("bloomr", "node", "pysio")
+# --node-recovery: Node's server with socket.io's connection state recovery on, which
+# (as bloomr, SPEC's resume) appends an offset to every broadcast and keeps the packets
+NODE_RECOVERY = False
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _URL_RE = re.compile(r"listening on (http://\S+)")
 
@@ -138,7 +141,8 @@ def _command(target: str, data_dir: Path | None) -> list[str]:
         assert data_dir is not None
         return [PYTHON, "-m", "bloomr", "serve", "--port", "0", "--data-dir", str(data_dir)]
     if target == "node":
-        return [NODE, str(BENCH / "node_server.mjs"), "--port", "0"]
+        recovery = ["--recovery"] if NODE_RECOVERY else []
+        return [NODE, str(BENCH / "node_server.mjs"), "--port", "0", *recovery]
     return [PYTHON, str(BENCH / "pysio_server.py"), "--port", "0"]
 
 
@@ -794,7 +798,14 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--out", type=Path, default=BENCH)
+    parser.add_argument(
+        "--node-recovery",
+        action="store_true",
+        help="run Node's server with connectionStateRecovery (offsets on every message)",
+    )
     args = parser.parse_args()
+    global NODE_RECOVERY
+    NODE_RECOVERY = args.node_recovery
     only = [s for s in args.only.split(",") if s]
     targets = [t for t in args.targets.split(",") if t]
     unknown = (set(only) - set(SCENARIOS)) | (set(targets) - set(TARGETS))
