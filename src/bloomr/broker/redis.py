@@ -38,12 +38,12 @@ _FILL_PAGE = 1000
 
 
 class Sequencer:
-    """What each stream's handler has been given: the history epoch and the last seq
-    delivered, per stream. Pure bookkeeping; the bus does the reading."""
+    """What each stream's handler has been given: the history epoch, and the seq and
+    ts_ms of the last message delivered (0, 0 before the first of an epoch), per
+    stream. Pure bookkeeping; the bus does the reading."""
 
     def __init__(self) -> None:
-        self.last: dict[str, tuple[str, int]] = {}
-        self.last_ts: dict[str, int] = {}  # the ts_ms of the last message delivered
+        self.last: dict[str, Seen] = {}
         self._retired: dict[str, set[str]] = {}  # epochs a stream's history left behind
 
     def epoch(self, stream_id: str) -> str | None:
@@ -66,13 +66,12 @@ class Sequencer:
         known = self.epoch(stream_id)
         if known:
             self._retired.setdefault(stream_id, set()).add(known)
-        self.last[stream_id] = (epoch, 0)
-        self.last_ts.pop(stream_id, None)
+        self.last[stream_id] = (epoch, 0, 0)
 
     def seen(self, stream_id: str) -> Seen | None:
         """The last message delivered, for a history read to compare with its own."""
-        state, ts = self.last.get(stream_id), self.last_ts.get(stream_id)
-        return None if state is None or ts is None else (*state, ts)
+        state = self.last.get(stream_id)
+        return state if state is not None and state[1] > 0 else None
 
     def fresh(self, stream_id: str, messages: list[Message]) -> list[Message]:
         """The messages not yet delivered (a batch is contiguous, so a suffix; call
@@ -89,13 +88,11 @@ class Sequencer:
         return state[1] if state is not None and first_seq > state[1] + 1 else None
 
     def delivered(self, stream_id: str, epoch: str, messages: list[Message]) -> None:
-        self.last[stream_id] = (epoch, messages[-1].seq)
-        self.last_ts[stream_id] = messages[-1].ts_ms
+        self.last[stream_id] = (epoch, messages[-1].seq, messages[-1].ts_ms)
 
     def forget(self, stream_id: str) -> None:
         """A dropped stream starts again at seq 1."""
         self.last.pop(stream_id, None)
-        self.last_ts.pop(stream_id, None)
         self._retired.pop(stream_id, None)
 
 
@@ -208,7 +205,7 @@ class RedisBroker(HistoryReads):
         the read compares the history with the last message delivered)."""
         for stream_id in list(self.sequencer.last):
             while (state := self.sequencer.last.get(stream_id)) is not None:
-                epoch, last = state
+                epoch, last, _ = state
                 seen = self.sequencer.seen(stream_id)
                 stored_in, page = await self.history.since_seq(stream_id, last, _FILL_PAGE, seen)
                 if self.sequencer.is_reset(stream_id, stored_in):
