@@ -87,15 +87,14 @@ local function first_since(tsidx, head, ts)
   return head_seq(head) + 1
 end
 -- Whether a history went back under the same epoch (a Redis restored from an older
--- snapshot), judged against the last message a reader delivered (seq, ts): timestamps
+-- snapshot): its head (`epoch`, and `last` seq and `last_ts` as the caller read them)
+-- judged against the last message a reader delivered (seq, ts): timestamps
 -- never decrease along seq within an epoch, so a head behind that seq, or a stored seq
 -- at or below it stamped after it, cannot be the same history. If so, the stream gets
 -- `fresh` as its epoch, whose `base` is the old history's last seq (reads of the new
 -- epoch start after it), and the new epoch is returned; else nil.
-local function went_back(head, tsidx, epoch, seen_epoch, seen, seen_ts, fresh)
+local function went_back(head, tsidx, epoch, last, last_ts, seen_epoch, seen, seen_ts, fresh)
   if seen_epoch == '' or epoch ~= seen_epoch then return nil end
-  local last, last_ts = unpack(redis.call('HMGET', head, 'seq', 'ts'))
-  last, last_ts = tonumber(last) or 0, tonumber(last_ts) or 0
   if last >= seen and last_ts <= seen_ts then return nil end  -- nothing stamped later
   local first_new = first_since(tsidx, head, seen_ts + 1)
   if last >= seen and first_new > seen then return nil end
@@ -177,8 +176,8 @@ local function append(k, c, a, bus, keep, names, n, seen)
     epoch = ARGV[1]
     redis.call('HSET', head, 'epoch', epoch)
   else
-    epoch = went_back(head, tsidx, epoch, seen[1], tonumber(seen[2]), tonumber(seen[3]),
-      ARGV[1]) or epoch
+    epoch = went_back(head, tsidx, epoch, tonumber(state[1]) or 0, tonumber(state[2]) or 0,
+      seen[1], tonumber(seen[2]), tonumber(seen[3]), ARGV[1]) or epoch
   end
   local last = tonumber(state[1]) or 0
   -- Redis's clock, never behind the stream's last timestamp (whatever node wrote it)

@@ -126,9 +126,10 @@ return {1, rows}
 # delivered before is not delivered again.
 SINCE_SEQ = """
 local head = KEYS[1]
-local epoch = epoch_of(head)
-epoch = went_back(head, KEYS[3], epoch, ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]),
-  ARGV[7]) or epoch
+local state = redis.call('HMGET', head, 'seq', 'ts', 'epoch')
+local epoch = state[3] or ''
+epoch = went_back(head, KEYS[3], epoch, tonumber(state[1]) or 0, tonumber(state[2]) or 0,
+  ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]) or epoch
 local after = math.max(tonumber(ARGV[2]), tonumber(redis.call('HGET', head, 'base')) or 0)
 local rows = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. after, '+inf',
   'WITHSCORES', 'LIMIT', 0, ARGV[3])
