@@ -90,6 +90,12 @@ const SCALE = 100;
 const bucketOf = (us) => Math.min(NB - 1, Math.floor(Math.log1p(us > 0 ? us : 0) * SCALE));
 const bucketValue = (i) => Math.expm1((i + 0.5) / SCALE);
 
+function tenths(means) {
+  const n = Math.max(1, Math.floor(means.length / 10));
+  const mean = (xs) => (xs.length ? xs.reduce((a, x) => a + x, 0) / xs.length : null);
+  return { first: mean(means.slice(0, n)), last: mean(means.slice(-n)) };
+}
+
 function quantile(hist, total, q) {
   if (total === 0) return null;
   const rank = Math.ceil(q * total);
@@ -172,13 +178,15 @@ function runChild() {
         hist[bucketOf(lat * 1000)]++;
         histTotal++;
         if (lat > latMax) latMax = lat;
+        sub.latSum += lat;
+        sub.latN++;
       }
     }
   }
 
   function connectOne(url, query, readyEvent, timeoutMs) {
     return new Promise((resolve) => {
-      const sub = { seen: null, hash: 0, unique: 0, dups: 0, ooo: 0, bad: 0, last: -1, ready: false, disconnects: 0, warnings: {}, errors: {} };
+      const sub = { seen: null, latSum: 0, latN: 0, hash: 0, unique: 0, dups: 0, ooo: 0, bad: 0, last: -1, ready: false, disconnects: 0, warnings: {}, errors: {} };
       sub.seen = new Uint8Array(seenSize);
       const socket = io(url, {
         transports: ['websocket'], forceNew: true, reconnection: false, query, timeout: timeoutMs,
@@ -233,7 +241,7 @@ function runChild() {
           for (const [lo, hi] of msg.acked) for (let q = lo; q < hi; q++) if (!s.seen[q]) lost++;
         }
         const connected = s.ready && s.socket.connected;
-        return { ready: s.ready, connected, hash: s.hash, unique: s.unique, lost, dups: s.dups, ooo: s.ooo, bad: s.bad, disconnects: s.disconnects, warnings: s.warnings, errors: s.errors };
+        return { ready: s.ready, connected, hash: s.hash, unique: s.unique, lost, dups: s.dups, ooo: s.ooo, bad: s.bad, disconnects: s.disconnects, warnings: s.warnings, errors: s.errors, latMean: s.latN ? s.latSum / s.latN : null };
       });
       for (const s of subs) s.socket.disconnect();
       // Exit only once the (large) message has been handed to the IPC channel.
@@ -417,6 +425,9 @@ async function fanout(opts, ad) {
     },
     // the histogram itself (bucket index -> count, non-empty buckets), so that rounds
     // can be pooled: see latency_quantile in run.py
+    // mean latency of the first and the last tenth of the subscribers, in connection
+    // order: the difference is the fan-out's cost per subscriber (server and loadgen)
+    latency_by_order_ms: tenths(perSub.map((s) => s.latMean).filter((x) => x !== null)),
     latency_hist: Object.fromEntries([...lat.hist.entries()].filter(([, n]) => n > 0)),
     lost_total: lostPer.reduce((a, x) => a + x, 0),
     lost_max_per_sub: lostPer.length ? Math.max(...lostPer) : 0,
