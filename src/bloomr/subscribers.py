@@ -22,7 +22,9 @@ class Subscribers:
         # tokens revoked while this node runs (kept by the streams service): a session
         # that authenticated just before the revocation arrived must not outlive it
         self._revoked = RevokedTokens() if revoked_tokens is None else revoked_tokens
-        self._subs: dict[str, dict[str, set[Subscription]]] = {}
+        # by stream and channel, in the order they subscribed (a dict as an ordered set):
+        # the fan-out writes to the earliest subscriber first, as Node's socket.io does
+        self._subs: dict[str, dict[str, dict[Subscription, None]]] = {}
         self.slow_consumers = 0  # subscribers cut off so far
         self.per_token = ConnectionCount(0)  # live subscribers per token (0: no limit)
         self.changed: Callable[[str], None] = _nothing  # told a stream's count changed
@@ -38,7 +40,7 @@ class Subscribers:
         sub = Subscription(
             stream_id, channel, token_id, max_messages=max_messages, max_bytes=max_bytes
         )
-        self._subs.setdefault(stream_id, {}).setdefault(channel, set()).add(sub)
+        self._subs.setdefault(stream_id, {}).setdefault(channel, {})[sub] = None
         self.changed(stream_id)
         if token_id is not None and self._revoked.revokes(token_id):
             sub.close(BloomrError("token_revoked", "the token was revoked"))
@@ -65,7 +67,7 @@ class Subscribers:
         subs = channels.get(sub.channel)
         if subs is None or sub not in subs:
             return
-        subs.remove(sub)
+        del subs[sub]
         self.changed(sub.stream_id)
         self.per_token.release(sub.token_id)
         if sub.overflowed:

@@ -92,6 +92,39 @@ async def test_a_group_is_split_by_channel_and_by_stream_keeping_each_order(hub:
     assert other.writes == [[10, 11]]
 
 
+class OrderSink(RecordingSink):
+    """Notes, in a list that every subscriber shares, which one was written when."""
+
+    def __init__(self, name: int, order: list[int]) -> None:
+        super().__init__()
+        self.name, self.order = name, order
+
+    def write(self, delivery: Delivery) -> None:
+        self.order.append(self.name)
+
+
+async def test_the_fan_out_writes_to_subscribers_in_the_order_they_subscribed(
+    hub: Hub,
+) -> None:
+    """The earliest subscriber is written first, and a subscriber that leaves and comes
+    back goes to the end (as Node's socket.io fans out); not the order of their hashes."""
+    stream = Stream(id="hubtest006", name="t")
+    order: list[int] = []
+    subs = []
+    for name in range(50):
+        sub = hub.subscribe(stream.id, "", None)
+        sub.go_live(0)
+        sub.attach(OrderSink(name, order))
+        subs.append(sub)
+    hub.unsubscribe(subs[3])
+    again = hub.subscribe(stream.id, "", None)
+    again.go_live(0)
+    again.attach(OrderSink(3, order))
+    async with asyncio.timeout(TIMEOUT):
+        await hub.publish(stream, drafts("", 1))
+    assert order == [*range(3), *range(4, 50), 3]
+
+
 async def test_a_failed_publish_in_a_group_fails_alone(hub: Hub) -> None:
     stream = Stream(id="hubtest004", name="t")
     _, sink = await live(hub, stream, "")
