@@ -317,8 +317,8 @@ class Hub:
     # -- broker handler ------------------------------------------------------------------
 
     def on_messages(self, stream_id: str, messages: list[Message]) -> None:
-        self.activity.record(stream_id, messages)
         self.subscribers.deliver(stream_id, messages)
+        self.activity.record(stream_id, messages)  # the dashboard's figures can wait
 
     def on_control(self, event: ControlEvent) -> None:
         if event.kind == "token_revoked":
