@@ -12,6 +12,9 @@ on demand, severs every connection it carries or refuses new ones for a while.
         proxy.truncate_replies = 1   # the next answer is cut after its head: the
                                      # client reads the status and headers, then EOF
         proxy.target = (host, port)  # later connections go elsewhere
+        proxy.hold()                 # the server's bytes stop here (a client that does
+        proxy.hold(after=N)          # not read), or once N more have passed;
+        proxy.release()              # release() passes them on again
 
 It runs on the caller's event loop; a test driving blocking clients runs them in a
 thread (`asyncio.to_thread`)."""
@@ -20,11 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 CHUNK = 64 * 1024
+# the proxy's receive buffer towards the server: small and fixed, so that a `hold()`
+# stops the server's writes after about this much (Linux grows a buffer of its own
+# choosing up to tcp_rmem's maximum, 32 MiB here)
+UPSTREAM_RCVBUF = 128 * 1024
 
 
 class Proxy:
@@ -40,6 +48,9 @@ class Proxy:
         # every accepted connection, from the moment it is made: one whose handler task
         # has not run yet (or never will: cancelled at the loop's end) is cut too
         self._accepted: set[asyncio.BaseTransport] = set()
+        self._flowing = asyncio.Event()  # the server's bytes go on to the client
+        self._flowing.set()
+        self._hold_after: int | None = None  # server bytes to pass before holding
 
     @property
     def url(self) -> str:
@@ -104,8 +115,29 @@ class Proxy:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        self.release()
         await self.refuse()
         await self.sever()
+
+    def hold(self, after: int = 0) -> None:
+        """Stop passing on what the server sends (its writes soon block), as a client
+        that stops reading, once `after` more bytes of it have passed (say, the answer
+        to a handshake); what the client sends still goes through."""
+        if after > 0:
+            self._hold_after = after
+        else:
+            self._flowing.clear()
+
+    def release(self) -> None:
+        self._hold_after = None
+        self._flowing.set()
+
+    def _passed(self, size: int) -> None:
+        if self._hold_after is not None:
+            self._hold_after -= size
+            if self._hold_after <= 0:
+                self._hold_after = None
+                self._flowing.clear()
 
     def _cut_reply(self, data: bytes) -> bytes | None:
         """None to pass `data` on; else what to pass before cutting the connection."""
@@ -126,9 +158,10 @@ class Proxy:
         self._writers.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
-            up_reader, upstream = await asyncio.open_connection(*self.target)
+            up_reader, upstream = await _open_upstream(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(_pump(reader, upstream), _pump(up_reader, writer, self._cut_reply))
+            replies = _pump(up_reader, writer, self._cut_reply, self._flowing, self._passed)
+            await asyncio.gather(_pump(reader, upstream), replies)
         except (OSError, asyncio.CancelledError):
             pass
         finally:
@@ -159,19 +192,40 @@ class _Tracked(asyncio.StreamReaderProtocol):
         super().connection_lost(exc)
 
 
+async def _open_upstream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UPSTREAM_RCVBUF)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
 async def _pump(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     cut: Callable[[bytes], bytes | None] = lambda _: None,
+    flowing: asyncio.Event | None = None,
+    passed: Callable[[int], None] = lambda _: None,
 ) -> None:
     """Copy one direction until EOF, then half-close, as a plain TCP path would; when
-    `cut(data)` gives bytes, pass only those on and cut the connection."""
-    while data := await reader.read(CHUNK):
+    `cut(data)` gives bytes, pass only those on and cut the connection. While `flowing`
+    is clear, nothing is read (the sender's writes back up); `passed` is told of what
+    went through."""
+    while (flowing is None or await flowing.wait()) and (data := await reader.read(CHUNK)):
         if (kept := cut(data)) is not None:
             writer.write(kept)
             await writer.drain()
             raise ConnectionAbortedError("reply cut by the proxy")
         writer.write(data)
+        passed(len(data))
         await writer.drain()
     if writer.can_write_eof():
         with contextlib.suppress(OSError):

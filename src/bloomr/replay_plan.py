@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .broker.base import Broker, HistoryQuery, ReplaySlice
+from .broker.base import HistoryGap as HistoryGap  # what a resume's next page may raise
 from .model import Message, Stream
 from .replay import MAX_REPLAY, AfterId, AfterSeq, ReplayRequest
 
@@ -73,7 +74,8 @@ class ReplayPlan:
         the head seq. Retention may trim the replay's oldest messages between two pages:
         the next page then starts at the oldest that is left (the replay goes on with
         what the history still holds, and hands over to live delivery exactly as
-        planned: nothing past the head seq is read, nothing before it comes live)."""
+        planned: nothing past the head seq is read, nothing before it comes live); a
+        resume's next page raises HistoryGap instead (`plan_resume`)."""
         assert self.pages is not None, "no pages to read"
         return self.pages.after(last, self.epoch)
 
@@ -123,7 +125,8 @@ async def plan_resume(
     if not stream.store_history:
         return RecoveryFailed("history_disabled")
     plan = ReplayPlan()
-    query = HistoryQuery(stream.id, channel, start, max_bytes=page_bytes)
+    # exact: each page must follow the one before it, or the resume stops (HistoryGap)
+    query = HistoryQuery(stream.id, channel, start, max_bytes=page_bytes, exact=True)
     if (await _plan(broker, query, plan)).unknown_id:
         return RecoveryFailed("history_lost")
     return plan

@@ -284,3 +284,56 @@ async def test_a_resume_past_the_replay_cap_gets_everything_in_order(server: Ser
             await client.wait_line(lambda _: received(client)[-1:] == [total - 1], timeout=40)
             assert received(client) == list(range(total))
             assert (await connects(client, 2))[-1]["recovered"] is True
+
+
+async def test_a_resume_that_retention_overtakes_is_cut_short_never_skips(
+    tmp_path: Path,
+) -> None:
+    """The client comes back (recovered) to more than its connection can take at once,
+    stops reading, and retention trims what the resume had still to send: it gets what
+    follows its offset without a hole, then its connection ends; socket.io-client
+    reconnects by itself and is told `recovery_failed`. Nothing after the hole reaches
+    it as if it were next."""
+    pad = "x" * 4000  # 3000 of these: ~12 MB, more than the server's buffers hold
+    env = {"BLOOMR_TRIM_INTERVAL": "0.1"}
+    with running_server(env=env, data_dir=tmp_path) as srv:
+        keep = {"retention": {"max_messages": 3500}}
+        stream_id, token = await srv.stream_and_token(**keep)
+
+        async def publish_padded(numbers: range) -> None:
+            for start in range(numbers.start, numbers.stop, 200):
+                end = min(start + 200, numbers.stop)
+                items = [{"data": {"n": n, "pad": pad}} for n in range(start, end)]
+                await srv.publish(stream_id, items)
+
+        async def oldest_kept() -> int:
+            async with httpx.AsyncClient(base_url=srv.url) as http:
+                r = await http.get(
+                    f"/api/streams/{stream_id}/messages",
+                    params={"limit": 1},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            return int(r.json()["messages"][0]["data"]["n"])
+
+        async with Proxy("127.0.0.1", port_of(srv)) as proxy:
+            async with original_client(srv, proxy, stream_id, token, ["websocket"]) as client:
+                await publish(srv, stream_id, 0)
+                await client.wait_line(lambda _: received(client)[-1:] == [0])
+                await cut(proxy)
+                await publish_padded(range(1, 3001))  # missed: its resume
+                proxy.hold(after=256 * 1024)  # its handshake, then the resume's start
+                await proxy.allow()
+                await connects(client, 2)
+                await publish_padded(range(3001, 6001))  # retention keeps 3500 of 6001
+                async with asyncio.timeout(15):
+                    while await oldest_kept() < 2501:  # the newest 3500 of 0..6000
+                        await asyncio.sleep(0.05)
+                proxy.release()
+                await client.wait_line(lambda line: line.get("event") == "warning", timeout=30)
+                await publish(srv, stream_id, 7000)
+                await client.wait_line(lambda _: received(client)[-1:] == [7000], timeout=30)
+    got = received(client)
+    resumed = got[: got.index(7000)]
+    assert resumed == list(range(len(resumed))) and 1 < len(resumed) < 3001
+    assert [c["recovered"] for c in client.events("connect")] == [False, True, False]
+    assert [w["data"]["code"] for w in client.events("warning")] == ["recovery_failed"]

@@ -15,13 +15,14 @@ from typing import Protocol
 
 from ..idempotency import Repeat
 from ..model import Message
-from ..store.base import AppendBatch, Appended, HistoryQuery, ReplaySlice
+from ..store.base import AppendBatch, Appended, HistoryGap, HistoryQuery, ReplaySlice
 
 __all__ = [
     "AppendBatch",
     "Broker",
     "BrokerHandler",
     "Capabilities",
+    "HistoryGap",
     "HistoryQuery",
     "Published",
     "Repeat",

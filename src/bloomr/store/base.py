@@ -42,6 +42,11 @@ class AppendBatch:
 Appended = list[Message] | Repeat | BloomrError
 
 
+class HistoryGap(Exception):
+    """An exact read (`HistoryQuery.exact`) found messages after its start trimmed away
+    since the read began."""
+
+
 # What one read of a channel's history returns at most, unless its query says less: a
 # page. A replay is read a page at a time, each when the client took the one before,
 # so what a replaying connection holds is about a page, whatever the replay's size.
@@ -69,6 +74,9 @@ class HistoryQuery:
     # page: also at or after this millisecond, and none past this seq
     since_ms: int | None = None
     until_seq: int | None = None
+    # page: an AfterSeq start that must still be followed by every message it had
+    # (a resume that said `recovered`), else `HistoryGap` rather than what is left
+    exact: bool = False
 
     def after(self, message: Message, epoch: str) -> HistoryQuery:
         """The next page of this read, after `message` (of history `epoch`)."""
@@ -149,8 +157,9 @@ class HistoryStore(Protocol):
     async def page(self, query: HistoryQuery) -> list[Message]:
         """A page of `query`'s messages, from one snapshot. Raises
         BloomrError('unknown_message_id') for an AfterId start it does not hold; an
-        AfterSeq start reads what is left after that seq (trimmed messages are skipped)
-        and nothing in another epoch of the history."""
+        AfterSeq start reads what is left after that seq (trimmed messages are skipped,
+        or, when the query is `exact`, HistoryGap is raised) and nothing in another
+        epoch of the history."""
         ...
 
     async def head(self, stream_id: str) -> tuple[int, str]:

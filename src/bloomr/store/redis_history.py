@@ -56,7 +56,7 @@ from ..errors import BloomrError
 from ..faults import BACKEND_TIMEOUT, as_error, guarded
 from ..idempotency import KeyPolicy, Repeat, answer_for, split_ids
 from ..model import Draft, Message, uuid7_ms
-from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
+from .base import AppendBatch, Appended, HistoryGap, HistoryQuery, ReplaySlice
 from .redis_layout import ID_LEN, key_base, new_epoch, read_rows, seq_of_id
 from .redis_reads import PAGE, REPLAY, SINCE_SEQ, page_args, start_args
 
@@ -504,13 +504,16 @@ class RedisHistory:
         kind, value, after = start_args(replace(query, window=None))
         since = "" if query.since_ms is None else query.since_ms
         until = "+inf" if query.until_seq is None else query.until_seq
-        args = (kind, value, after, since, until, *page_args(query))
+        exact = "1" if query.exact else ""
+        args = (kind, value, after, since, until, *page_args(query), exact)
         keys = self._keys(query.stream_id, query.channel)
         reply = await _SCRIPTS["page"](self.client, keys, args)
         if not reply[0]:
             raise BloomrError(
                 "unknown_message_id", f"message {after} is not in this stream's history"
             )
+        if reply[0] == 2:
+            raise HistoryGap(f"messages after seq {value} were trimmed")
         return read_rows(query.stream_id, query.channel, reply[1])
 
     async def since_seq(

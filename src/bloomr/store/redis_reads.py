@@ -94,8 +94,10 @@ return {head_seq(head), matched, boundary, unknown, rows, epoch_of(head), count}
 
 # KEYS: head, all, ts, channel. ARGV: kind (all|after|seq|since), value (the after id's
 # seq | a seq | ts_ms), id (after) or epoch (seq), since ts_ms ('' for none), last seq
-# ('+inf' for none), limit, bytes, overhead per message.
-# Reply: {0} for an unknown id, else {1, rows joined}.
+# ('+inf' for none), limit, bytes, overhead per message, exact ('1': a seq start whose
+# next messages were trimmed is refused).
+# Reply: {0} for an unknown id, {2} for an exact start with messages trimmed after it,
+# else {1, rows joined}.
 PAGE = (
     _PAGE_FROM
     + """
@@ -106,6 +108,10 @@ if kind == 'after' then
   first = seq + 1
 elseif kind == 'seq' then
   if epoch_of(KEYS[1]) ~= ARGV[3] then return {1, ''} end
+  if ARGV[9] == '1' and value < head_seq(KEYS[1]) then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
+    if not oldest or tonumber(oldest) > value + 1 then return {2} end
+  end
   first = value + 1
 elseif kind == 'since' then
   first = first_since(KEYS[3], KEYS[1], value)

@@ -22,7 +22,7 @@ from ..faults import as_error, unavailable
 from ..idempotency import KeyPolicy
 from ..model import Message, id_at, id_place, new_messages, now_ms, uuid7_ms
 from ..replay import AfterId, AfterSeq, ReplayStart, Since
-from .base import AppendBatch, Appended, HistoryQuery, ReplaySlice
+from .base import AppendBatch, Appended, HistoryGap, HistoryQuery, ReplaySlice
 from .runs import RUN_COLUMNS, Run, run_messages, runs_of, without_first
 from .sqlite_db import Row, SQLiteDatabase, _connect_sync, _run_to_completion
 from .sqlite_keys import KeyBook, forget_old_keys
@@ -331,8 +331,11 @@ class SQLiteHistory(SQLiteDatabase):
                     )
                 first = seq + 1
             elif isinstance(start, AfterSeq):
-                if start.epoch != (await q.head())[1]:
+                head, epoch = await q.head()
+                if start.epoch != epoch:
                     return []  # that history is gone (the stream was dropped)
+                if query.exact and not await q.holds_after(start, head, epoch):
+                    raise HistoryGap(f"messages after seq {start.seq} were trimmed")
                 first = start.seq + 1
             elif isinstance(start, Since):
                 first = await q.first_seq_since(start.ts_ms)

@@ -15,7 +15,7 @@ from ..faults import as_error
 from ..hub import Hub
 from ..model import Message, Stream, now_ms
 from ..replay import ReplayRequest, parse_credentials, parse_subscribe_options
-from ..replay_plan import Notice, RecoveryFailed, ReplayPlan
+from ..replay_plan import HistoryGap, Notice, RecoveryFailed, ReplayPlan
 from ..resume import PidSigner, ResumePoint, resume_start
 from ..streams import Streams
 from ..subscription import Sink, SlowConsumer, Subscription, SubscriptionClosed
@@ -61,6 +61,11 @@ class Client(Protocol):
 
     async def end(self, event: str, payload: dict[str, Any], hard: bool) -> None:
         """Emit why, then disconnect; `hard` also drops the underlying connection."""
+        ...
+
+    async def cut(self) -> None:
+        """End the connection without a word, after what was sent, as a network would:
+        a client that reconnects by itself comes back, and learns where it stands."""
         ...
 
 
@@ -184,6 +189,11 @@ async def run_session(
             if batch:
                 await client.send_messages(batch, False, include_metadata)
                 await drain(client, sub)
+    except HistoryGap:
+        # a resume said `recovered` and retention has since trimmed what it was still to
+        # send: rather than skip it, drop the connection; socket.io-client reconnects
+        # from the last message it got and is told `recovery_failed`
+        await client.cut()
     except BloomrError as exc:
         await client.end("error", exc.payload(), hard=False)
     except SubscriptionClosed as exc:

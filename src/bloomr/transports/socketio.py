@@ -253,6 +253,10 @@ class SocketIOConnection:
         if hard:  # it stopped reading: what is still buffered will never be read
             self.session.close("slow consumer", abort=True)
 
+    async def cut(self) -> None:
+        self.task = None
+        self.session.close("resume cut short", announce=False)  # no CLOSE: it reconnects
+
 
 class _WebSocketSink:
     """Live deliveries straight onto a websocket transport, as shared frames."""

@@ -212,6 +212,10 @@ class SseConnection:
         self._write(_named(event, payload))
         self._finish()
 
+    async def cut(self) -> None:
+        self._write(b"")  # the response begins, if it had not yet
+        self._finish()  # EventSource reconnects by itself, from the last id it got
+
     # -- writing ----------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:

@@ -18,7 +18,7 @@ from bloomr.idempotency import Repeat, fingerprint
 from bloomr.model import Draft, Message, Stream
 from bloomr.replay import AfterSeq, ReplayRequest
 from bloomr.replay_plan import RecoveryFailed, ReplayPlan, plan_replay, plan_resume
-from bloomr.store.base import AppendBatch, Appended
+from bloomr.store.base import AppendBatch, Appended, HistoryGap
 from queries import paging, replaying
 
 BACKENDS = {"sqlite": EmbeddedBrokerBackend, "redis": RedisBrokerBackend}
@@ -284,6 +284,24 @@ async def test_a_paged_replay_trimmed_between_pages_goes_on_with_what_is_left(
             assert await node.broker.trim(S1, 0, 9) == 11
 
     assert await read_paged(node.broker, plan, trim) == written[:4] + written[11:]
+
+
+async def test_a_resume_trimmed_between_pages_stops_rather_than_skip(nodes: Nodes) -> None:
+    """A resume promised everything after its start: retention trimming what it was
+    still to read is HistoryGap at the next page (the session then drops the client,
+    which comes back and is told), never a page that skips; a trim that took only what
+    was read already goes unnoticed."""
+    [node, *_] = await nodes()
+    written = [m for i in range(4) for m in stored((await publish(node, S1, 5, i))[0])]
+    epoch = (await node.broker.head(S1))[1]
+    plan = await plan_resume(node.broker, STREAM, "", AfterSeq(0, epoch), 4 * SIZE)
+    assert not isinstance(plan, RecoveryFailed) and plan.messages == written[:4]
+    assert await node.broker.trim(S1, 0, 16) == 4  # seqs 1-4: what the first page read
+    page = await node.broker.page(plan.next_page(written[3]))
+    assert page == written[4:8]
+    assert await node.broker.trim(S1, 0, 9) == 7  # seqs 5-11: 9, 10 and 11 not read yet
+    with pytest.raises(HistoryGap):
+        await node.broker.page(plan.next_page(written[7]))
 
 
 async def publish(node: BrokerNode, stream: str, n: int, value: int) -> list[Appended]:
