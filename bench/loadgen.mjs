@@ -4,7 +4,7 @@
 // carrying its seq and its send time. See bench/README.md.
 //
 //   node bench/loadgen.mjs --target bloomr|node|pysio --url http://127.0.0.1:PORT \
-//        [--stream ID] [--token SECRET] --mode fanout|idle|replay|store [options]
+//        [--stream ID] [--token SECRET] [--publish-url URL] --mode fanout|idle|replay|store [options]
 //
 // fanout   --subs K --procs N --rate MSG_PER_S --batch B --warmup S --duration S
 //          [--drain S] [--inflight N] [--pad BYTES]: delivered messages/s in the steady window,
@@ -66,7 +66,9 @@ const DEFAULTS = {
 function adapter(opts) {
   const base = opts.url.replace(/\/$/, '');
   if (opts.target === 'bloomr') {
-    const url = new URL(`${base}/api/streams/${opts.stream}/messages`);
+    // --publish-url: publish through another node of a cluster than the subscribers'
+    const publishBase = (opts['publish-url'] || base).replace(/\/$/, '');
+    const url = new URL(`${publishBase}/api/streams/${opts.stream}/messages`);
     return {
       publishUrl: url,
       headers: { authorization: `Bearer ${opts.token}` },

@@ -19,6 +19,7 @@ STYLE = {
     "bloomr": ("bloomr (history on)", "tab:green", "o"),
     "node": ("Node socket.io 4.8 (no history)", "tab:blue", "s"),
     "pysio": ("python-socketio 5 (no history)", "tab:orange", "^"),
+    "cluster": ("bloomr cluster (2 nodes, history in Redis)", "tab:purple", "D"),
 }
 
 

@@ -18,6 +18,7 @@ NAMES = {
     "bloomr": "bloomr (history on)",
     "node": "Node socket.io 4.8",
     "pysio": "python-socketio 5",
+    "cluster": "bloomr cluster (2 nodes, Redis + PostgreSQL)",
 }
 
 

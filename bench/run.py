@@ -11,6 +11,7 @@ each scenario measures. Everything listens on 127.0.0.1 only."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +39,14 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 NODE = shutil.which("node") or "node"
 ADMIN_KEY = "bench-admin-key"
-TARGETS = ("bloomr", "node", "pysio")
+TARGETS = ("bloomr", "node", "pysio", "cluster")
+# the full run's: `cluster` (two bloomr nodes on the machine's Redis and PostgreSQL,
+# publishes through one, subscribers on the other) is asked for by name
+DEFAULT_TARGETS = ("bloomr", "node", "pysio")
+CLUSTER_REDIS = os.environ.get("BLOOMR_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+CLUSTER_DATABASE = os.environ.get(
+    "BLOOMR_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"
+)
 # --node-recovery: Node's server with socket.io's connection state recovery on, which
 # (as bloomr, SPEC's resume) appends an offset to every broadcast and keeps the packets
 NODE_RECOVERY = False
@@ -89,26 +98,39 @@ class Server:
     stream: str | None = None
     token: str | None = None
     output: list[str] = field(default_factory=list)
+    # a cluster: its other node, which the publisher posts to (`url` is the subscribers')
+    publisher: subprocess.Popen[str] | None = None
+    publish_url: str | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid] + ([self.publisher.pid] if self.publisher is not None else [])
+
     def cpu_seconds(self) -> float:
-        """utime + stime of the server and its waited-for children, from /proc/PID/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-        return (utime + stime + cutime + cstime) / CLK_TCK
+        """utime + stime of the server (every node of a cluster; not Redis nor
+        PostgreSQL) and its waited-for children, from /proc/PID/stat."""
+        total = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])
+        return total / CLK_TCK
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        total = 0
+        for pid in self.pids:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        return total
 
     def loadgen_args(self) -> list[str]:
-        args = ["--target", self.target, "--url", self.url]
+        target = "bloomr" if self.target == "cluster" else self.target
+        args = ["--target", target, "--url", self.url]
+        if self.publish_url:
+            args += ["--publish-url", self.publish_url]
         if self.stream:
             args += ["--stream", self.stream]
         if self.token:
@@ -148,38 +170,89 @@ def _command(target: str, data_dir: Path | None) -> list[str]:
 
 @contextlib.contextmanager
 def running(target: str) -> Iterator[Server]:
-    """A fresh server (bloomr: in a fresh data dir, with a stream and a token)."""
+    """A fresh server (bloomr: in a fresh data dir, with a stream and a token; a cluster:
+    two fresh nodes under a cluster name of their own, its keys and schema dropped
+    afterwards)."""
     with contextlib.ExitStack() as stack:
-        data_dir = None
-        if target == "bloomr":
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bloomr-b-")))
-        env = {**os.environ, "BLOOMR_ADMIN_KEY": ADMIN_KEY}
-        process = subprocess.Popen(
-            _command(target, data_dir),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        output: list[str] = []
-        watchdog = threading.Timer(30, process.kill)  # a server that never listens
-        watchdog.start()
-        try:
-            url = _wait_url(process, output)
-            watchdog.cancel()
+        if target == "cluster":
+            server = _cluster(stack)
+        else:
+            data_dir = _data_dir(stack) if target == "bloomr" else None
+            process, url, output = stack.enter_context(_started(target, _command(target, data_dir)))
             server = Server(target, process, url, data_dir, output=output)
-            if target == "bloomr":
-                server.stream, server.token = server.new_stream()
-            time.sleep(0.5)  # let start-up work settle before any baseline is taken
-            yield server
+        if target in ("bloomr", "cluster"):
+            server.stream, server.token = server.new_stream()
+        time.sleep(0.5)  # let start-up work settle before any baseline is taken
+        yield server
+
+
+def _data_dir(stack: contextlib.ExitStack) -> Path:
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bloomr-b-")))
+
+
+@contextlib.contextmanager
+def _started(
+    target: str, command: list[str]
+) -> Iterator[tuple[subprocess.Popen[str], str, list[str]]]:
+    """A server process, its URL once it listens, and what it printed; stopped after."""
+    env = {**os.environ, "BLOOMR_ADMIN_KEY": ADMIN_KEY}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
+    )
+    output: list[str] = []
+    watchdog = threading.Timer(30, process.kill)  # a server that never listens
+    watchdog.start()
+    try:
+        url = _wait_url(process, output)
+        watchdog.cancel()
+        yield process, url, output
+    finally:
+        watchdog.cancel()
+        _stop(process)
+        if process.returncode not in (0, -signal.SIGTERM, None):
+            log(f"{target} exited with {process.returncode}; last output:")
+            for line in output[-20:]:
+                log("  ", line.rstrip())
+
+
+def _cluster(stack: contextlib.ExitStack) -> Server:
+    """Two bloomr nodes on the machine's Redis and PostgreSQL (a key prefix and a schema
+    of their own): subscribers on the first, publishes through the second, so every
+    message crosses Redis."""
+    name = "bench_" + uuid.uuid4().hex[:10]
+    stack.callback(_drop_cluster, name)  # registered first: runs after both nodes stop
+    nodes = []
+    for _ in range(2):
+        command = [*_command("bloomr", _data_dir(stack)), "--redis", CLUSTER_REDIS]
+        command += ["--database", CLUSTER_DATABASE, "--cluster-name", name]
+        nodes.append(stack.enter_context(_started("cluster", command)))
+    (process, url, output), (publisher, publish_url, _) = nodes
+    server = Server("cluster", process, url, output=output)
+    server.publisher, server.publish_url = publisher, publish_url
+    return server
+
+
+def _drop_cluster(name: str) -> None:
+    """The cluster's Redis keys and PostgreSQL schema (only those: both are shared)."""
+    import asyncpg
+    import redis
+
+    client = redis.Redis.from_url(CLUSTER_REDIS)
+    try:
+        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+    async def drop_schema() -> None:
+        conn = await asyncpg.connect(CLUSTER_DATABASE)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         finally:
-            watchdog.cancel()
-            _stop(process)
-            if process.returncode not in (0, -signal.SIGTERM, None):
-                log(f"{target} exited with {process.returncode}; last output:")
-                for line in output[-20:]:
-                    log("  ", line.rstrip())
+            await conn.close()
+
+    asyncio.run(drop_schema())
 
 
 def _wait_url(process: subprocess.Popen[str], output: list[str]) -> str:
@@ -796,7 +869,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a reduced set, for a fast check")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help=f"of {', '.join(TARGETS)}"
+    )
     parser.add_argument("--out", type=Path, default=BENCH)
     parser.add_argument(
         "--node-recovery",
