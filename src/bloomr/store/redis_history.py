@@ -64,8 +64,8 @@ Seen = tuple[str, int, int]  # a reader's last delivered message: epoch, seq, ts
 SeenOf = Callable[[str], Seen | None]
 NOTHING_SEEN: Seen = ("", 0, 0)
 
-# Shared by the scripts below and those of `redis_reads.py`. `held` and `first_since`
-# mirror SQLite's seq_of and first_seq_since.
+# Shared by the scripts below and those of `redis_reads.py`. `held`, `first_since` and
+# `holds_after` mirror SQLite's seq_of, first_seq_since and holds_after.
 _LUA_COMMON = """
 local function held(all, seq, id)
   if seq < 1 then return nil end
@@ -78,6 +78,12 @@ local function head_seq(head)
 end
 local function epoch_of(head)
   return redis.call('HGET', head, 'epoch') or ''
+end
+-- whether every stored message after seq `after` is still here (none trimmed since)
+local function holds_after(head, all, after)
+  if after >= head_seq(head) then return true end
+  local oldest = redis.call('ZRANGE', all, 0, 0, 'WITHSCORES')[2]
+  return oldest ~= nil and tonumber(oldest) <= after + 1
 end
 -- timestamps never decrease along seq, so the first stored seq at or after ts starts
 -- the matching range (any channel)

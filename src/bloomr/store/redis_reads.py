@@ -56,10 +56,9 @@ if kind == 'after' then
     forget_start()
   end
 elseif kind == 'seq' then
-  local epoch, last = epoch_of(head), head_seq(head)
+  local epoch = epoch_of(head)
   local same = ARGV[3] == epoch or (ARGV[3] == '' and value == 0)
-  local oldest = redis.call('ZRANGE', all, 0, 0, 'WITHSCORES')[2]
-  if same and (value >= last or (oldest and tonumber(oldest) <= value + 1)) then
+  if same and holds_after(head, all, value) then
     first, lazy = value + 1, true
   else
     forget_start()
@@ -108,10 +107,7 @@ if kind == 'after' then
   first = seq + 1
 elseif kind == 'seq' then
   if epoch_of(KEYS[1]) ~= ARGV[3] then return {1, ''} end
-  if ARGV[9] == '1' and value < head_seq(KEYS[1]) then
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
-    if not oldest or tonumber(oldest) > value + 1 then return {2} end
-  end
+  if ARGV[9] == '1' and not holds_after(KEYS[1], KEYS[2], value) then return {2} end
   first = value + 1
 elseif kind == 'since' then
   first = first_since(KEYS[3], KEYS[1], value)
@@ -123,13 +119,12 @@ return {1, rows}
 """
 )
 
-# KEYS: head, all. ARGV: key base, after seq, limit. Reply: the history's epoch ('' when
-# it has no head), then channel, row, channel, row, ... Channel keys are built here: they
-# share the stream's hash tag, so its slot.
 # KEYS: head, all, ts. ARGV: key base, after seq, limit, then what the reader delivered
 # last: its epoch ('' for nothing), seq and ts_ms, and an epoch to make if the history
 # went back (`went_back`). A new epoch's reads start after its base: what was
-# delivered before is not delivered again.
+# delivered before is not delivered again. Reply: the history's epoch ('' when it has
+# no head), then channel, row, channel, row, ... Channel keys are built here: they
+# share the stream's hash tag, so its slot.
 SINCE_SEQ = """
 local head = KEYS[1]
 local state = redis.call('HMGET', head, 'seq', 'ts', 'epoch')
