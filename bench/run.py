@@ -43,10 +43,6 @@ TARGETS = ("bloomr", "node", "pysio", "cluster")
 # the full run's: `cluster` (two bloomr nodes on the machine's Redis and PostgreSQL,
 # publishes through one, subscribers on the other) is asked for by name
 DEFAULT_TARGETS = ("bloomr", "node", "pysio")
-CLUSTER_REDIS = os.environ.get("BLOOMR_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-CLUSTER_DATABASE = os.environ.get(
-    "BLOOMR_BENCH_DATABASE", "postgresql://postgres@127.0.0.1:5432/test"
-)
 # --node-recovery: Node's server with socket.io's connection state recovery on, which
 # (as bloomr, SPEC's resume) appends an offset to every broadcast and keeps the packets
 NODE_RECOVERY = False
@@ -216,15 +212,20 @@ def _started(
 
 
 def _cluster(stack: contextlib.ExitStack) -> Server:
-    """Two bloomr nodes on the machine's Redis and PostgreSQL (a key prefix and a schema
-    of their own): subscribers on the first, publishes through the second, so every
-    message crosses Redis."""
+    """Two bloomr nodes on the Redis and PostgreSQL the tests use (tests/backends.py:
+    `BLOOMR_TEST_REDIS_URL`, `BLOOMR_TEST_DATABASE`), under a key prefix and a schema of
+    their own: subscribers on the first, publishes through the second, so every message
+    crosses Redis."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import backends
+
     name = "bench_" + uuid.uuid4().hex[:10]
-    stack.callback(_drop_cluster, name)  # registered first: runs after both nodes stop
+    # registered first, so it runs after both nodes stop
+    stack.callback(lambda: asyncio.run(_forget_cluster(backends, name)))
     nodes = []
     for _ in range(2):
-        command = [*_command("bloomr", _data_dir(stack)), "--redis", CLUSTER_REDIS]
-        command += ["--database", CLUSTER_DATABASE, "--cluster-name", name]
+        command = [*_command("bloomr", _data_dir(stack)), "--redis", backends.REDIS_URL]
+        command += ["--database", backends.PG_DSN, "--cluster-name", name]
         nodes.append(stack.enter_context(_started("cluster", command)))
     (process, url, output), (publisher, publish_url, _) = nodes
     server = Server("cluster", process, url, output=output)
@@ -232,27 +233,10 @@ def _cluster(stack: contextlib.ExitStack) -> Server:
     return server
 
 
-def _drop_cluster(name: str) -> None:
+async def _forget_cluster(backends: Any, name: str) -> None:
     """The cluster's Redis keys and PostgreSQL schema (only those: both are shared)."""
-    import asyncpg
-    import redis
-
-    client = redis.Redis.from_url(CLUSTER_REDIS)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-    async def drop_schema() -> None:
-        conn = await asyncpg.connect(CLUSTER_DATABASE)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        finally:
-            await conn.close()
-
-    asyncio.run(drop_schema())
+    await backends.delete_redis_prefix(name)
+    await backends.drop_schema(backends.PgSchema(backends.PG_DSN, name))
 
 
 def _wait_url(process: subprocess.Popen[str], output: list[str]) -> str:
